@@ -1,0 +1,137 @@
+//! The `lila` command line: `serve` (the default) and `token`. Glue only:
+//! it reads the configuration, wires the pieces and reports errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::auth::{JwtAuth, SecretSource, load_or_create_secret};
+use crate::config::Config;
+use crate::core::tenant::TenantId;
+use crate::gateway::Gateway;
+use crate::hooks::NoHooks;
+use crate::http::{AppState, router};
+use crate::layout::DataLayout;
+use crate::whatsapp::real::RealWhatsApp;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lila",
+    version,
+    about = "Multi-tenant WhatsApp session gateway"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the HTTP API and the sessions (the default).
+    Serve,
+    /// Print a token signed with the server's secret.
+    Token {
+        /// The tenant (the Portal's companyId) the token acts for.
+        #[arg(long, required_unless_present = "operator")]
+        company: Option<String>,
+        /// An operator token, which may act on every tenant's sessions.
+        #[arg(long)]
+        operator: bool,
+        /// Validity in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&env).context("loading the configuration")?;
+    match cli.command.unwrap_or(CliCommand::Serve) {
+        CliCommand::Serve => serve(config).await,
+        CliCommand::Token {
+            company,
+            operator,
+            hours,
+        } => {
+            let layout = DataLayout::new(config.data_dir.clone());
+            let (secret, _) =
+                load_or_create_secret(config.jwt_secret.as_deref(), &layout.jwt_secret_file())
+                    .context("reading the JWT secret")?;
+            let tenant = company
+                .map(|c| TenantId::parse(&c))
+                .transpose()
+                .context("--company")?;
+            let token = JwtAuth::new(&secret)?.mint(
+                tenant.as_ref(),
+                operator,
+                Duration::from_secs(hours * 3600),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let layout = DataLayout::new(config.data_dir.clone());
+    let (secret, source) =
+        load_or_create_secret(config.jwt_secret.as_deref(), &layout.jwt_secret_file())
+            .context("preparing the JWT secret")?;
+    if source != SecretSource::Configured {
+        tracing::warn!(
+            secret_file = %layout.jwt_secret_file().display(),
+            "LILA_JWT_SECRET is not set; using a generated secret. Mint a token with: lila token --company <companyId> (or --operator)"
+        );
+    }
+    if let Some(url) = &config.whatsapp.url {
+        tracing::warn!(url = %url, "WhatsApp URL overridden (simulator mode)");
+    }
+    let whatsapp = RealWhatsApp {
+        url: config.whatsapp.url.clone(),
+        version: config.whatsapp.version,
+    };
+    let bind = config.bind;
+    let gateway = Gateway::new(config, Arc::new(whatsapp), Arc::new(NoHooks));
+    gateway.boot().await;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding {bind}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "lila is listening");
+    let state = AppState {
+        gateway: gateway.clone(),
+        auth: Arc::new(JwtAuth::new(&secret)?),
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down: stopping sessions (they resume at the next start)");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,290 @@
+//! Configuration: defaults, then the TOML file, then the environment (which wins).
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `LILA_BIND` | address of the HTTP API | `127.0.0.1:3001` |
+//! | `LILA_DATA_DIR` | the data root | `./data` |
+//! | `LILA_JWT_SECRET` | HS256 secret shared with the Portal | generated into `{data}/lila/jwt.secret` |
+//! | `LILA_CONFIG` | path of the TOML file | `./lila.toml` if present |
+//! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work) | WhatsApp's own |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub jwt_secret: Option<String>,
+    pub whatsapp: WhatsAppConfig,
+    pub backups: BackupConfig,
+    pub sessions: SessionConfig,
+    /// Test switch: abort the process at this reset step (see `ResetStep::name`).
+    /// Set only by crash tests through `LILA_CRASH_AT`.
+    pub crash_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WhatsAppConfig {
+    pub url: Option<String>,
+    pub version: Option<(u32, u32, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// How often a connected session's store is snapshotted. Zero disables backups.
+    pub interval: Duration,
+    /// How many snapshots each phone keeps.
+    pub retention: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// How long a logout may take before the reset goes on without it.
+    pub logout_timeout: Duration,
+    /// How long a send, a pairing-code or a groups request may take.
+    pub request_timeout: Duration,
+    /// Longest wait between two restarts of a failing client.
+    pub max_restart_backoff: Duration,
+    /// How many clients may be starting at once (boot with many sessions).
+    pub max_concurrent_starts: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            data_dir: PathBuf::from("./data"),
+            jwt_secret: None,
+            whatsapp: WhatsAppConfig::default(),
+            backups: BackupConfig {
+                interval: Duration::from_secs(3600),
+                retention: 5,
+            },
+            sessions: SessionConfig {
+                logout_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(10),
+                max_restart_backoff: Duration::from_secs(60),
+                max_concurrent_starts: 16,
+            },
+            crash_at: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("invalid value for {name}: {reason}")]
+    Value { name: &'static str, reason: String },
+}
+
+/// The TOML file's shape. Every field is optional; unknown fields are errors
+/// so that a typo is reported instead of silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub jwt_secret: Option<String>,
+    #[serde(default)]
+    pub whatsapp: WhatsAppFile,
+    #[serde(default)]
+    pub backups: BackupsFile,
+    #[serde(default)]
+    pub sessions: SessionsFile,
+    /// The plugin runtime's section; read by the plugin host.
+    pub plugins: Option<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppFile {
+    pub url: Option<String>,
+    /// `"2.3000.1027868167"`
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsFile {
+    pub interval_secs: Option<u64>,
+    pub retention: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsFile {
+    pub logout_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub max_restart_backoff_secs: Option<u64>,
+    pub max_concurrent_starts: Option<usize>,
+}
+
+/// The version the client announces when it is pointed at a custom URL (a
+/// simulator): there is then no WhatsApp web site to fetch the current one from.
+pub const SIMULATOR_VERSION: (u32, u32, u32) = (2, 3000, 1_027_868_167);
+
+fn parse_version(raw: &str) -> Result<(u32, u32, u32), ConfigError> {
+    let bad = || ConfigError::Value {
+        name: "whatsapp.version",
+        reason: format!("{raw:?} is not like 2.3000.1027868167"),
+    };
+    let parts: Vec<u32> = raw
+        .split('.')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match parts.as_slice() {
+        [a, b, c] => Ok((*a, *b, *c)),
+        _ => Err(bad()),
+    }
+}
+
+impl Config {
+    /// Loads the configuration the way `lila serve` does: `LILA_CONFIG` (or
+    /// `./lila.toml` if it exists), then the environment.
+    pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file = match env("LILA_CONFIG") {
+            Some(path) => Some(read_file(Path::new(&path))?),
+            None if Path::new("lila.toml").is_file() => Some(read_file(Path::new("lila.toml"))?),
+            None => None,
+        };
+        Config::from_parts(file.unwrap_or_default(), env)
+    }
+
+    pub fn from_parts(
+        file: ConfigFile,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(bind) = env("LILA_BIND").or(file.bind) {
+            config.bind = bind.parse().map_err(|e| ConfigError::Value {
+                name: "LILA_BIND",
+                reason: format!("{bind:?}: {e}"),
+            })?;
+        }
+        if let Some(dir) = env("LILA_DATA_DIR").map(PathBuf::from).or(file.data_dir) {
+            config.data_dir = dir;
+        }
+        config.jwt_secret = env("LILA_JWT_SECRET")
+            .or(file.jwt_secret)
+            .filter(|s| !s.is_empty());
+        if let Some(secret) = &config.jwt_secret
+            && secret.len() < 16
+        {
+            return Err(ConfigError::Value {
+                name: "LILA_JWT_SECRET",
+                reason: "must be at least 16 bytes".into(),
+            });
+        }
+        config.whatsapp.url = env("LILA_WA_URL")
+            .or(file.whatsapp.url)
+            .filter(|s| !s.is_empty());
+        config.whatsapp.version = match file.whatsapp.version {
+            Some(v) => Some(parse_version(&v)?),
+            None if config.whatsapp.url.is_some() => Some(SIMULATOR_VERSION),
+            None => None,
+        };
+        if let Some(secs) = file.backups.interval_secs {
+            config.backups.interval = Duration::from_secs(secs);
+        }
+        if let Some(n) = file.backups.retention {
+            if n == 0 {
+                return Err(ConfigError::Value {
+                    name: "backups.retention",
+                    reason: "must be at least 1".into(),
+                });
+            }
+            config.backups.retention = n;
+        }
+        let s = &mut config.sessions;
+        if let Some(secs) = file.sessions.logout_timeout_secs {
+            s.logout_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = file.sessions.request_timeout_secs {
+            s.request_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = file.sessions.max_restart_backoff_secs {
+            s.max_restart_backoff = Duration::from_secs(secs.max(1));
+        }
+        if let Some(n) = file.sessions.max_concurrent_starts {
+            s.max_concurrent_starts = n.max(1);
+        }
+        config.crash_at = env("LILA_CRASH_AT").filter(|s| !s.is_empty());
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let file: ConfigFile = toml::from_str(
+            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/srv/lila\"\n[backups]\ninterval_secs = 60\nretention = 2\n",
+        )
+        .unwrap();
+        let config = Config::from_parts(file, &env_of(&[("LILA_BIND", "127.0.0.1:4000")])).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:4000");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/lila"));
+        assert_eq!(config.backups.interval, Duration::from_secs(60));
+        assert_eq!(config.backups.retention, 2);
+    }
+
+    #[test]
+    fn a_simulator_url_pins_the_client_version() {
+        let config = Config::from_parts(
+            ConfigFile::default(),
+            &env_of(&[("LILA_WA_URL", "ws://127.0.0.1:9/ws/chat")]),
+        )
+        .unwrap();
+        assert_eq!(config.whatsapp.version, Some(SIMULATOR_VERSION));
+        let config = Config::from_parts(ConfigFile::default(), &env_of(&[])).unwrap();
+        assert_eq!(config.whatsapp.version, None);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        assert!(toml::from_str::<ConfigFile>("bnid = \"x\"").is_err());
+        assert!(
+            Config::from_parts(ConfigFile::default(), &env_of(&[("LILA_BIND", "nope")])).is_err()
+        );
+        assert!(
+            Config::from_parts(
+                ConfigFile::default(),
+                &env_of(&[("LILA_JWT_SECRET", "short")])
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! `ApiError`: the one error type of the HTTP layer.
+//!
+//! User mistakes become 4xx with a sentence in `error`; internal failures
+//! become a generic 500, logged once here with the request's span.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::session::SessionError;
+use crate::whatsapp::WhatsAppError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        ApiError::Unauthorized(e.to_string())
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> ApiError {
+        match e {
+            SessionError::NotFound => ApiError::NotFound(e.to_string()),
+            SessionError::Conflict(m) => ApiError::Conflict(m),
+            SessionError::Invalid(m) => ApiError::BadRequest(m),
+            SessionError::Vetoed { .. } => ApiError::Conflict(e.to_string()),
+            SessionError::WhatsApp(WhatsAppError::NotConnected | WhatsAppError::AlreadyPaired) => {
+                ApiError::Conflict(e.to_string())
+            }
+            SessionError::WhatsApp(WhatsAppError::Timeout) => ApiError::Unavailable(e.to_string()),
+            SessionError::WhatsApp(_) => ApiError::BadGateway(e.to_string()),
+            SessionError::Storage(_) => ApiError::Internal(e.to_string()),
+            SessionError::Unavailable => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error; the server log has the details".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(json!({ "success": false, "error": message }))).into_response()
+    }
+}

@@ -1,0 +1,49 @@
+//! The Portal's HTTP API (SPEC section 3): routes, auth, JSON at the edge.
+//!
+//! Every response has `success`; every error has `error`, a sentence the
+//! Portal shows in a toast. Handlers validate input (phone, token, body),
+//! then hand the request to the phone's session actor.
+
+mod error;
+mod handlers;
+mod qr;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::auth::JwtAuth;
+use crate::gateway::Gateway;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub auth: Arc<JwtAuth>,
+}
+
+pub fn router(state: AppState) -> Router {
+    use handlers::*;
+    let sessions = Router::new()
+        .route("/", get(list_sessions).post(create_session))
+        .route("/{phone}", axum::routing::delete(disconnect_session))
+        .route("/{phone}/status", get(session_status))
+        .route("/{phone}/qr", get(session_qr))
+        .route("/{phone}/request-pairing-code", post(pairing_code))
+        .route("/{phone}/pairing-code", post(pairing_code))
+        .route("/{phone}/groups", get(groups))
+        .route("/{phone}/contacts", get(contacts))
+        .route("/{phone}/messages", post(enqueue_message))
+        .route("/{phone}/outbox", get(outbox))
+        .route("/{phone}/clear", post(clear_session));
+    Router::new()
+        .nest("/api/sessions", sessions)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}

@@ -1,0 +1,21 @@
+//! lila: a multi-tenant WhatsApp session gateway.
+//!
+//! Start with `ARCHITECTURE.md` at the repository root. In short: `core` is
+//! the pure logic (state machine, reset plan, boot policy, outbox rules);
+//! `session` holds one actor per phone that carries it out; `storage` does
+//! the file I/O; `whatsapp` is the seam to the WhatsApp client; `http` is the
+//! Portal's API; `gateway` ties the actors together; `cli` is the binary's glue.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod gateway;
+pub mod hooks;
+pub mod http;
+pub mod layout;
+pub mod metrics;
+pub mod phone;
+pub mod session;
+pub mod storage;
+pub mod whatsapp;

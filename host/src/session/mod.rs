@@ -1,0 +1,258 @@
+//! Session actors: one task per phone owns everything about that phone.
+//!
+//! A [`SessionHandle`] is a cheap sender; every request (create, send, reset,
+//! …) and every event of the phone's WhatsApp client goes through the
+//! actor's mailbox, so operations on one phone are serialized by
+//! construction: a reset can never interleave with a start, a send or a
+//! reconnect of the same phone. Timers (restart, backup, retry) are fields of
+//! the actor and die with the state they belong to.
+
+mod actor;
+mod purge;
+
+pub use actor::spawn_session;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::config::Config;
+use crate::core::outbox::OutboxMessage;
+use crate::core::tenant::{Caller, TenantId};
+use crate::hooks::{HookRun, ResetHooks, ResetReport};
+use crate::layout::DataLayout;
+use crate::metrics::Metrics;
+use crate::phone::Phone;
+use crate::storage::StorageError;
+use crate::whatsapp::{GroupInfo, WhatsApp, WhatsAppError};
+
+pub use purge::RemovedSummary;
+
+/// What every session actor shares.
+pub struct SessionContext {
+    pub layout: DataLayout,
+    pub config: Config,
+    pub whatsapp: Arc<dyn WhatsApp>,
+    pub hooks: Arc<dyn ResetHooks>,
+    pub metrics: Arc<Metrics>,
+    /// Bounds how many clients start at once, so a boot with many sessions
+    /// does not open every store and socket in the same instant.
+    pub start_permits: Semaphore,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Unknown, cleared, or another tenant's: the same answer for all three.
+    #[error("no session for this phone number")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reset refused by plugin '{plugin}': {reason}")]
+    Vetoed { plugin: String, reason: String },
+    #[error(transparent)]
+    WhatsApp(#[from] WhatsAppError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the session's worker stopped unexpectedly; retry the request")]
+    Unavailable,
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub phone: Phone,
+    pub owner: Option<TenantId>,
+    pub status: &'static str,
+    pub ready: bool,
+    pub me: Option<String>,
+    pub last_error: Option<String>,
+    pub qr: Option<String>,
+    pub pending_messages: usize,
+}
+
+/// What `DELETE /api/sessions/{phone}` did.
+#[derive(Debug, Clone)]
+pub struct DisconnectReport {
+    pub logged_out: bool,
+    pub removed: Vec<RemovedSummary>,
+    pub pending_messages_kept: usize,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SessionError>>;
+
+pub(crate) enum Command {
+    Create {
+        caller: Caller,
+        owner: Option<TenantId>,
+        reply: Reply<SessionView>,
+    },
+    View {
+        caller: Caller,
+        reply: Reply<SessionView>,
+    },
+    PairingCode {
+        caller: Caller,
+        reply: Reply<String>,
+    },
+    Groups {
+        caller: Caller,
+        reply: Reply<Vec<GroupInfo>>,
+    },
+    Contacts {
+        caller: Caller,
+        reply: Reply<BTreeMap<String, String>>,
+    },
+    Enqueue {
+        caller: Caller,
+        to: String,
+        text: String,
+        reply: Reply<OutboxMessage>,
+    },
+    Outbox {
+        caller: Caller,
+        reply: Reply<Vec<OutboxMessage>>,
+    },
+    Disconnect {
+        caller: Caller,
+        reply: Reply<DisconnectReport>,
+    },
+    Clear {
+        caller: Caller,
+        reply: Reply<ResetReport>,
+    },
+    /// Boot: resume if the record says so.
+    Resume,
+    /// Boot: finish an interrupted reset.
+    FinishPurge { reply: Reply<()> },
+    /// Process shutdown: stop the client without changing what is desired.
+    Shutdown { reply: oneshot::Sender<()> },
+    /// Test hook: whether any client, start, send or timer is alive.
+    Idle { reply: oneshot::Sender<bool> },
+}
+
+/// A cheap handle to one phone's actor.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub(crate) phone: Phone,
+    pub(crate) tx: mpsc::Sender<Command>,
+}
+
+impl SessionHandle {
+    pub fn phone(&self) -> &Phone {
+        &self.phone
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SessionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SessionError::Unavailable)?;
+        rx.await.map_err(|_| SessionError::Unavailable)?
+    }
+
+    pub async fn create(
+        &self,
+        caller: Caller,
+        owner: Option<TenantId>,
+    ) -> Result<SessionView, SessionError> {
+        self.ask(|reply| Command::Create {
+            caller,
+            owner,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn view(&self, caller: Caller) -> Result<SessionView, SessionError> {
+        self.ask(|reply| Command::View { caller, reply }).await
+    }
+
+    pub async fn pairing_code(&self, caller: Caller) -> Result<String, SessionError> {
+        self.ask(|reply| Command::PairingCode { caller, reply })
+            .await
+    }
+
+    pub async fn groups(&self, caller: Caller) -> Result<Vec<GroupInfo>, SessionError> {
+        self.ask(|reply| Command::Groups { caller, reply }).await
+    }
+
+    pub async fn contacts(&self, caller: Caller) -> Result<BTreeMap<String, String>, SessionError> {
+        self.ask(|reply| Command::Contacts { caller, reply }).await
+    }
+
+    pub async fn enqueue(
+        &self,
+        caller: Caller,
+        to: String,
+        text: String,
+    ) -> Result<OutboxMessage, SessionError> {
+        self.ask(|reply| Command::Enqueue {
+            caller,
+            to,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn outbox(&self, caller: Caller) -> Result<Vec<OutboxMessage>, SessionError> {
+        self.ask(|reply| Command::Outbox { caller, reply }).await
+    }
+
+    pub async fn disconnect(&self, caller: Caller) -> Result<DisconnectReport, SessionError> {
+        self.ask(|reply| Command::Disconnect { caller, reply })
+            .await
+    }
+
+    pub async fn clear(&self, caller: Caller) -> Result<ResetReport, SessionError> {
+        self.ask(|reply| Command::Clear { caller, reply }).await
+    }
+
+    pub async fn resume(&self) {
+        let _ = self.tx.send(Command::Resume).await;
+    }
+
+    pub async fn finish_purge(&self) -> Result<(), SessionError> {
+        self.ask(|reply| Command::FinishPurge { reply }).await
+    }
+
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// True when nothing runs for this phone: no client, no start, no send, no timer.
+    pub async fn is_idle(&self) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Idle { reply }).await.is_err() {
+            return true;
+        }
+        rx.await.unwrap_or(true)
+    }
+}
+
+/// Hook runs as the API and logs show them.
+pub fn describe_hook_runs(runs: &[HookRun]) -> String {
+    runs.iter()
+        .map(|r| {
+            format!(
+                "{}:{}={}({}ms)",
+                r.plugin,
+                r.hook,
+                r.outcome.as_str(),
+                r.duration_ms
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

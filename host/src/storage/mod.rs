@@ -1,0 +1,50 @@
+//! The imperative shell's file I/O: every read and write of the data root.
+//!
+//! Each on-disk format here is a stability boundary and carries a `version`
+//! field; the core never sees these serde types, only its own.
+
+pub mod atomic;
+pub mod backups;
+pub mod contacts;
+pub mod outbox_file;
+pub mod phone_records;
+pub mod purge;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid {what} file: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("SQLite error on {path}: {reason}")]
+    Sqlite { path: PathBuf, reason: String },
+    #[error("refusing to touch {path}: it is outside the data root")]
+    OutsideRoot { path: PathBuf },
+}
+
+impl StorageError {
+    pub fn io(path: &Path, source: std::io::Error) -> StorageError {
+        StorageError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for records and file names.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

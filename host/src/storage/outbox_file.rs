@@ -1,0 +1,119 @@
+//! `whatsapp/outbox/{phone}.json`: the durable queue, rewritten atomically on every change.
+//!
+//! Format (version 1):
+//! `{"version":1,"messages":[{"id":"3EB0…","to":"…@s.whatsapp.net","text":"…","createdAtMs":1,"attempts":0}]}`
+//! An empty queue is stored as no file at all.
+
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+
+use super::StorageError;
+use super::atomic::{sync_dir, write_atomic};
+use crate::core::outbox::{Outbox, OutboxMessage, Recipient};
+use crate::layout::DataLayout;
+use crate::phone::Phone;
+
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct OutboxFile {
+    version: u32,
+    messages: Vec<MessageFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageFile {
+    id: String,
+    to: String,
+    text: String,
+    created_at_ms: u64,
+    attempts: u32,
+}
+
+pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Outbox, StorageError> {
+    let path = layout.outbox_file(phone);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outbox::default()),
+        Err(e) => return Err(StorageError::io(&path, e)),
+    };
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.clone(),
+        what: "outbox",
+        reason,
+    };
+    let file: OutboxFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if file.version != VERSION {
+        return Err(corrupt(format!("unknown version {}", file.version)));
+    }
+    let mut messages = Vec::with_capacity(file.messages.len());
+    for m in file.messages {
+        let to = Recipient::parse(&m.to).map_err(|e| corrupt(e.to_string()))?;
+        messages.push(OutboxMessage {
+            id: m.id,
+            to,
+            text: m.text,
+            created_at_ms: m.created_at_ms,
+            attempts: m.attempts,
+        });
+    }
+    Ok(Outbox::from_messages(messages))
+}
+
+pub fn save(layout: &DataLayout, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
+    let path = layout.outbox_file(phone);
+    if outbox.is_empty() {
+        return match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&layout.outbox_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(&path, e)),
+        };
+    }
+    let file = OutboxFile {
+        version: VERSION,
+        messages: outbox
+            .iter()
+            .map(|m| MessageFile {
+                id: m.id.clone(),
+                to: m.to.as_jid().to_owned(),
+                text: m.text.clone(),
+                created_at_ms: m.created_at_ms,
+                attempts: m.attempts,
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&file).map_err(|e| StorageError::Corrupt {
+        path: path.clone(),
+        what: "outbox",
+        reason: e.to_string(),
+    })?;
+    write_atomic(&path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_round_trips_in_order_and_an_empty_queue_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = DataLayout::new(dir.path());
+        let phone = Phone::parse("51987654321").unwrap();
+        let mut outbox = Outbox::default();
+        for (i, text) in ["uno", "dos", "tres"].iter().enumerate() {
+            let to = Recipient::parse("51911111111").unwrap();
+            outbox
+                .enqueue(
+                    OutboxMessage::new(format!("id{i}"), to, (*text).into(), i as u64).unwrap(),
+                )
+                .unwrap();
+        }
+        save(&layout, &phone, &outbox).unwrap();
+        assert_eq!(load(&layout, &phone).unwrap(), outbox);
+        save(&layout, &phone, &Outbox::default()).unwrap();
+        assert!(!layout.outbox_file(&phone).exists());
+        assert!(load(&layout, &phone).unwrap().is_empty());
+    }
+}

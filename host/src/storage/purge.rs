@@ -1,0 +1,123 @@
+//! Deleting a reset's targets, and reporting what was there.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::StorageError;
+use super::atomic::sync_dir;
+
+/// What one removal found and removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Whether the target was there at all.
+    pub existed: bool,
+    /// Files removed, relative to the target (the target itself for a file).
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+/// Removes `target` (a file or a whole directory) if it exists. `root` is the
+/// data root: a target outside it is refused, and a symbolic link is removed
+/// as a link, never followed, so a purge cannot reach outside the data root.
+pub fn remove_target(root: &Path, target: &Path) -> Result<Removed, StorageError> {
+    if !target.starts_with(root) || target == root {
+        return Err(StorageError::OutsideRoot {
+            path: target.to_owned(),
+        });
+    }
+    let meta = match fs::symlink_metadata(target) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removed::default()),
+        Err(e) => return Err(StorageError::io(target, e)),
+    };
+    let mut removed = Removed {
+        existed: true,
+        ..Removed::default()
+    };
+    if meta.is_dir() {
+        inventory(target, Path::new(""), &mut removed);
+        fs::remove_dir_all(target).map_err(|e| StorageError::io(target, e))?;
+    } else {
+        removed
+            .files
+            .push(PathBuf::from(target.file_name().unwrap_or_default()));
+        removed.bytes = meta.len();
+        fs::remove_file(target).map_err(|e| StorageError::io(target, e))?;
+    }
+    if let Some(parent) = target.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(removed)
+}
+
+/// Lists the files under `dir` for the report. Symbolic links are listed, not followed.
+fn inventory(dir: &Path, relative: &Path, removed: &mut Removed) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let rel = relative.join(entry.file_name());
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => inventory(&entry.path(), &rel, removed),
+            Ok(_) => {
+                removed.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                removed.files.push(rel);
+            }
+            Err(_) => removed.files.push(rel),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_a_tree_and_reports_its_files() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("sessions/51987654321");
+        fs::create_dir_all(target.join("sub")).unwrap();
+        fs::write(target.join("whatsapp.db"), b"1234").unwrap();
+        fs::write(target.join("sub/x"), b"12").unwrap();
+        let removed = remove_target(root.path(), &target).unwrap();
+        assert_eq!(
+            removed.files,
+            [PathBuf::from("sub/x"), PathBuf::from("whatsapp.db")]
+        );
+        assert_eq!(removed.bytes, 6);
+        assert!(!target.exists());
+        assert_eq!(
+            remove_target(root.path(), &target).unwrap(),
+            Removed::default(),
+            "idempotent"
+        );
+    }
+
+    #[test]
+    fn a_symlink_is_removed_as_a_link_and_what_it_points_to_survives() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("precious"), b"keep").unwrap();
+        let target = root.path().join("sessions/51987654321");
+        fs::create_dir_all(root.path().join("sessions")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &target).unwrap();
+        remove_target(root.path(), &target).unwrap();
+        assert!(!target.exists());
+        assert_eq!(fs::read(outside.path().join("precious")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn refuses_targets_outside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            remove_target(root.path(), Path::new("/etc")),
+            Err(StorageError::OutsideRoot { .. })
+        ));
+        assert!(matches!(
+            remove_target(root.path(), root.path()),
+            Err(StorageError::OutsideRoot { .. })
+        ));
+    }
+}

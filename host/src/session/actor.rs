@@ -600,6 +600,7 @@ impl SessionActor {
             }
             Reaction::StopAndStayDown => {
                 self.stop_client(false).await;
+                self.state.status = crate::core::status::Status::Failed;
                 if let Some(mut r) = self.record.clone() {
                     r.desired = DesiredState::Stopped;
                     r.updated_at_ms = now_ms();

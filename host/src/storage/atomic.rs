@@ -57,7 +57,7 @@ pub fn remove_stale_temporaries(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(".tmp-") {
+        if name.starts_with('.') && name.contains(".tmp") {
             let _ = fs::remove_file(entry.path());
         }
     }

@@ -38,6 +38,9 @@ pub fn snapshot(
         return Err(StorageError::io(store, std::io::ErrorKind::NotFound.into()));
     }
     fs::create_dir_all(backup_dir).map_err(|e| StorageError::io(backup_dir, e))?;
+    // Only one snapshot of a phone runs at a time (its actor sees to it), so
+    // any temporary here is a leftover of a crash.
+    super::atomic::remove_stale_temporaries(backup_dir);
     let final_path = backup_dir.join(format!("{PREFIX}{now_ms:013}{SUFFIX}"));
     let tmp = backup_dir.join(format!(".{PREFIX}{now_ms:013}.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);

@@ -33,8 +33,10 @@ pub struct Harness {
 }
 
 pub fn test_config(root: &Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = root.to_owned();
+    let mut config = Config {
+        data_dir: root.to_owned(),
+        ..Config::default()
+    };
     config.backups.interval = Duration::from_millis(100);
     config.backups.retention = 3;
     config.sessions.logout_timeout = Duration::from_millis(500);

@@ -3,123 +3,23 @@
 //! same data root. The WhatsApp URL points at a closed local port, so the
 //! real client runs but never reaches anything.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/process.rs"]
+mod process;
+
+use std::time::Duration;
 
 use lila::auth::JwtAuth;
 use lila::core::reset_plan::ResetStep;
 use lila::core::tenant::TenantId;
 use lila::layout::DataLayout;
 use lila::phone::Phone;
-use serde_json::{Value, json};
+use process::{Server, wait_until};
+use serde_json::json;
 
 const SECRET: &str = "crash-test-secret-crash-test-secret";
 const PHONE: &str = "51987654321";
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Server {
-    fn start(data: &Path, crash_at: Option<&str>) -> Server {
-        let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lila"));
-        command
-            .arg("serve")
-            .env("LILA_DATA_DIR", data)
-            .env("LILA_BIND", format!("127.0.0.1:{port}"))
-            .env("LILA_JWT_SECRET", SECRET)
-            .env("LILA_WA_URL", "ws://127.0.0.1:9/ws/chat")
-            .env("LILA_CONFIG", data.with_extension("toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        std::fs::write(data.with_extension("toml"), "").expect("config file");
-        if let Some(step) = crash_at {
-            command.env("LILA_CRASH_AT", step);
-        }
-        let child = command.spawn().expect("start lila");
-        let server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if server.request("GET", "/health", None, None).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("lila did not come up on port {port}");
-    }
-
-    /// A minimal HTTP/1.1 client: one request per connection.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> std::io::Result<(u16, Value)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw)?;
-        let status = raw
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or(std::io::ErrorKind::InvalidData)?;
-        let json = raw
-            .split("\r\n\r\n")
-            .nth(1)
-            .and_then(|b| serde_json::from_str(b).ok())
-            .unwrap_or(Value::Null);
-        Ok((status, json))
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits for the process to die by itself (an abort at a crash point).
-    fn wait_for_exit(mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        panic!("lila did not crash at its crash point");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A WhatsApp URL on which nothing listens: the real client runs and never connects.
+const CLOSED_PORT_URL: &str = "ws://127.0.0.1:9/ws/chat";
 
 fn token() -> String {
     let auth = JwtAuth::new(SECRET.as_bytes()).expect("key");
@@ -131,23 +31,12 @@ fn token() -> String {
     .expect("token")
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[test]
 fn a_message_accepted_with_202_survives_kill_9_right_after_the_response() {
     let data = tempfile::tempdir().expect("temp dir");
     let root = data.path().join("data");
     let token = token();
-    let server = Server::start(&root, None);
+    let server = Server::start(&root, SECRET, CLOSED_PORT_URL, None);
     let (status, body) = server
         .request(
             "POST",
@@ -171,7 +60,7 @@ fn a_message_accepted_with_202_survives_kill_9_right_after_the_response() {
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
     server.kill();
-    let server = Server::start(&root, None);
+    let server = Server::start(&root, SECRET, CLOSED_PORT_URL, None);
     let (status, body) = server
         .request(
             "GET",
@@ -208,7 +97,7 @@ fn a_reset_killed_at_any_step_finishes_at_the_next_start_and_never_resurrects() 
         let layout = DataLayout::new(&root);
 
         // A session with credentials, a backup and a queued message.
-        let server = Server::start(&root, None);
+        let server = Server::start(&root, SECRET, CLOSED_PORT_URL, None);
         server
             .request(
                 "POST",
@@ -240,7 +129,7 @@ fn a_reset_killed_at_any_step_finishes_at_the_next_start_and_never_resurrects() 
         server.kill();
 
         // The reset, killed at `step`.
-        let server = Server::start(&root, Some(step.name()));
+        let server = Server::start(&root, SECRET, CLOSED_PORT_URL, Some(step.name()));
         let answer = server.request(
             "POST",
             &format!("/api/sessions/{PHONE}/clear"),
@@ -261,7 +150,7 @@ fn a_reset_killed_at_any_step_finishes_at_the_next_start_and_never_resurrects() 
         }
 
         // The next start finishes the reset and resumes nothing.
-        let server = Server::start(&root, None);
+        let server = Server::start(&root, SECRET, CLOSED_PORT_URL, None);
         let (status, body) = server
             .request(
                 "GET",

@@ -1,0 +1,131 @@
+//! Runs the real `lila` binary as a child process and talks to it over HTTP,
+//! as the Portal does. Shared by the crash tests and the end-to-end tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Server {
+    pub data: std::path::PathBuf,
+    child: Child,
+    port: u16,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Server {
+    /// Starts `lila serve` over `data` with `secret`, every session pointed at `wa_url`.
+    pub fn start(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>) -> Server {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lila"));
+        command
+            .arg("serve")
+            .env("LILA_DATA_DIR", data)
+            .env("LILA_BIND", format!("127.0.0.1:{port}"))
+            .env("LILA_JWT_SECRET", secret)
+            .env("LILA_WA_URL", wa_url)
+            .env("LILA_CONFIG", data.with_extension("toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::fs::write(data.with_extension("toml"), "").expect("config file");
+        if let Some(step) = crash_at {
+            command.env("LILA_CRASH_AT", step);
+        }
+        let child = command.spawn().expect("start lila");
+        let server = Server {
+            data: data.to_owned(),
+            child,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if server.request("GET", "/health", None, None).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("lila did not come up on port {port}");
+    }
+
+    /// A minimal HTTP/1.1 client: one request per connection.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> std::io::Result<(u16, Value)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw)?;
+        let status = raw
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(std::io::ErrorKind::InvalidData)?;
+        let json = raw
+            .split("\r\n\r\n")
+            .nth(1)
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        Ok((status, json))
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to die by itself (an abort at a crash point).
+    pub fn wait_for_exit(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("lila did not crash at its crash point");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until `cond` holds.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -1,0 +1,28 @@
+//! The simulator's error type.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SimError {
+    /// The peer sent something that is not the WhatsApp Web protocol as we speak it.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The connection closed (or its owner went away) before we were done.
+    #[error("connection closed")]
+    Closed,
+    /// A WebSocket-level failure.
+    #[error("websocket error: {0}")]
+    WebSocket(String),
+    /// Binding or serving the listener failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A Signal operation failed (session set-up, encryption, decryption).
+    #[error("signal error: {0}")]
+    Signal(String),
+    /// An admin request named something the simulator does not know.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// An admin request was malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}

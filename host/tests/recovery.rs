@@ -214,3 +214,29 @@ async fn a_dropped_socket_reconnects_and_resumes_sending() {
     h.wait_status(PHONE, &token, "connected").await;
     h.wait_for("the send", || h.wa.sent().len() == 1).await;
 }
+
+// Regression: the real client ends its run loop on a 401, and its LoggedOut
+// event (delivered on another task) can arrive after that exit. The exit used
+// to retire the client's generation at once, so the LoggedOut was dropped and
+// the session restarted with dead credentials.
+#[tokio::test]
+async fn regression_a_logout_reported_after_the_client_exited_still_logs_out() {
+    let h = Harness::new().await;
+    let token = h.token("acme");
+    h.paired(PHONE, &token).await;
+    let client = h.client(PHONE).await;
+    client.emit_late(lila::core::status::SessionEvent::ClientExited { error: None });
+    client.server_logout();
+    h.wait_status(PHONE, &token, "logged_out").await;
+    assert!(
+        !h.layout()
+            .session_dir(&Phone::parse(PHONE).unwrap())
+            .exists()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        h.wa.starts(&Phone::parse(PHONE).unwrap()),
+        1,
+        "no restart with dead credentials"
+    );
+}

@@ -219,3 +219,198 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
     server.kill();
     sim.shutdown().await;
 }
+
+/// The JID of the phone's linked device, as the simulator knows it.
+fn device_jid(sim: &SimHandle) -> String {
+    sim.control()
+        .devices()
+        .into_iter()
+        .find(|d| d.phone == PHONE)
+        .map(|d| d.jid)
+        .expect("a linked device")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_before_pairing_survive_kill_9_and_are_delivered_once_in_order() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator");
+    sim.control().add_contact(CONTACT, "Ana").expect("contact");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let token = token();
+    let ws = sim.ws_url();
+    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let (code, _) = server
+        .request(
+            "POST",
+            "/api/sessions",
+            Some(&token),
+            Some(&json!({"phoneNumber": PHONE})),
+        )
+        .unwrap();
+    assert_eq!(code, 200);
+    let mut ids = Vec::new();
+    for text in ["first", "second", "third"] {
+        let (code, body) = server
+            .request(
+                "POST",
+                &format!("/api/sessions/{PHONE}/messages"),
+                Some(&token),
+                Some(&json!({"to": CONTACT, "text": text})),
+            )
+            .unwrap();
+        assert_eq!(code, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // kill -9 with the three messages queued (the session is not paired yet).
+    server.kill();
+    assert!(sim.control().messages().is_empty());
+    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    tokio::task::block_in_place(|| pair(&server, &sim, &token));
+    assert!(
+        sim.control()
+            .wait_until(Duration::from_secs(20), |s| s.messages().len() >= 3)
+            .await,
+        "three deliveries"
+    );
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let delivered: Vec<_> = sim
+        .control()
+        .messages()
+        .into_iter()
+        .map(|m| (m.id, m.text.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        delivered,
+        vec![
+            (ids[0].clone(), "first".into()),
+            (ids[1].clone(), "second".into()),
+            (ids[2].clone(), "third".into())
+        ],
+        "in order, each exactly once"
+    );
+    let (_, outbox) = server
+        .request(
+            "GET",
+            &format!("/api/sessions/{PHONE}/outbox"),
+            Some(&token),
+            None,
+        )
+        .unwrap();
+    assert_eq!(outbox["count"], 0);
+    server.kill();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_unlinking_the_device_shows_logged_out_removes_credentials_and_does_not_loop() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let layout = DataLayout::new(&root);
+    let phone = Phone::parse(PHONE).unwrap();
+    let token = token();
+    let ws = sim.ws_url();
+    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    tokio::task::block_in_place(|| pair(&server, &sim, &token));
+    sim.control()
+        .logout_device(&device_jid(&sim))
+        .expect("server-side unlink");
+    let unlinked = tokio::task::block_in_place(|| wait_status(&server, &token, "logged_out"));
+    assert_eq!(unlinked["ready"], false);
+    assert!(
+        !layout.session_dir(&phone).exists(),
+        "the dead credentials are removed"
+    );
+    let handshakes = sim.control().handshakes();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sim.control().handshakes(),
+        handshakes,
+        "no reconnect and no QR loop"
+    );
+    let (code, _) = server
+        .request(
+            "GET",
+            &format!("/api/sessions/{PHONE}/qr"),
+            Some(&token),
+            None,
+        )
+        .unwrap();
+    assert_eq!(code, 404);
+    // Not after a restart either.
+    server.kill();
+    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.control().handshakes(), handshakes);
+    assert_eq!(
+        tokio::task::block_in_place(|| status(&server, &token))["status"],
+        "logged_out"
+    );
+    server.kill();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_socket_reconnects_by_itself_and_a_reset_during_the_backoff_does_not_resurrect() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let layout = DataLayout::new(&root);
+    let phone = Phone::parse(PHONE).unwrap();
+    let token = token();
+    let ws = sim.ws_url();
+    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    tokio::task::block_in_place(|| pair(&server, &sim, &token));
+    let jid = device_jid(&sim);
+
+    // A drop: the client reconnects on its own.
+    let logins = sim.control().connection_attempts(PHONE);
+    sim.control().drop_device(&jid).expect("drop");
+    assert!(
+        sim.control()
+            .wait_until(Duration::from_secs(20), |s| s.connection_attempts(PHONE)
+                > logins
+                && s.is_connected(&jid))
+            .await,
+        "the client reconnected"
+    );
+    tokio::task::block_in_place(|| wait_status(&server, &token, "connected"));
+
+    // Another drop, and a reset while the client is backing off.
+    sim.control().drop_device(&jid).expect("drop");
+    tokio::task::block_in_place(|| wait_status(&server, &token, "reconnecting"));
+    let (code, body) = server
+        .request(
+            "POST",
+            &format!("/api/sessions/{PHONE}/clear"),
+            Some(&token),
+            None,
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let logins = sim.control().connection_attempts(PHONE);
+    let handshakes = sim.control().handshakes();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        sim.control().connection_attempts(PHONE),
+        logins,
+        "the pending reconnect never fired"
+    );
+    assert_eq!(sim.control().handshakes(), handshakes);
+    for path in [
+        layout.session_dir(&phone),
+        layout.backup_dir(&phone),
+        layout.outbox_file(&phone),
+    ] {
+        assert!(!path.exists(), "{} came back", path.display());
+    }
+    server.kill();
+    sim.shutdown().await;
+}

@@ -217,6 +217,10 @@ impl SessionActor {
                     self.restart_at = None;
                     if self.desired() == Some(DesiredState::Running) {
                         info!(attempt = self.restart_attempts, "restarting the WhatsApp client");
+                        if self.client.is_some() {
+                            // The client that exited: join it before building its successor.
+                            self.stop_client(false).await;
+                        }
                         self.begin_start();
                     }
                 }
@@ -610,8 +614,10 @@ impl SessionActor {
                 }
             }
             Reaction::ScheduleRestart => {
-                self.stop_client(false).await;
-                self.state.status = crate::core::status::Status::Reconnecting;
+                // The exited client is kept (and its generation still
+                // counts) until the restart: the client's events run on their
+                // own tasks, so a `LoggedOut` explaining the exit may arrive
+                // after it, and must still cancel the restart.
                 self.schedule_restart();
             }
         }

@@ -26,6 +26,20 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts `lila serve` over `data` with `secret`, every session pointed at `wa_url`.
     pub fn start(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>) -> Server {
+        std::fs::write(data.with_extension("toml"), "").expect("config file");
+        Server::spawn(data, secret, wa_url, crash_at)
+    }
+
+    /// Like `start`, with the TOML config the caller wrote beside the data root (`{data}.toml`).
+    pub fn start_with_config(data: &Path, secret: &str, wa_url: &str) -> Server {
+        Server::spawn(data, secret, wa_url, None)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>) -> Server {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_lila"));
         command
@@ -38,7 +52,6 @@ impl Server {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        std::fs::write(data.with_extension("toml"), "").expect("config file");
         if let Some(step) = crash_at {
             command.env("LILA_CRASH_AT", step);
         }

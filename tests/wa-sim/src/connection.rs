@@ -164,8 +164,21 @@ impl Session {
         self.frames.send_frame(&encrypted).await
     }
 
+    /// A graceful close: send the close frame, then read (and drop) whatever
+    /// the client still sends until it answers with its own close. Tearing
+    /// the socket down with unread input would make the kernel send a reset,
+    /// and the client could lose the stanza sent just before (a
+    /// `stream:error` it must see).
     async fn close(&mut self) {
         let _ = self.frames.socket.send(WsMessage::Close(None)).await;
+        let drain = async {
+            while let Some(Ok(message)) = self.frames.socket.recv().await {
+                if matches!(message, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     }
 
     fn unregister(&mut self) {

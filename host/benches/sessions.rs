@@ -1,0 +1,186 @@
+//! Session density and restart benchmark, against the WhatsApp simulator.
+//!
+//! For each N given on the command line (default 100 and 1000): start the
+//! real `lila` binary (bench profile), pair N sessions through the HTTP API
+//! with the in-process simulator, and report
+//! - resident memory of the lila process per connected idle session
+//!   (median of samples, minus the process's resident memory before any session);
+//! - the time a restarted lila takes to bring all N paired sessions back to
+//!   `connected` (median of restarts).
+//!
+//! Run: `cargo bench -p lila --bench sessions -- 100 1000`
+
+#[path = "../tests/support/process.rs"]
+mod process;
+
+use std::time::{Duration, Instant};
+
+use lila::auth::JwtAuth;
+use lila::core::tenant::TenantId;
+use process::Server;
+use serde_json::{Value, json};
+use wa_sim::Simulator;
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+const RESTARTS: usize = 3;
+const RSS_SAMPLES: usize = 5;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn phone(i: usize) -> String {
+    format!("5190{i:07}")
+}
+
+fn connected_count(server: &Server, token: &str) -> usize {
+    let Ok((_, body)) = server.request("GET", "/api/sessions", Some(token), None) else {
+        return 0;
+    };
+    body["sessions"]
+        .as_array()
+        .map(|s| s.iter().filter(|s| s["status"] == "connected").count())
+        .unwrap_or(0)
+}
+
+fn wait_connected(server: &Server, token: &str, n: usize, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while connected_count(server, token) < n {
+        assert!(
+            started.elapsed() < limit,
+            "only {} of {n} sessions connected after {limit:?}",
+            connected_count(server, token)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+fn sample_rss(pid: u32) -> f64 {
+    median(
+        (0..RSS_SAMPLES)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(500));
+                rss_kib(pid) as f64
+            })
+            .collect(),
+    )
+}
+
+fn run(n: usize, rt: &tokio::runtime::Runtime) {
+    let sim = rt
+        .block_on(Simulator::start("127.0.0.1:0".parse().expect("addr")))
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("data");
+    // Backups off: they would add snapshot threads to the idle measurement.
+    std::fs::write(
+        root.with_extension("toml"),
+        "[backups]\ninterval_secs = 0\n[sessions]\nmax_concurrent_starts = 32\n",
+    )
+    .expect("config");
+    let auth = JwtAuth::new(SECRET.as_bytes()).expect("key");
+    let token = auth
+        .mint(None, true, Duration::from_secs(7200))
+        .expect("token");
+    let tenant = TenantId::parse("bench").expect("tenant");
+    let ws = sim.ws_url();
+
+    let server = Server::start_with_config(&root, SECRET, &ws);
+    let pid = server.pid();
+    let baseline = sample_rss(pid);
+
+    let pair_started = Instant::now();
+    for i in 0..n {
+        let body = json!({"phoneNumber": phone(i), "companyId": tenant.as_str()});
+        let (code, reply) = server
+            .request("POST", "/api/sessions", Some(&token), Some(&body))
+            .expect("create");
+        assert_eq!(code, 200, "{reply}");
+    }
+    let mut pending: Vec<usize> = (0..n).collect();
+    let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions never showed a QR",
+            pending.len()
+        );
+        pending.retain(|&i| {
+            let qr: Value = server
+                .request(
+                    "GET",
+                    &format!("/api/sessions/{}/qr", phone(i)),
+                    Some(&token),
+                    None,
+                )
+                .map(|(_, b)| b)
+                .unwrap_or(Value::Null);
+            match qr["qr"].as_str() {
+                Some(code) => sim.control().scan_qr_as(code, &phone(i)).is_err(),
+                None => true,
+            }
+        });
+    }
+    wait_connected(&server, &token, n, Duration::from_secs(60 + n as u64));
+    let pair_time = pair_started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded = sample_rss(pid);
+    let per_session_kib = (loaded - baseline) / n as f64;
+
+    let mut restarts = Vec::new();
+    let mut server = server;
+    for _ in 0..RESTARTS {
+        server.kill();
+        let started = Instant::now();
+        server = Server::start_with_config(&root, SECRET, &ws);
+        wait_connected(&server, &token, n, Duration::from_secs(120 + n as u64));
+        restarts.push(started.elapsed().as_secs_f64());
+    }
+    server.kill();
+    rt.block_on(sim.shutdown());
+
+    println!(
+        "sessions={n} baseline_rss_mib={:.1} loaded_rss_mib={:.1} per_session_kib={:.0} pair_all_s={:.2} restart_to_all_connected_s(median of {RESTARTS})={:.2} restarts_s={:?}",
+        baseline / 1024.0,
+        loaded / 1024.0,
+        per_session_kib,
+        pair_time.as_secs_f64(),
+        median(restarts.clone()),
+        restarts
+            .iter()
+            .map(|s| (s * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; every other argument is a session count.
+    let counts: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let counts = if counts.is_empty() {
+        vec![100, 1000]
+    } else {
+        counts
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for n in counts {
+        run(n, &rt);
+    }
+}

@@ -414,3 +414,87 @@ async fn a_dropped_socket_reconnects_by_itself_and_a_reset_during_the_backoff_do
     server.kill();
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_codes_groups_and_contacts_come_through_the_real_client() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator");
+    sim.control().add_contact(CONTACT, "Ana").expect("contact");
+    let group = sim
+        .control()
+        .add_group(wa_sim::GroupSpec {
+            id: None,
+            subject: "Ventas".into(),
+            participants: vec![format!("{CONTACT}@s.whatsapp.net")],
+        })
+        .expect("group");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let token = token();
+    let ws = sim.ws_url();
+    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let (code, _) = server
+        .request(
+            "POST",
+            "/api/sessions",
+            Some(&token),
+            Some(&json!({"phoneNumber": PHONE})),
+        )
+        .unwrap();
+    assert_eq!(code, 200);
+    tokio::task::block_in_place(|| wait_status(&server, &token, "qr"));
+    // The Portal's path and the original one both reach the client's real pairing-code flow.
+    // WhatsApp keeps one code valid at a time: asking again repeats it.
+    let mut codes = Vec::new();
+    for path in ["pairing-code", "request-pairing-code"] {
+        let (code, body) = server
+            .request(
+                "POST",
+                &format!("/api/sessions/{PHONE}/{path}"),
+                Some(&token),
+                Some(&json!({})),
+            )
+            .unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+        assert_eq!(body["code"].as_str().map(str::len), Some(8), "{body}");
+        codes.push(body["code"].clone());
+    }
+    assert_eq!(codes[0], codes[1]);
+    tokio::task::block_in_place(|| pair(&server, &sim, &token));
+    let (code, groups) = server
+        .request(
+            "GET",
+            &format!("/api/sessions/{PHONE}/groups"),
+            Some(&token),
+            None,
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{groups}");
+    let listed = groups["groups"].as_array().expect("groups");
+    assert!(
+        listed.iter().any(|g| g["id"] == group.as_str()
+            && g["subject"] == "Ventas"
+            && g["participants"].as_u64() >= Some(1)),
+        "{groups}"
+    );
+    let mut contacts = Value::Null;
+    tokio::task::block_in_place(|| {
+        wait_until("the contact from the phone's address book", || {
+            contacts = server
+                .request(
+                    "GET",
+                    &format!("/api/sessions/{PHONE}/contacts"),
+                    Some(&token),
+                    None,
+                )
+                .map(|(_, b)| b)
+                .unwrap_or(Value::Null);
+            contacts["contacts"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["name"] == "Ana"))
+        })
+    });
+    server.kill();
+    sim.shutdown().await;
+}

@@ -34,6 +34,9 @@ const MAILBOX: usize = 64;
 const CONTACTS_SAVE_DELAY: Duration = Duration::from_secs(2);
 /// The first backup of a newly connected session comes at most this soon.
 const FIRST_BACKUP_DELAY: Duration = Duration::from_secs(30);
+/// How long an issued pairing code is repeated instead of asking for a new one
+/// (WhatsApp keeps it valid for about 180 s; stop a little earlier).
+const PAIRING_CODE_VALIDITY: Duration = Duration::from_secs(150);
 /// How long a reset waits for a client that is still being built.
 const START_WAIT: Duration = Duration::from_secs(10);
 
@@ -63,6 +66,8 @@ struct SessionActor {
     send_retry_at: Option<Instant>,
     next_backup_at: Option<Instant>,
     contacts_save_at: Option<Instant>,
+    /// The pairing code WhatsApp issued, and until when it is shown again.
+    pairing_code: Option<(String, Instant)>,
     counted_connected: bool,
     notices_tx: mpsc::UnboundedSender<(u64, ClientNotice)>,
 }
@@ -173,6 +178,7 @@ impl SessionActor {
             send_retry_at: None,
             next_backup_at: None,
             contacts_save_at: None,
+            pairing_code: None,
             counted_connected: false,
             notices_tx,
         }
@@ -185,6 +191,11 @@ impl SessionActor {
     ) {
         loop {
             tokio::select! {
+                // Client notices first: a request answered by a task (a
+                // pairing code) leaves a notice that must be seen before the
+                // next command for the same phone.
+                biased;
+                Some((generation, notice)) = notices.recv() => self.on_notice(generation, notice).await,
                 command = commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         self.shutdown().await;
@@ -197,7 +208,6 @@ impl SessionActor {
                         return;
                     }
                 },
-                Some((generation, notice)) = notices.recv() => self.on_notice(generation, notice).await,
                 started = join_opt(&mut self.start_task) => {
                     self.start_task = None;
                     let started = started.unwrap_or_else(|e| Err(WhatsAppError::Start(format!("start task failed: {e}"))));
@@ -331,14 +341,30 @@ impl SessionActor {
                     )));
                     return;
                 }
+                // WhatsApp keeps one code valid for about three minutes and
+                // refuses a second request meanwhile: repeat the current one.
+                if let Some((code, valid_until)) = &self.pairing_code
+                    && Instant::now() < *valid_until
+                {
+                    let _ = reply.send(Ok(code.clone()));
+                    return;
+                }
                 let phone = self.phone.clone();
                 let limit = self.ctx.config.sessions.request_timeout;
+                let notices = self.notices_tx.clone();
+                let generation = self.generation;
                 self.requests.spawn(
                     async move {
                         let result = match timeout(limit, client.pairing_code(&phone)).await {
                             Ok(result) => result.map_err(SessionError::from),
                             Err(_) => Err(SessionError::WhatsApp(WhatsAppError::Timeout)),
                         };
+                        if let Ok(code) = &result {
+                            let _ = notices.send((
+                                generation,
+                                ClientNotice::PairingCode { code: code.clone() },
+                            ));
+                        }
                         let _ = reply.send(result);
                     }
                     .in_current_span(),
@@ -551,6 +577,9 @@ impl SessionActor {
                         .get_or_insert(Instant::now() + CONTACTS_SAVE_DELAY);
                 }
             }
+            ClientNotice::PairingCode { code } => {
+                self.pairing_code = Some((code, Instant::now() + PAIRING_CODE_VALIDITY));
+            }
             ClientNotice::Session(event) => self.on_session_event(event).await,
         }
     }
@@ -572,6 +601,7 @@ impl SessionActor {
             Reaction::Nothing => {}
             Reaction::FlushOutbox => {
                 self.restart_attempts = 0;
+                self.pairing_code = None;
                 if self.next_backup_at.is_none() && !self.ctx.config.backups.interval.is_zero() {
                     let first = self.ctx.config.backups.interval.min(FIRST_BACKUP_DELAY);
                     self.next_backup_at = Some(Instant::now() + first);
@@ -645,6 +675,7 @@ impl SessionActor {
         self.send_retry_at = None;
         self.next_backup_at = None;
         self.requests.abort_all();
+        self.pairing_code = None;
         if let Some(task) = self.send_task.take() {
             task.abort();
             let _ = task.await;

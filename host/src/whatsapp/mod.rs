@@ -38,6 +38,10 @@ pub enum WhatsAppError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientNotice {
     Session(SessionEvent),
+    /// WhatsApp issued a pairing code (reported by the host's own request task).
+    PairingCode {
+        code: String,
+    },
     /// A contact's name became known (address book entry or push name).
     Contact {
         jid: String,

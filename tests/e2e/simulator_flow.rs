@@ -23,14 +23,47 @@ const SECRET: &str = "e2e-secret-e2e-secret-e2e-secret";
 const PHONE: &str = "51987654321";
 const CONTACT: &str = "51900000001";
 
-fn token() -> String {
-    let auth = JwtAuth::new(SECRET.as_bytes()).expect("key");
-    auth.mint(
-        Some(&TenantId::parse("acme").expect("tenant")),
-        false,
-        Duration::from_secs(600),
-    )
-    .expect("token")
+/// One test's world: a simulator with a contact, a data root, and lila over it.
+struct Stage {
+    sim: SimHandle,
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    layout: DataLayout,
+    phone: Phone,
+    token: String,
+}
+
+impl Stage {
+    async fn new() -> Stage {
+        let sim = Simulator::start("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("simulator");
+        sim.control().add_contact(CONTACT, "Ana").expect("contact");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("data");
+        let auth = JwtAuth::new(SECRET.as_bytes()).expect("key");
+        let tenant = TenantId::parse("acme").expect("tenant");
+        let token = auth
+            .mint(Some(&tenant), false, Duration::from_secs(600))
+            .expect("token");
+        Stage {
+            layout: DataLayout::new(&root),
+            phone: Phone::parse(PHONE).expect("phone"),
+            sim,
+            _dir: dir,
+            root,
+            token,
+        }
+    }
+
+    /// Starts (or starts again) the real lila binary over this stage's data root.
+    fn lila(&self) -> Server {
+        tokio::task::block_in_place(|| Server::start(&self.root, SECRET, &self.sim.ws_url(), None))
+    }
+
+    async fn finish(self) {
+        self.sim.shutdown().await;
+    }
 }
 
 fn status(server: &Server, token: &str) -> Value {
@@ -95,18 +128,13 @@ fn pair(server: &Server, sim: &SimHandle, token: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator");
-    sim.control().add_contact(CONTACT, "Ana").expect("contact");
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let layout = DataLayout::new(&root);
-    let phone = Phone::parse(PHONE).unwrap();
-    let token = token();
-    let ws = sim.ws_url();
+    let stage = Stage::new().await;
+    let sim = &stage.sim;
+    let layout = &stage.layout;
+    let phone = &stage.phone;
+    let token = stage.token.clone();
 
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let server = stage.lila();
     let connected = tokio::task::block_in_place(|| pair(&server, &sim, &token));
     assert_eq!(connected["ready"], true);
     assert!(
@@ -152,7 +180,7 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
 
     // A restart resumes from disk without a new QR.
     server.kill();
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let server = stage.lila();
     tokio::task::block_in_place(|| wait_status(&server, &token, "connected"));
 
     // The reset: the simulator sees the device removed, every file goes, and
@@ -182,7 +210,7 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
     }
     server.kill();
     let attempts = sim.control().connection_attempts(PHONE);
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let server = stage.lila();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         sim.control().connection_attempts(PHONE),
@@ -217,7 +245,7 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
         })
     });
     server.kill();
-    sim.shutdown().await;
+    stage.finish().await;
 }
 
 /// The JID of the phone's linked device, as the simulator knows it.
@@ -232,15 +260,10 @@ fn device_jid(sim: &SimHandle) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_queued_before_pairing_survive_kill_9_and_are_delivered_once_in_order() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator");
-    sim.control().add_contact(CONTACT, "Ana").expect("contact");
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let token = token();
-    let ws = sim.ws_url();
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let stage = Stage::new().await;
+    let sim = &stage.sim;
+    let token = stage.token.clone();
+    let server = stage.lila();
     let (code, _) = server
         .request(
             "POST",
@@ -266,7 +289,7 @@ async fn messages_queued_before_pairing_survive_kill_9_and_are_delivered_once_in
     // kill -9 with the three messages queued (the session is not paired yet).
     server.kill();
     assert!(sim.control().messages().is_empty());
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let server = stage.lila();
     tokio::task::block_in_place(|| pair(&server, &sim, &token));
     assert!(
         sim.control()
@@ -301,21 +324,17 @@ async fn messages_queued_before_pairing_survive_kill_9_and_are_delivered_once_in
         .unwrap();
     assert_eq!(outbox["count"], 0);
     server.kill();
-    sim.shutdown().await;
+    stage.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_phone_unlinking_the_device_shows_logged_out_removes_credentials_and_does_not_loop() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let layout = DataLayout::new(&root);
-    let phone = Phone::parse(PHONE).unwrap();
-    let token = token();
-    let ws = sim.ws_url();
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let stage = Stage::new().await;
+    let sim = &stage.sim;
+    let layout = &stage.layout;
+    let phone = &stage.phone;
+    let token = stage.token.clone();
+    let server = stage.lila();
     tokio::task::block_in_place(|| pair(&server, &sim, &token));
     sim.control()
         .logout_device(&device_jid(&sim))
@@ -344,7 +363,7 @@ async fn the_phone_unlinking_the_device_shows_logged_out_removes_credentials_and
     assert_eq!(code, 404);
     // Not after a restart either.
     server.kill();
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let server = stage.lila();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sim.control().handshakes(), handshakes);
     assert_eq!(
@@ -352,21 +371,17 @@ async fn the_phone_unlinking_the_device_shows_logged_out_removes_credentials_and
         "logged_out"
     );
     server.kill();
-    sim.shutdown().await;
+    stage.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_socket_reconnects_by_itself_and_a_reset_during_the_backoff_does_not_resurrect() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let layout = DataLayout::new(&root);
-    let phone = Phone::parse(PHONE).unwrap();
-    let token = token();
-    let ws = sim.ws_url();
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let stage = Stage::new().await;
+    let sim = &stage.sim;
+    let layout = &stage.layout;
+    let phone = &stage.phone;
+    let token = stage.token.clone();
+    let server = stage.lila();
     tokio::task::block_in_place(|| pair(&server, &sim, &token));
     let jid = device_jid(&sim);
 
@@ -412,15 +427,13 @@ async fn a_dropped_socket_reconnects_by_itself_and_a_reset_during_the_backoff_do
         assert!(!path.exists(), "{} came back", path.display());
     }
     server.kill();
-    sim.shutdown().await;
+    stage.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairing_codes_groups_and_contacts_come_through_the_real_client() {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator");
-    sim.control().add_contact(CONTACT, "Ana").expect("contact");
+    let stage = Stage::new().await;
+    let sim = &stage.sim;
     let group = sim
         .control()
         .add_group(wa_sim::GroupSpec {
@@ -429,11 +442,8 @@ async fn pairing_codes_groups_and_contacts_come_through_the_real_client() {
             participants: vec![format!("{CONTACT}@s.whatsapp.net")],
         })
         .expect("group");
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let token = token();
-    let ws = sim.ws_url();
-    let server = tokio::task::block_in_place(|| Server::start(&root, SECRET, &ws, None));
+    let token = stage.token.clone();
+    let server = stage.lila();
     let (code, _) = server
         .request(
             "POST",
@@ -496,5 +506,5 @@ async fn pairing_codes_groups_and_contacts_come_through_the_real_client() {
         })
     });
     server.kill();
-    sim.shutdown().await;
+    stage.finish().await;
 }

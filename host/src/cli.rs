@@ -11,9 +11,10 @@ use crate::auth::{JwtAuth, SecretSource, load_or_create_secret};
 use crate::config::Config;
 use crate::core::tenant::TenantId;
 use crate::gateway::Gateway;
-use crate::hooks::NoHooks;
+use crate::hooks::{NoHooks, ResetHooks};
 use crate::http::{AppState, router};
 use crate::layout::DataLayout;
+use crate::plugins::PluginHooks;
 use crate::whatsapp::real::RealWhatsApp;
 
 #[derive(Debug, Parser)]
@@ -96,7 +97,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         version: config.whatsapp.version,
     };
     let bind = config.bind;
-    let gateway = Gateway::new(config, Arc::new(whatsapp), Arc::new(NoHooks));
+    let hooks = start_plugins(&config).await?;
+    let gateway = Gateway::new(config, Arc::new(whatsapp), hooks);
     gateway.boot().await;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -113,6 +115,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: stopping sessions (they resume at the next start)");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// How long a burst of file events may last before it becomes one reload.
+const PLUGIN_RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// The plugin runtime, watched for changes, when the config file has a
+/// `[plugins]` section; no hooks otherwise (`serve` needs no plugins).
+async fn start_plugins(config: &Config) -> anyhow::Result<Arc<dyn ResetHooks>> {
+    let Some(config_file) = config.config_file.clone() else {
+        tracing::info!("no config file: plugins are off");
+        return Ok(Arc::new(NoHooks));
+    };
+    if !config.plugins_configured {
+        tracing::info!(config = %config_file.display(), "no [plugins] section: plugins are off");
+        return Ok(Arc::new(NoHooks));
+    }
+    let data_dir = config.data_dir.clone();
+    // Compiling components is CPU work: keep it off the async workers.
+    let hooks = tokio::task::spawn_blocking(move || PluginHooks::load(&config_file, &data_dir))
+        .await
+        .context("loading plugins")?
+        .context("loading plugins")?;
+    hooks
+        .watch(PLUGIN_RELOAD_DEBOUNCE)
+        .context("watching plugins")?;
+    Ok(hooks)
 }
 
 async fn shutdown_signal() {

@@ -22,6 +22,11 @@ pub struct Config {
     pub whatsapp: WhatsAppConfig,
     pub backups: BackupConfig,
     pub sessions: SessionConfig,
+    /// The TOML file this configuration was read from, if any: the plugin
+    /// runtime re-reads its `[plugins]` section on change.
+    pub config_file: Option<PathBuf>,
+    /// Whether the file had a `[plugins]` section (checked when it was read).
+    pub plugins_configured: bool,
     /// Test switch: abort the process at this reset step (see `ResetStep::name`).
     /// Set only by crash tests through `LILA_CRASH_AT`.
     pub crash_at: Option<String>,
@@ -70,6 +75,8 @@ impl Default for Config {
                 max_restart_backoff: Duration::from_secs(60),
                 max_concurrent_starts: 16,
             },
+            config_file: None,
+            plugins_configured: false,
             crash_at: None,
         }
     }
@@ -102,8 +109,8 @@ pub struct ConfigFile {
     pub backups: BackupsFile,
     #[serde(default)]
     pub sessions: SessionsFile,
-    /// The plugin runtime's section; read by the plugin host.
-    pub plugins: Option<toml::Table>,
+    /// The plugin runtime's section (`plugins::config` checks it).
+    pub plugins: Option<crate::plugins::config::PluginsFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,12 +160,15 @@ impl Config {
     /// Loads the configuration the way `lila serve` does: `LILA_CONFIG` (or
     /// `./lila.toml` if it exists), then the environment.
     pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let file = match env("LILA_CONFIG") {
-            Some(path) => Some(read_file(Path::new(&path))?),
-            None if Path::new("lila.toml").is_file() => Some(read_file(Path::new("lila.toml"))?),
+        let path = match env("LILA_CONFIG") {
+            Some(path) => Some(PathBuf::from(path)),
+            None if Path::new("lila.toml").is_file() => Some(PathBuf::from("lila.toml")),
             None => None,
         };
-        Config::from_parts(file.unwrap_or_default(), env)
+        let file = path.as_deref().map(read_file).transpose()?;
+        let mut config = Config::from_parts(file.unwrap_or_default(), env)?;
+        config.config_file = path;
+        Ok(config)
     }
 
     pub fn from_parts(
@@ -166,6 +176,17 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut config = Config::default();
+        if let Some(plugins) = &file.plugins {
+            // Checked now so that a bad section stops `serve` at start-up;
+            // the runtime re-reads and re-checks it on every reload.
+            crate::plugins::config::PluginsConfig::from_file(plugins, Path::new(".")).map_err(
+                |e| ConfigError::Value {
+                    name: "plugins",
+                    reason: e.0,
+                },
+            )?;
+            config.plugins_configured = true;
+        }
         if let Some(bind) = env("LILA_BIND").or(file.bind) {
             config.bind = bind.parse().map_err(|e| ConfigError::Value {
                 name: "LILA_BIND",
@@ -222,6 +243,14 @@ impl Config {
         config.crash_at = env("LILA_CRASH_AT").filter(|s| !s.is_empty());
         Ok(config)
     }
+}
+
+/// The `[plugins]` section of the config file at `path`, read afresh (the
+/// plugin runtime calls this on every reload).
+pub fn read_plugins_section(
+    path: &Path,
+) -> Result<Option<crate::plugins::config::PluginsFile>, ConfigError> {
+    Ok(read_file(path)?.plugins)
 }
 
 fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {

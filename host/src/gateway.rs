@@ -59,6 +59,11 @@ impl Gateway {
         &self.ctx.metrics
     }
 
+    /// The reset hooks, for `GET /api/plugins` and the hook metrics.
+    pub fn hooks(&self) -> &Arc<dyn ResetHooks> {
+        &self.ctx.hooks
+    }
+
     pub fn layout(&self) -> &DataLayout {
         &self.ctx.layout
     }

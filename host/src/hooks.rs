@@ -98,10 +98,65 @@ pub struct RemovedTarget {
     pub bytes: u64,
 }
 
+/// How often one plugin's calls ended each way, since the process started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    pub ok: u64,
+    pub vetoed: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+}
+
+/// One plugin as `GET /api/plugins` shows it.
+#[derive(Debug, Clone)]
+pub struct PluginStatus {
+    /// The operator's name, or `{tenant}/{name}` for a tenant's own plugin.
+    pub name: String,
+    /// The tenant that shipped it; `None` for an operator plugin.
+    pub owner: Option<TenantId>,
+    pub file: PathBuf,
+    /// Whether some version of it is loaded and can run.
+    pub loaded: bool,
+    /// SHA-256 of the loaded component: its version.
+    pub sha256: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub loaded_at_ms: Option<u64>,
+    pub enabled: bool,
+    pub hooks: Vec<&'static str>,
+    /// Tenant ids it runs for; `["*"]` for all.
+    pub tenants: Vec<String>,
+    pub fail_mode: &'static str,
+    pub time_budget_ms: u64,
+    pub memory_mib: u64,
+    pub capabilities: Vec<String>,
+    /// Why the last load of its file or settings failed (the previous version, if any, keeps serving).
+    pub last_error: Option<String>,
+    pub calls: CallCounts,
+}
+
+/// The plugin runtime as a whole, for `GET /api/plugins`.
+#[derive(Debug, Clone, Default)]
+pub struct PluginsView {
+    pub config_file: Option<PathBuf>,
+    /// Why the last reload of the config failed (the previous config keeps serving).
+    pub config_error: Option<String>,
+    pub plugins: Vec<PluginStatus>,
+}
+
 #[async_trait]
 pub trait ResetHooks: Send + Sync + 'static {
     async fn before_clear(&self, ctx: &ResetContext) -> BeforeClear;
     async fn after_clear(&self, report: &ResetReport) -> Vec<HookRun>;
+
+    /// What is loaded, for `GET /api/plugins`; `None` when there is no plugin runtime.
+    fn plugins(&self) -> Option<PluginsView> {
+        None
+    }
+
+    /// Hook call counters for `GET /metrics`; `None` when there is no plugin runtime.
+    fn hook_metrics(&self) -> Option<&crate::metrics::HookMetrics> {
+        None
+    }
 }
 
 /// No hooks at all: every reset is allowed.

@@ -4,7 +4,7 @@
 //! the pure logic (state machine, reset plan, boot policy, outbox rules);
 //! `session` holds one actor per phone that carries it out; `storage` does
 //! the file I/O; `whatsapp` is the seam to the WhatsApp client; `http` is the
-//! Portal's API; `gateway` ties the actors together; `cli` is the binary's glue.
+//! Portal's API; `plugins` runs the WebAssembly reset hooks; `gateway` ties the actors together; `cli` is the binary's glue.
 
 pub mod auth;
 pub mod cli;
@@ -16,6 +16,7 @@ pub mod http;
 pub mod layout;
 pub mod metrics;
 pub mod phone;
+pub mod plugins;
 pub mod session;
 pub mod storage;
 pub mod whatsapp;

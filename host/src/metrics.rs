@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::hooks::HookOutcome;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub client_starts: AtomicU64,
@@ -112,5 +114,106 @@ impl Metrics {
             self.sessions_connected.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+/// Upper bounds (ms) of the hook latency histogram's buckets.
+const HOOK_LATENCY_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000];
+const HOOKS: [&str; 2] = ["before_clear", "after_clear"];
+const OUTCOMES: [&str; 4] = ["ok", "vetoed", "failed", "timed_out"];
+
+/// Plugin hook calls: counts by hook and outcome, and a latency histogram by hook.
+#[derive(Debug, Default)]
+pub struct HookMetrics {
+    /// `[hook][outcome]`, in the order of `HOOKS` and `OUTCOMES`.
+    calls: [[AtomicU64; 4]; 2],
+    /// `[hook][bucket]`, cumulative counts are computed when rendering.
+    latency_buckets: [[AtomicU64; HOOK_LATENCY_BUCKETS_MS.len()]; 2],
+    latency_sum_ms: [AtomicU64; 2],
+    latency_count: [AtomicU64; 2],
+}
+
+impl HookMetrics {
+    pub fn record(&self, hook: &str, outcome: &HookOutcome, duration_ms: u64) {
+        let Some(h) = HOOKS.iter().position(|name| *name == hook) else {
+            return;
+        };
+        let o = match outcome {
+            HookOutcome::Ok => 0,
+            HookOutcome::Vetoed(_) => 1,
+            HookOutcome::Failed(_) => 2,
+            HookOutcome::TimedOut => 3,
+        };
+        Metrics::inc(&self.calls[h][o]);
+        if let Some(b) = HOOK_LATENCY_BUCKETS_MS
+            .iter()
+            .position(|bound| duration_ms <= *bound)
+        {
+            Metrics::inc(&self.latency_buckets[h][b]);
+        }
+        self.latency_sum_ms[h].fetch_add(duration_ms, Ordering::Relaxed);
+        Metrics::inc(&self.latency_count[h]);
+    }
+
+    /// The Prometheus text of these metrics (all zero when `metrics` is `None`).
+    pub fn render(metrics: Option<&HookMetrics>) -> String {
+        let zero = HookMetrics::default();
+        let m = metrics.unwrap_or(&zero);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        out.push_str("# HELP lila_hook_calls_total Plugin hook calls, by hook and outcome (failed and timed_out are failures; vetoed are refusals).\n# TYPE lila_hook_calls_total counter\n");
+        for (h, hook) in HOOKS.iter().enumerate() {
+            for (o, outcome) in OUTCOMES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "lila_hook_calls_total{{hook=\"{hook}\",outcome=\"{outcome}\"}} {}",
+                    get(&m.calls[h][o])
+                );
+            }
+        }
+        out.push_str("# HELP lila_hook_duration_ms Duration of plugin hook calls in milliseconds.\n# TYPE lila_hook_duration_ms histogram\n");
+        for (h, hook) in HOOKS.iter().enumerate() {
+            let mut cumulative = 0;
+            for (b, bound) in HOOK_LATENCY_BUCKETS_MS.iter().enumerate() {
+                cumulative += get(&m.latency_buckets[h][b]);
+                let _ = writeln!(
+                    out,
+                    "lila_hook_duration_ms_bucket{{hook=\"{hook}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = get(&m.latency_count[h]);
+            let _ = writeln!(
+                out,
+                "lila_hook_duration_ms_bucket{{hook=\"{hook}\",le=\"+Inf\"}} {count}\nlila_hook_duration_ms_sum{{hook=\"{hook}\"}} {}\nlila_hook_duration_ms_count{{hook=\"{hook}\"}} {count}",
+                get(&m.latency_sum_ms[h])
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_calls_are_counted_by_outcome_with_a_latency_histogram() {
+        let m = HookMetrics::default();
+        m.record("before_clear", &HookOutcome::Ok, 3);
+        m.record("before_clear", &HookOutcome::TimedOut, 1200);
+        m.record("after_clear", &HookOutcome::Failed("x".into()), 7);
+        let text = HookMetrics::render(Some(&m));
+        assert!(
+            text.contains("lila_hook_calls_total{hook=\"before_clear\",outcome=\"timed_out\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("lila_hook_calls_total{hook=\"after_clear\",outcome=\"failed\"} 1"));
+        assert!(text.contains("lila_hook_duration_ms_bucket{hook=\"before_clear\",le=\"5\"} 1"));
+        assert!(text.contains("lila_hook_duration_ms_bucket{hook=\"before_clear\",le=\"+Inf\"} 2"));
+        assert!(text.contains("lila_hook_duration_ms_sum{hook=\"before_clear\"} 1203"));
+        assert!(
+            HookMetrics::render(None)
+                .contains("lila_hook_duration_ms_count{hook=\"after_clear\"} 0")
+        );
     }
 }

@@ -326,6 +326,55 @@ pub async fn clear_session(
     })))
 }
 
+/// `GET /api/plugins`: operators only. A tenant gets 403: the list names
+/// other tenants and their plugins, and unlike a session there is nothing
+/// whose existence the 404 would hide.
+pub async fn list_plugins(
+    State(state): State<AppState>,
+    AuthCaller(caller): AuthCaller,
+) -> Result<Json<Value>, ApiError> {
+    if !matches!(caller, Caller::Operator) {
+        return Err(ApiError::Forbidden(
+            "only an operator token may list plugins".into(),
+        ));
+    }
+    let view = state.gateway.hooks().plugins().unwrap_or_default();
+    let plugins: Vec<Value> = view
+        .plugins
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "owner": p.owner.as_ref().map(|t| t.as_str()),
+                "file": p.file.display().to_string(),
+                "loaded": p.loaded,
+                "sha256": p.sha256,
+                "sizeBytes": p.size_bytes,
+                "loadedAtMs": p.loaded_at_ms,
+                "enabled": p.enabled,
+                "hooks": p.hooks,
+                "tenants": p.tenants,
+                "failMode": p.fail_mode,
+                "timeBudgetMs": p.time_budget_ms,
+                "memoryMib": p.memory_mib,
+                "capabilities": p.capabilities,
+                "lastError": p.last_error,
+                "calls": {
+                    "ok": p.calls.ok,
+                    "vetoed": p.calls.vetoed,
+                    "failed": p.calls.failed,
+                    "timedOut": p.calls.timed_out,
+                },
+            })
+        })
+        .collect();
+    Ok(ok(json!({
+        "configFile": view.config_file.map(|f| f.display().to_string()),
+        "configError": view.config_error,
+        "plugins": plugins,
+    })))
+}
+
 pub async fn health() -> Json<Value> {
     ok(json!({ "status": "ok" }))
 }
@@ -333,7 +382,8 @@ pub async fn health() -> Json<Value> {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.gateway.metrics().render(),
+        state.gateway.metrics().render()
+            + &crate::metrics::HookMetrics::render(state.gateway.hooks().hook_metrics()),
     )
         .into_response()
 }

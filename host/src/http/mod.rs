@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{phone}/clear", post(clear_session));
     Router::new()
         .nest("/api/sessions", sessions)
+        .route("/api/plugins", get(list_plugins))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -2,6 +2,8 @@
 //! WhatsApp fake, called through its real router, as the Portal calls it.
 #![allow(dead_code)]
 
+pub mod wasm;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,13 @@ impl Harness {
 
     pub async fn with_hooks(hooks: Arc<dyn ResetHooks>) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
+        let config = test_config(dir.path());
+        Harness::start(dir, config, ScriptedWhatsApp::new(), hooks).await
+    }
+
+    /// Like `with_hooks`, over a data root the caller already made (the
+    /// plugin runtime needs the root before the gateway exists).
+    pub async fn with_dir_and_hooks(dir: tempfile::TempDir, hooks: Arc<dyn ResetHooks>) -> Harness {
         let config = test_config(dir.path());
         Harness::start(dir, config, ScriptedWhatsApp::new(), hooks).await
     }

@@ -1,0 +1,250 @@
+//! The wasmtime side: one shared `Engine`, the epoch ticker, compiling a
+//! component once into an `InstancePre`, and running one hook call in a fresh
+//! `Store` with a memory cap and a time budget.
+//!
+//! WIT-generated types live in `wit` below and never leave the `plugins` module.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+
+use super::imports::{CallEnv, HostState};
+
+/// The bindings of `wit/lila-hooks-0.1.0`. Imports are async so that a sleep
+/// or an HTTP request never blocks an executor thread.
+pub mod wit {
+    wasmtime::component::bindgen!({
+        path: "../wit/lila-hooks-0.1.0",
+        world: "reset-hook",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+/// How often the epoch advances: the granularity of time budgets.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Extra time the async timeout allows over the budget, so that the
+/// engine's own interruption (the precise one) normally fires first.
+const TIMEOUT_GRACE: Duration = Duration::from_millis(250);
+/// The deepest a plugin's wasm stack may grow.
+const MAX_WASM_STACK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the wasm engine could not be set up: {0}")]
+    Setup(String),
+    #[error("not a loadable lila:hooks@0.1.0 component: {0}")]
+    Compile(String),
+}
+
+/// A compiled component, ready to be instantiated cheaply for each call.
+pub struct CompiledPlugin {
+    pub pre: wit::ResetHookPre<HostState>,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// What a call did, before the host maps it to a `HookOutcome`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEnd<T> {
+    Returned(T),
+    Failed(String),
+    TimedOut,
+}
+
+/// The engine shared by every plugin, and the linker with the host's imports.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn wasm_error(e: wasmtime::Error) -> String {
+    // wasmtime's error type is not a std error in 48: render it here, once.
+    format!("{e:#}")
+}
+
+impl PluginEngine {
+    pub fn new() -> Result<PluginEngine, EngineError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(MAX_WASM_STACK);
+        let engine = Engine::new(&config).map_err(|e| EngineError::Setup(wasm_error(e)))?;
+        let mut linker = Linker::new(&engine);
+        // Toolchains for Python and JS import WASI; link it, locked down (see `imports::locked_down_wasi`).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| EngineError::Setup(wasm_error(e)))?;
+        wit::ResetHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut HostState| state)
+            .map_err(|e| EngineError::Setup(wasm_error(e)))?;
+        // The ticker is a plain thread: on the async executor it could be
+        // starved by the very plugin it has to interrupt.
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.clone();
+        std::thread::Builder::new()
+            .name("lila-plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError::Setup(format!("epoch ticker: {e}")))?;
+        Ok(PluginEngine {
+            engine,
+            linker,
+            ticker_stop,
+        })
+    }
+
+    /// Compiles and links a component. CPU-heavy: call it off the request path.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledPlugin, EngineError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| EngineError::Compile(wasm_error(e)))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| EngineError::Compile(wasm_error(e)))?;
+        let pre = wit::ResetHookPre::new(instance_pre)
+            .map_err(|e| EngineError::Compile(wasm_error(e)))?;
+        Ok(CompiledPlugin {
+            pre,
+            sha256,
+            size: bytes.len() as u64,
+        })
+    }
+
+    /// Runs `before-clear` in a fresh store.
+    pub async fn before_clear(
+        &self,
+        plugin: &CompiledPlugin,
+        env: CallEnv,
+        memory_bytes: usize,
+        ctx: &wit::lila::hooks::types::ResetContext,
+    ) -> CallEnd<wit::lila::hooks::types::Decision> {
+        self.run(plugin, env, memory_bytes, async |bindings, store| {
+            bindings
+                .lila_hooks_reset()
+                .call_before_clear(store, ctx)
+                .await
+        })
+        .await
+    }
+
+    /// Runs `after-clear` in a fresh store.
+    pub async fn after_clear(
+        &self,
+        plugin: &CompiledPlugin,
+        env: CallEnv,
+        memory_bytes: usize,
+        report: &wit::lila::hooks::types::ResetReport,
+    ) -> CallEnd<()> {
+        self.run(plugin, env, memory_bytes, async |bindings, store| {
+            bindings
+                .lila_hooks_reset()
+                .call_after_clear(store, report)
+                .await
+        })
+        .await
+    }
+
+    async fn run<T>(
+        &self,
+        plugin: &CompiledPlugin,
+        env: CallEnv,
+        memory_bytes: usize,
+        call: impl AsyncFnOnce(&wit::ResetHook, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> CallEnd<T> {
+        let deadline = env.deadline;
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if budget.is_zero() {
+            return CallEnd::TimedOut;
+        }
+        // A fresh store per call: a store that trapped or timed out is dropped
+        // with this function and never entered again.
+        let mut store = Store::new(&self.engine, HostState::new(env, memory_bytes));
+        store.limiter(|state| &mut state.memory);
+        // Check the clock at every tick: past the deadline the plugin is
+        // interrupted (a trap); before it, it yields to the executor so a
+        // spinning plugin does not hold a worker thread.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let work = async {
+            let bindings = plugin.pre.instantiate_async(&mut store).await?;
+            call(&bindings, &mut store).await
+        };
+        // Host imports are bounded by the deadline too; this outer timeout
+        // is the backstop for any await the engine cannot interrupt.
+        let result = tokio::time::timeout(budget + TIMEOUT_GRACE, work).await;
+        match result {
+            Err(_) => CallEnd::TimedOut,
+            Ok(Ok(value)) => CallEnd::Returned(value),
+            Ok(Err(e)) => {
+                if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    CallEnd::TimedOut
+                } else if store.data().memory.hit_cap {
+                    CallEnd::Failed(format!(
+                        "it ran out of its {} MiB memory cap",
+                        memory_bytes >> 20
+                    ))
+                } else {
+                    let mut message = wasm_error(e);
+                    message.truncate(message.floor_char_boundary(500));
+                    CallEnd::Failed(message)
+                }
+            }
+        }
+    }
+}
+
+/// The per-store memory cap: growing a memory past it fails the growth
+/// (which a plugin's allocator turns into a trap).
+pub struct MemoryCap {
+    pub max_bytes: usize,
+    pub hit_cap: bool,
+}
+
+/// Tables hold function references; a plugin needs few.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit_cap = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

@@ -1,0 +1,561 @@
+//! The plugin runtime: WebAssembly components implementing `lila:hooks`
+//! (`wit/`) run around each reset, sandboxed by wasmtime.
+//!
+//! `PluginHooks` implements the host's `ResetHooks`. It translates the
+//! host's `ResetContext` / `ResetReport` to the WIT types by hand (they never
+//! leave this module), calls each enabled plugin in a fresh store with its
+//! memory cap and time budget, caps the total time of each hook phase, and
+//! records what happened for the reset's response, the log, the metrics and
+//! `GET /api/plugins`. `watch` hot-reloads the config and the plugin files.
+
+pub mod capability;
+pub mod config;
+mod engine;
+mod imports;
+mod registry;
+mod state;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use self::config::{FailMode, PluginOwner, PluginsConfig, TenantScope};
+use self::engine::wit::lila::hooks::types as wit;
+use self::engine::{CallEnd, EngineError, PluginEngine};
+use self::imports::{CallEnv, HookKind};
+use self::registry::{CallCounters, LoadedPlugin, Registry};
+use self::state::{StateScope, StateStore};
+pub use self::watch::PluginWatcher;
+use crate::core::reset_plan::PurgeTargetKind;
+use crate::hooks::{
+    BeforeClear, HookOutcome, HookRun, PluginStatus, PluginsView, ResetContext, ResetHooks,
+    ResetReport,
+};
+use crate::metrics::HookMetrics;
+use crate::phone::Phone;
+use crate::storage::now_ms;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: PathBuf, reason: String },
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Longest veto reason passed on to the Portal.
+const MAX_REASON_CHARS: usize = 500;
+
+/// What a `before_clear` call remembers for the `after_clear` of the same reset.
+struct PendingReset {
+    reset_id: String,
+    session: wit::SessionState,
+    outbox: Vec<wit::OutboxMessage>,
+}
+
+/// The runtime behind `PluginHooks`.
+struct Runtime {
+    engine: PluginEngine,
+    data_root: PathBuf,
+    config_file: PathBuf,
+    current: RwLock<Arc<Registry>>,
+    /// One reload at a time; also owns the call counters, which outlive reloads.
+    reload_lock: Mutex<HashMap<String, Arc<CallCounters>>>,
+    state: Arc<StateStore>,
+    metrics: HookMetrics,
+    /// Keyed by phone: the actor runs one reset of a phone at a time, so the
+    /// `before_clear` and `after_clear` of one reset meet here.
+    pending: Mutex<HashMap<Phone, PendingReset>>,
+}
+
+/// The `ResetHooks` made of WebAssembly plugins.
+pub struct PluginHooks {
+    runtime: Arc<Runtime>,
+    watcher: Mutex<Option<PluginWatcher>>,
+}
+
+impl PluginHooks {
+    /// Loads the `[plugins]` section of `config_file` and every plugin it
+    /// names (compiling them: call it off the request path). An invalid
+    /// section is an error here, at start-up; later, on reload, it is
+    /// reported and the previous configuration keeps serving.
+    pub fn load(config_file: &Path, data_root: &Path) -> Result<Arc<PluginHooks>, PluginError> {
+        let runtime = Arc::new(Runtime {
+            engine: PluginEngine::new()?,
+            data_root: data_root.to_owned(),
+            config_file: config_file.to_owned(),
+            current: RwLock::new(Arc::new(Registry::default())),
+            reload_lock: Mutex::new(HashMap::new()),
+            state: Arc::new(StateStore::default()),
+            metrics: HookMetrics::default(),
+            pending: Mutex::new(HashMap::new()),
+        });
+        let config = runtime.read_config().map_err(PluginError::Config)?;
+        runtime.install(config, None);
+        Ok(Arc::new(PluginHooks {
+            runtime,
+            watcher: Mutex::new(None),
+        }))
+    }
+
+    /// Re-reads the config and the plugin files now (the watcher calls this).
+    pub fn reload(&self) {
+        self.runtime.reload();
+    }
+
+    /// Starts watching the config file and the plugin folders; bursts of
+    /// events within `debounce` become one reload.
+    pub fn watch(&self, debounce: Duration) -> Result<(), PluginError> {
+        let watcher = watch::start(self.runtime.clone(), debounce)?;
+        *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
+        Ok(())
+    }
+
+    /// How many reloads the watcher has carried out (for tests and the benchmark).
+    pub fn reloads(&self) -> u64 {
+        self.watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, PluginWatcher::reloads)
+    }
+}
+
+impl Runtime {
+    fn registry(&self) -> Arc<Registry> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn read_config(&self) -> Result<PluginsConfig, String> {
+        let section =
+            crate::config::read_plugins_section(&self.config_file).map_err(|e| e.to_string())?;
+        let base = self.config_file.parent().unwrap_or(Path::new("."));
+        let file = section.unwrap_or_else(config::PluginsFile::empty);
+        PluginsConfig::from_file(&file, base).map_err(|e| e.to_string())
+    }
+
+    fn reload(&self) {
+        match self.read_config() {
+            Ok(config) => self.install(config, None),
+            Err(error) => {
+                warn!(config = %self.config_file.display(), error = %error, "plugin config is invalid; the previous one keeps serving");
+                let previous = self.registry();
+                let config = previous.config.clone();
+                match config {
+                    Some(config) => self.install(config, Some(error)),
+                    None => {
+                        let next = Registry {
+                            config_error: Some(error),
+                            ..Registry::default()
+                        };
+                        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                    }
+                }
+            }
+        }
+    }
+
+    fn install(&self, config: PluginsConfig, config_error: Option<String>) {
+        let mut counters = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.registry();
+        let next = registry::build(&self.engine, &previous, config, config_error, &mut counters);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+    }
+
+    fn env(
+        &self,
+        plugin: &LoadedPlugin,
+        hook: HookKind,
+        tenant: &str,
+        phone: &Phone,
+        reset_id: &str,
+        deadline: Instant,
+    ) -> CallEnv {
+        let scope = StateScope::new(
+            &self.data_root,
+            &plugin.spec.owner,
+            &plugin.spec.name,
+            tenant,
+        );
+        CallEnv {
+            plugin: plugin.spec.key.clone(),
+            tenant: tenant.to_owned(),
+            phone: phone.as_str().to_owned(),
+            reset_id: reset_id.to_owned(),
+            hook,
+            deadline,
+            capabilities: plugin.spec.capabilities.clone(),
+            config_json: Arc::from(plugin.spec.config_json.as_str()),
+            data_root: self.data_root.clone(),
+            session_dir: crate::layout::DataLayout::new(&self.data_root).session_dir(phone),
+            archive_dir: scope.archive_dir(),
+            state: self.state.clone(),
+            state_scope: scope,
+        }
+    }
+
+    fn record(&self, plugin: &LoadedPlugin, run: &HookRun, tenant: &str, phone: &Phone) {
+        self.metrics.record(run.hook, &run.outcome, run.duration_ms);
+        let c = &plugin.counters;
+        let counter = match run.outcome {
+            HookOutcome::Ok => &c.ok,
+            HookOutcome::Vetoed(_) => &c.vetoed,
+            HookOutcome::Failed(_) => &c.failed,
+            HookOutcome::TimedOut => &c.timed_out,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &run.outcome {
+            HookOutcome::Ok | HookOutcome::Vetoed(_) => {
+                info!(plugin = %run.plugin, tenant = %tenant, phone = %phone, hook = run.hook, outcome = run.outcome.as_str(), duration_ms = run.duration_ms, "plugin hook ran")
+            }
+            HookOutcome::Failed(detail) => {
+                warn!(plugin = %run.plugin, tenant = %tenant, phone = %phone, hook = run.hook, outcome = "failed", detail = %detail, duration_ms = run.duration_ms, "plugin hook failed")
+            }
+            HookOutcome::TimedOut => {
+                warn!(plugin = %run.plugin, tenant = %tenant, phone = %phone, hook = run.hook, outcome = "timed_out", duration_ms = run.duration_ms, "plugin hook ran out of time")
+            }
+        }
+    }
+}
+
+fn new_reset_id() -> String {
+    let mut random = [0u8; 6];
+    // Uniqueness is a convenience for plugins (de-duplication), not a
+    // security property: fall back to the clock alone if the OS refuses.
+    let _ = getrandom::fill(&mut random);
+    format!("r{:x}-{}", now_ms(), hex::encode(random))
+}
+
+fn clean_reason(reason: &str) -> String {
+    let reason: String = reason
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect();
+    if reason.is_empty() {
+        "no reason given".to_owned()
+    } else {
+        reason
+    }
+}
+
+fn rel_path(path: &Path) -> String {
+    path.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn wit_outbox(ctx: &ResetContext) -> Vec<wit::OutboxMessage> {
+    ctx.outbox
+        .iter()
+        .map(|m| wit::OutboxMessage {
+            id: m.id.clone(),
+            to: m.to.as_jid().to_owned(),
+            text: m.text.clone(),
+            created_at_ms: m.created_at_ms,
+        })
+        .collect()
+}
+
+fn wit_context(
+    ctx: &ResetContext,
+    reset_id: &str,
+    requested_at_ms: u64,
+    session: wit::SessionState,
+    outbox: Vec<wit::OutboxMessage>,
+) -> wit::ResetContext {
+    let mut session_files = Vec::new();
+    let mut backup_count = 0u32;
+    for target in &ctx.targets {
+        match target.kind {
+            PurgeTargetKind::SessionDir => {
+                session_files.extend(target.files.iter().map(|(p, size)| wit::FileInfo {
+                    path: rel_path(p),
+                    size: *size,
+                }))
+            }
+            PurgeTargetKind::Backups => backup_count += target.files.len() as u32,
+            PurgeTargetKind::Outbox => {}
+        }
+    }
+    wit::ResetContext {
+        tenant: ctx
+            .tenant
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        phone: ctx.phone.as_str().to_owned(),
+        reset_id: reset_id.to_owned(),
+        requested_at_ms,
+        session,
+        plan: wit::ResetPlan {
+            session_files,
+            backup_count,
+            outbox,
+        },
+    }
+}
+
+fn wit_outcome(run: &HookRun) -> wit::PluginOutcome {
+    let (outcome, detail) = match &run.outcome {
+        HookOutcome::Ok => (wit::Outcome::Ok, None),
+        HookOutcome::Vetoed(r) => (wit::Outcome::Vetoed, Some(r.clone())),
+        HookOutcome::Failed(m) => (wit::Outcome::Failed, Some(m.clone())),
+        HookOutcome::TimedOut => (wit::Outcome::TimedOut, None),
+    };
+    wit::PluginOutcome {
+        plugin: run.plugin.clone(),
+        outcome,
+        duration_ms: run.duration_ms,
+        detail,
+    }
+}
+
+fn wit_report(report: &ResetReport, pending: PendingReset) -> wit::ResetReport {
+    let count = |kind: PurgeTargetKind| -> u32 {
+        report
+            .removed
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.files as u32)
+            .sum()
+    };
+    wit::ResetReport {
+        tenant: report
+            .tenant
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        phone: report.phone.as_str().to_owned(),
+        reset_id: pending.reset_id,
+        finished_at_ms: now_ms(),
+        session: pending.session,
+        logged_out: report.logged_out,
+        removed_paths: report
+            .removed
+            .iter()
+            .filter(|r| r.existed)
+            .map(|r| rel_path(&r.path))
+            .collect(),
+        session_files_removed: count(PurgeTargetKind::SessionDir),
+        backups_removed: count(PurgeTargetKind::Backups),
+        outbox_dropped: pending.outbox,
+        before_clear: report
+            .hooks
+            .iter()
+            .filter(|r| r.hook == HookKind::BeforeClear.as_str())
+            .map(wit_outcome)
+            .collect(),
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
+#[async_trait]
+impl ResetHooks for PluginHooks {
+    async fn before_clear(&self, ctx: &ResetContext) -> BeforeClear {
+        let rt = &self.runtime;
+        let registry = rt.registry();
+        let reset_id = new_reset_id();
+        let requested_at_ms = now_ms();
+        let session = wit::SessionState {
+            status: ctx.status.clone(),
+            own_jid: ctx.me.clone(),
+            paired: ctx.paired,
+        };
+        let outbox = wit_outbox(ctx);
+        rt.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            ctx.phone.clone(),
+            PendingReset {
+                reset_id: reset_id.clone(),
+                session: session.clone(),
+                outbox: outbox.clone(),
+            },
+        );
+        let mut verdict = BeforeClear::default();
+        let Some(config) = &registry.config else {
+            return verdict;
+        };
+        let plugins = registry.callable(ctx.tenant.as_ref(), |s| s.hooks.before_clear);
+        if plugins.is_empty() {
+            return verdict;
+        }
+        let wit_ctx = wit_context(ctx, &reset_id, requested_at_ms, session, outbox);
+        let tenant = wit_ctx.tenant.clone();
+        let phase_deadline = Instant::now() + config.before_clear_total;
+        for plugin in plugins {
+            let started = Instant::now();
+            let deadline = (started + plugin.spec.time_budget).min(phase_deadline);
+            let env = rt.env(
+                &plugin,
+                HookKind::BeforeClear,
+                &tenant,
+                &ctx.phone,
+                &reset_id,
+                deadline,
+            );
+            let end = rt
+                .engine
+                .before_clear(&plugin.code, env, plugin.spec.memory_bytes, &wit_ctx)
+                .await;
+            let outcome = match end {
+                CallEnd::Returned(wit::Decision::Allow) => HookOutcome::Ok,
+                CallEnd::Returned(wit::Decision::Veto(reason)) => {
+                    HookOutcome::Vetoed(clean_reason(&reason))
+                }
+                CallEnd::Failed(message) => HookOutcome::Failed(message),
+                CallEnd::TimedOut => HookOutcome::TimedOut,
+            };
+            let run = HookRun {
+                plugin: plugin.spec.key.clone(),
+                hook: HookKind::BeforeClear.as_str(),
+                outcome,
+                duration_ms: elapsed_ms(started),
+            };
+            rt.record(&plugin, &run, &tenant, &ctx.phone);
+            let refusal = match (&run.outcome, plugin.spec.fail) {
+                (HookOutcome::Vetoed(reason), _) => Some(reason.clone()),
+                (HookOutcome::Failed(message), FailMode::Closed) => Some(format!(
+                    "the plugin failed ({message}) and is set to fail closed, so nothing was changed"
+                )),
+                (HookOutcome::TimedOut, FailMode::Closed) => Some(format!(
+                    "the plugin did not finish within its {} ms budget and is set to fail closed, so nothing was changed",
+                    deadline.saturating_duration_since(started).as_millis()
+                )),
+                _ => None,
+            };
+            verdict.runs.push(run);
+            if let Some(reason) = refusal {
+                verdict.refusal = Some((plugin.spec.key.clone(), reason));
+                break;
+            }
+        }
+        verdict
+    }
+
+    async fn after_clear(&self, report: &ResetReport) -> Vec<HookRun> {
+        let rt = &self.runtime;
+        let registry = rt.registry();
+        let pending = rt
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&report.phone)
+            .unwrap_or_else(|| PendingReset {
+                reset_id: new_reset_id(),
+                session: wit::SessionState {
+                    status: "absent".into(),
+                    own_jid: None,
+                    paired: false,
+                },
+                outbox: Vec::new(),
+            });
+        let Some(config) = &registry.config else {
+            return Vec::new();
+        };
+        let plugins = registry.callable(report.tenant.as_ref(), |s| s.hooks.after_clear);
+        if plugins.is_empty() {
+            return Vec::new();
+        }
+        let reset_id = pending.reset_id.clone();
+        let wit_report = wit_report(report, pending);
+        let tenant = wit_report.tenant.clone();
+        let phase_deadline = Instant::now() + config.after_clear_total;
+        let mut runs = Vec::new();
+        for plugin in plugins {
+            let started = Instant::now();
+            let deadline = (started + plugin.spec.time_budget).min(phase_deadline);
+            let env = rt.env(
+                &plugin,
+                HookKind::AfterClear,
+                &tenant,
+                &report.phone,
+                &reset_id,
+                deadline,
+            );
+            let end = rt
+                .engine
+                .after_clear(&plugin.code, env, plugin.spec.memory_bytes, &wit_report)
+                .await;
+            let outcome = match end {
+                CallEnd::Returned(()) => HookOutcome::Ok,
+                CallEnd::Failed(message) => HookOutcome::Failed(message),
+                CallEnd::TimedOut => HookOutcome::TimedOut,
+            };
+            let run = HookRun {
+                plugin: plugin.spec.key.clone(),
+                hook: HookKind::AfterClear.as_str(),
+                outcome,
+                duration_ms: elapsed_ms(started),
+            };
+            rt.record(&plugin, &run, &tenant, &report.phone);
+            runs.push(run);
+        }
+        runs
+    }
+
+    fn plugins(&self) -> Option<PluginsView> {
+        let registry = self.runtime.registry();
+        let plugins = registry
+            .entries
+            .iter()
+            .map(|entry| {
+                let spec = &entry.spec;
+                let (owner, tenants) = match &spec.owner {
+                    PluginOwner::Operator(TenantScope::All) => (None, vec!["*".to_owned()]),
+                    PluginOwner::Operator(TenantScope::Only(list)) => {
+                        (None, list.iter().map(|t| t.as_str().to_owned()).collect())
+                    }
+                    PluginOwner::Tenant(t) => (Some(t.clone()), vec![t.as_str().to_owned()]),
+                };
+                let loaded = entry.loaded.as_ref();
+                PluginStatus {
+                    name: spec.key.clone(),
+                    owner,
+                    file: spec.path.clone(),
+                    loaded: loaded.is_some(),
+                    sha256: loaded.map(|l| l.code.sha256.clone()),
+                    size_bytes: loaded.map(|l| l.code.size),
+                    loaded_at_ms: loaded.map(|l| l.loaded_at_ms),
+                    enabled: spec.enabled,
+                    hooks: spec.hooks.names(),
+                    tenants,
+                    fail_mode: spec.fail.as_str(),
+                    time_budget_ms: spec.time_budget.as_millis() as u64,
+                    memory_mib: (spec.memory_bytes >> 20) as u64,
+                    capabilities: spec.capabilities.names(),
+                    last_error: entry.last_error.clone(),
+                    calls: loaded.map(|l| l.counters.snapshot()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Some(PluginsView {
+            config_file: Some(self.runtime.config_file.clone()),
+            config_error: registry.config_error.clone(),
+            plugins,
+        })
+    }
+
+    fn hook_metrics(&self) -> Option<&HookMetrics> {
+        Some(&self.runtime.metrics)
+    }
+}

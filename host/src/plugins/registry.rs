@@ -1,0 +1,279 @@
+//! The set of loaded plugins, and how a reload builds the next set from the
+//! config and the plugin folders without ever losing a working plugin.
+//!
+//! A registry is immutable once built; a reload builds a new one and swaps
+//! an `Arc`. A call holds the `Arc<LoadedPlugin>` it started with, so a
+//! reload never changes the code under a running call.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::config::{PluginSpec, PluginsConfig, TenantPluginFile};
+use super::engine::{CompiledPlugin, PluginEngine};
+use crate::core::tenant::TenantId;
+use crate::hooks::CallCounts;
+use crate::storage::now_ms;
+
+/// Call counts of one plugin key; they survive reloads.
+#[derive(Debug, Default)]
+pub struct CallCounters {
+    pub ok: AtomicU64,
+    pub vetoed: AtomicU64,
+    pub failed: AtomicU64,
+    pub timed_out: AtomicU64,
+}
+
+impl CallCounters {
+    pub fn snapshot(&self) -> CallCounts {
+        CallCounts {
+            ok: self.ok.load(Ordering::Relaxed),
+            vetoed: self.vetoed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A plugin that can be called: its spec and its compiled code.
+pub struct LoadedPlugin {
+    pub spec: PluginSpec,
+    pub code: Arc<CompiledPlugin>,
+    pub loaded_at_ms: u64,
+    pub counters: Arc<CallCounters>,
+}
+
+/// One plugin entry as `GET /api/plugins` shows it.
+pub struct PluginEntry {
+    pub spec: PluginSpec,
+    /// `None` when it never loaded (then `last_error` says why).
+    pub loaded: Option<Arc<LoadedPlugin>>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    pub config: Option<PluginsConfig>,
+    pub config_error: Option<String>,
+    /// Operator plugins in config order, then tenant plugins by key.
+    pub entries: Vec<PluginEntry>,
+}
+
+impl Registry {
+    /// The plugins to call for `hook`, in order, for a session of `tenant`.
+    pub fn callable(
+        &self,
+        tenant: Option<&TenantId>,
+        hook: impl Fn(&PluginSpec) -> bool,
+    ) -> Vec<Arc<LoadedPlugin>> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.loaded.clone())
+            .filter(|p| p.spec.enabled && hook(&p.spec) && p.spec.runs_for(tenant))
+            .collect()
+    }
+}
+
+/// The tenant plugins found under `tenant_dir`: `{companyId}/NAME.wasm` with an optional `NAME.toml`.
+pub fn scan_tenant_plugins(config: &PluginsConfig) -> (Vec<PluginSpec>, Vec<(String, String)>) {
+    let mut specs = Vec::new();
+    let mut errors = Vec::new();
+    let (Some(dir), Some(limits)) = (&config.tenant_dir, &config.tenant_plugins) else {
+        return (specs, errors);
+    };
+    let Ok(tenants) = std::fs::read_dir(dir) else {
+        return (specs, errors);
+    };
+    let mut tenant_dirs: Vec<PathBuf> = tenants
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    tenant_dirs.sort();
+    for tenant_dir in tenant_dirs {
+        let Some(tenant) = tenant_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| TenantId::parse(n).ok())
+        else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(&tenant_dir) else {
+            continue;
+        };
+        let mut wasm: Vec<PathBuf> = files
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        wasm.sort();
+        for path in wasm {
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            // Temporary files of a copy-then-rename start with a dot.
+            if name.starts_with('.') {
+                continue;
+            }
+            let key = format!("{tenant}/{name}");
+            let settings_path = path.with_extension("toml");
+            let settings = match std::fs::read_to_string(&settings_path) {
+                Ok(text) => match toml::from_str::<TenantPluginFile>(&text) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        errors.push((key, format!("{}: {e}", settings_path.display())));
+                        continue;
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => TenantPluginFile::default(),
+                Err(e) => {
+                    errors.push((key, format!("{}: {e}", settings_path.display())));
+                    continue;
+                }
+            };
+            match limits.spec(&tenant, &name, path.clone(), &settings) {
+                Ok(spec) => specs.push(spec),
+                Err(e) => errors.push((key, e.to_string())),
+            }
+        }
+    }
+    (specs, errors)
+}
+
+/// Builds the next registry from `config` and the files on disk. Code whose
+/// bytes did not change is reused; a file that fails to load leaves the
+/// previous version of that plugin serving, with the error recorded.
+pub fn build(
+    engine: &PluginEngine,
+    previous: &Registry,
+    config: PluginsConfig,
+    config_error: Option<String>,
+    counters: &mut HashMap<String, Arc<CallCounters>>,
+) -> Registry {
+    let (tenant_specs, tenant_errors) = scan_tenant_plugins(&config);
+    // Compiled code by content: one file under several names, or unchanged
+    // files, are compiled once.
+    let mut compiled: HashMap<String, Arc<CompiledPlugin>> = previous
+        .entries
+        .iter()
+        .filter_map(|e| e.loaded.as_ref())
+        .map(|l| (l.code.sha256.clone(), l.code.clone()))
+        .collect();
+    let mut entries = Vec::new();
+    for spec in config.plugins.iter().cloned().chain(tenant_specs) {
+        let prev = previous
+            .entries
+            .iter()
+            .find(|e| e.spec.key == spec.key)
+            .and_then(|e| e.loaded.clone());
+        let counter = counters.entry(spec.key.clone()).or_default().clone();
+        entries.push(load_one(engine, spec, prev, counter, &mut compiled));
+    }
+    for (key, error) in tenant_errors {
+        // A tenant plugin whose settings do not parse keeps its previous version.
+        let prev = previous.entries.iter().find(|e| e.spec.key == key);
+        if let Some(prev) = prev {
+            tracing::warn!(plugin = %key, error = %error, "tenant plugin settings are invalid; the previous version keeps serving");
+            entries.push(PluginEntry {
+                spec: prev.spec.clone(),
+                loaded: prev.loaded.clone(),
+                last_error: Some(error),
+            });
+        } else {
+            tracing::warn!(plugin = %key, error = %error, "tenant plugin settings are invalid");
+        }
+    }
+    Registry {
+        config: Some(config),
+        config_error,
+        entries,
+    }
+}
+
+fn load_one(
+    engine: &PluginEngine,
+    spec: PluginSpec,
+    prev: Option<Arc<LoadedPlugin>>,
+    counters: Arc<CallCounters>,
+    compiled: &mut HashMap<String, Arc<CompiledPlugin>>,
+) -> PluginEntry {
+    let bytes = match read_plugin_file(&spec.path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            // A removed file removes the plugin: nothing left to run.
+            tracing::warn!(plugin = %spec.key, error = %error, "plugin file cannot be read; the plugin is not loaded");
+            return PluginEntry {
+                spec,
+                loaded: None,
+                last_error: Some(error),
+            };
+        }
+    };
+    let sha = super::sha256_hex(&bytes);
+    if let Some(code) = compiled.get(&sha) {
+        let loaded_at_ms = match &prev {
+            Some(prev) if prev.code.sha256 == sha => prev.loaded_at_ms,
+            _ => now_ms(),
+        };
+        return PluginEntry {
+            loaded: Some(Arc::new(LoadedPlugin {
+                spec: spec.clone(),
+                code: code.clone(),
+                loaded_at_ms,
+                counters,
+            })),
+            spec,
+            last_error: None,
+        };
+    }
+    let started = Instant::now();
+    match engine.compile(&bytes) {
+        Ok(code) => {
+            let code = Arc::new(code);
+            compiled.insert(sha, code.clone());
+            tracing::info!(plugin = %spec.key, sha256 = %code.sha256, bytes = code.size, compile_ms = started.elapsed().as_millis() as u64, "plugin loaded");
+            PluginEntry {
+                loaded: Some(Arc::new(LoadedPlugin {
+                    spec: spec.clone(),
+                    code,
+                    loaded_at_ms: now_ms(),
+                    counters,
+                })),
+                spec,
+                last_error: None,
+            }
+        }
+        Err(e) => {
+            let error = format!("{}: {e}", spec.path.display());
+            match prev {
+                Some(prev) => {
+                    tracing::warn!(plugin = %spec.key, error = %error, "plugin file is invalid; the previous version keeps serving");
+                    PluginEntry {
+                        loaded: Some(Arc::new(LoadedPlugin {
+                            spec: spec.clone(),
+                            code: prev.code.clone(),
+                            loaded_at_ms: prev.loaded_at_ms,
+                            counters,
+                        })),
+                        spec,
+                        last_error: Some(error),
+                    }
+                }
+                None => {
+                    tracing::warn!(plugin = %spec.key, error = %error, "plugin file is invalid; the plugin is not loaded");
+                    PluginEntry {
+                        spec,
+                        loaded: None,
+                        last_error: Some(error),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn read_plugin_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}

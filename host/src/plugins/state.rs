@@ -1,0 +1,196 @@
+//! Where a plugin's own data lives, and its small key-value store.
+//!
+//! Each (plugin, tenant) scope is a folder under `{data}/plugins/`, outside
+//! `sessions/`, so no reset, purge or restore ever touches it:
+//! `operator/{plugin}/{tenant}/` for an operator plugin and
+//! `tenant/{tenant}/{plugin}/` for a tenant's own. It holds `state.json`
+//! (versioned) and `archive/`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::capability::check_state_set;
+use super::config::PluginOwner;
+
+const STATE_FORMAT_VERSION: u32 = 1;
+
+/// One scope's folder; two scopes never share one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateScope {
+    pub dir: PathBuf,
+}
+
+impl StateScope {
+    /// The scope of `plugin_name` (owned by `owner`) for a reset of `tenant`'s session.
+    pub fn new(
+        data_root: &Path,
+        owner: &PluginOwner,
+        plugin_name: &str,
+        tenant: &str,
+    ) -> StateScope {
+        let dir = match owner {
+            PluginOwner::Operator(_) => data_root
+                .join("plugins")
+                .join("operator")
+                .join(plugin_name)
+                .join(path_segment(tenant)),
+            PluginOwner::Tenant(owner) => data_root
+                .join("plugins")
+                .join("tenant")
+                .join(path_segment(owner.as_str()))
+                .join(plugin_name),
+        };
+        StateScope { dir }
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.dir.join("archive")
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+}
+
+/// A tenant id as one safe folder name: kept when it is plain
+/// (`[A-Za-z0-9_-]`, at most 64 bytes, not starting with `-`), otherwise `~`
+/// and a hash. `~` is never plain, so the two forms never collide.
+pub fn path_segment(tenant: &str) -> String {
+    let plain = !tenant.is_empty()
+        && tenant.len() <= 64
+        && !tenant.starts_with('-')
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        tenant.to_owned()
+    } else {
+        format!("~{}", &hex::encode(Sha256::digest(tenant.as_bytes()))[..32])
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    entries: BTreeMap<String, String>,
+}
+
+/// Every scope's entries, read on first use and written through on each change.
+#[derive(Debug, Default)]
+pub struct StateStore {
+    scopes: Mutex<HashMap<StateScope, BTreeMap<String, String>>>,
+}
+
+impl StateStore {
+    fn with_scope<T>(
+        &self,
+        scope: &StateScope,
+        f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(T, bool), String>,
+    ) -> Result<T, String> {
+        // A panic while the lock was held cannot leave a map half-changed in
+        // a way that matters: the file is the truth and is rewritten whole.
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        if !scopes.contains_key(scope) {
+            let loaded = read_state(&scope.state_file())?;
+            scopes.insert(scope.clone(), loaded);
+        }
+        let entries = scopes.get_mut(scope).ok_or("state scope vanished")?;
+        let (value, changed) = f(entries)?;
+        if changed {
+            let file = StateFile {
+                version: STATE_FORMAT_VERSION,
+                entries: entries.clone(),
+            };
+            let bytes = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&scope.dir)
+                .map_err(|e| format!("cannot create the state folder: {e}"))?;
+            crate::storage::atomic::write_atomic(&scope.state_file(), &bytes)
+                .map_err(|e| format!("cannot save the state: {e}"))?;
+        }
+        Ok(value)
+    }
+
+    pub fn get(&self, scope: &StateScope, key: &str) -> Option<String> {
+        self.with_scope(scope, |entries| Ok((entries.get(key).cloned(), false)))
+            .ok()
+            .flatten()
+    }
+
+    pub fn set(&self, scope: &StateScope, key: &str, value: &str) -> Result<(), String> {
+        self.with_scope(scope, |entries| {
+            check_state_set(key, value, entries.len(), entries.contains_key(key))?;
+            entries.insert(key.to_owned(), value.to_owned());
+            Ok(((), true))
+        })
+    }
+
+    pub fn remove(&self, scope: &StateScope, key: &str) -> Result<(), String> {
+        self.with_scope(scope, |entries| {
+            let existed = entries.remove(key).is_some();
+            Ok(((), existed))
+        })
+    }
+}
+
+fn read_state(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(format!("cannot read the state: {e}")),
+    };
+    let file: StateFile =
+        serde_json::from_slice(&bytes).map_err(|e| format!("the state file is damaged: {e}"))?;
+    if file.version != STATE_FORMAT_VERSION {
+        return Err(format!(
+            "the state file has unknown version {}",
+            file.version
+        ));
+    }
+    Ok(file.entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tenant::TenantId;
+    use crate::plugins::config::TenantScope;
+
+    #[test]
+    fn state_survives_a_new_store_and_scopes_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = PluginOwner::Operator(TenantScope::All);
+        let acme = StateScope::new(dir.path(), &op, "p", "acme");
+        let globex = StateScope::new(dir.path(), &op, "p", "globex");
+        let store = StateStore::default();
+        store.set(&acme, "k", "v").unwrap();
+        assert_eq!(store.get(&globex, "k"), None);
+        let reopened = StateStore::default();
+        assert_eq!(reopened.get(&acme, "k").as_deref(), Some("v"));
+        reopened.remove(&acme, "k").unwrap();
+        assert_eq!(StateStore::default().get(&acme, "k"), None);
+        let own = StateScope::new(
+            dir.path(),
+            &PluginOwner::Tenant(TenantId::parse("acme").unwrap()),
+            "p",
+            "acme",
+        );
+        assert_ne!(own, acme);
+        assert!(!acme.dir.starts_with(dir.path().join("sessions")));
+    }
+
+    #[test]
+    fn odd_tenant_ids_become_safe_folder_names() {
+        assert_eq!(path_segment("acme_1"), "acme_1");
+        for odd in ["../x", "a/b", "", ".", "-x", "ação"] {
+            let seg = path_segment(odd);
+            assert!(
+                seg.starts_with('~') && !seg.contains('/'),
+                "{odd:?} -> {seg}"
+            );
+        }
+    }
+}

@@ -1,0 +1,603 @@
+//! Reset plugins (SPEC section 5): vetoes, budgets, failures, hot reload,
+//! tenant isolation and the three bundled plugins, through the real router
+//! and the real wasmtime runtime with components built from `plugins/`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use hmac::{Hmac, KeyInit, Mac};
+use lila::phone::Phone;
+use lila::plugins::PluginHooks;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use support::wasm::component;
+use support::{Harness, snapshot};
+
+const PHONE: &str = "51987654321";
+const OTHER: &str = "51911111111";
+
+/// A data root and a config folder (`lila.toml` plus `wasm/` with the
+/// plugin files), so a test can change either without touching the repo.
+struct Setup {
+    h: Harness,
+    hooks: Arc<PluginHooks>,
+    conf: tempfile::TempDir,
+}
+
+impl Setup {
+    /// `plugins_toml` is the body of the `[plugins]` section after `version`;
+    /// `files` are copied from `plugins/dist` into `wasm/` as (component, file name).
+    async fn new(files: &[(&str, &str)], plugins_toml: &str) -> Setup {
+        let conf = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(conf.path().join("wasm")).unwrap();
+        for (name, file) in files {
+            std::fs::copy(component(name), conf.path().join("wasm").join(file)).unwrap();
+        }
+        write_config(conf.path(), plugins_toml);
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = PluginHooks::load(&conf.path().join("lila.toml"), dir.path()).unwrap();
+        let h = Harness::with_dir_and_hooks(dir, hooks.clone()).await;
+        Setup { h, hooks, conf }
+    }
+
+    fn wasm(&self, file: &str) -> PathBuf {
+        self.conf.path().join("wasm").join(file)
+    }
+
+    async fn plugins(&self) -> Value {
+        let (status, body) = self.h.get("/api/plugins", &self.h.operator()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+fn write_config(dir: &Path, plugins_toml: &str) {
+    let text =
+        format!("[plugins]\nversion = 1\ndir = \"wasm\"\ntenant_dir = \"tenants\"\n{plugins_toml}");
+    let tmp = dir.join(".lila.toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join("lila.toml")).unwrap();
+}
+
+/// Copy then rename, as an operator's deploy (or `plugins/build.sh`) does.
+fn install(src: &Path, dst: &Path) {
+    let tmp = dst.with_file_name(".install.tmp");
+    std::fs::copy(src, &tmp).unwrap();
+    std::fs::rename(tmp, dst).unwrap();
+}
+
+fn misbehave(fail: &str, time_ms: u64, before: &str, after: &str) -> String {
+    format!(
+        "[[plugins.plugin]]\nname = \"misbehave\"\nfail = \"{fail}\"\ntime_ms = {time_ms}\nmemory_mib = 16\nconfig = {{ before = \"{before}\", after = \"{after}\", tag = \"v1\" }}\n"
+    )
+}
+
+fn hook_runs(body: &Value) -> Vec<(String, String, String)> {
+    body["hooks"]
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .map(|r| {
+                    (
+                        r["plugin"].as_str().unwrap_or("").to_owned(),
+                        r["hook"].as_str().unwrap_or("").to_owned(),
+                        r["outcome"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn run(plugin: &str, hook: &str, outcome: &str) -> (String, String, String) {
+    (plugin.to_owned(), hook.to_owned(), outcome.to_owned())
+}
+
+/// A paired session with a queued message; returns the bytes of its files.
+async fn session_with_a_message(h: &Harness, phone: &str, token: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    h.paired(phone, token).await;
+    h.client(phone).await.drop_connection();
+    h.wait_status(phone, token, "reconnecting").await;
+    let (status, _) = h
+        .post(
+            &format!("/api/sessions/{phone}/messages"),
+            token,
+            json!({"to": "51900000001", "text": "hola"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    kept_files(h, phone)
+}
+
+/// The session's own files and its outbox (backups are left out: the
+/// backup timer may add one at any time).
+fn kept_files(h: &Harness, phone: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let p = Phone::parse(phone).unwrap();
+    let layout = h.layout();
+    let mut files = snapshot(&layout.session_dir(&p));
+    files.push((
+        layout.outbox_file(&p),
+        std::fs::read(layout.outbox_file(&p)).unwrap_or_default(),
+    ));
+    files
+}
+
+#[tokio::test]
+async fn a_veto_stops_the_reset_and_changes_nothing_on_disk() {
+    let s = Setup::new(
+        &[("misbehave", "misbehave.wasm")],
+        &misbehave("open", 1000, "veto", "ok"),
+    )
+    .await;
+    let token = s.h.token("acme");
+    let before = session_with_a_message(&s.h, PHONE, &token).await;
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["success"], false);
+    assert_eq!(
+        body["error"],
+        "reset refused by plugin 'misbehave': misbehave v1 refuses this reset."
+    );
+    assert_eq!(kept_files(&s.h, PHONE), before);
+    let (_, status) = s.h.status(PHONE, &token).await;
+    assert_ne!(status["status"], "cleared", "{status}");
+}
+
+async fn check_contained(
+    before: &str,
+    fail: &str,
+    expect_refused: bool,
+    expect_outcome: &str,
+    expect_detail: &str,
+) {
+    let s = Setup::new(
+        &[("misbehave", "misbehave.wasm")],
+        &misbehave(fail, 300, before, "ok"),
+    )
+    .await;
+    let token = s.h.token("acme");
+    s.h.paired(PHONE, &token).await;
+    let started = Instant::now();
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "{before}/{fail} took {took:?}"
+    );
+    if expect_refused {
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("reset refused by plugin 'misbehave': "),
+            "{error}"
+        );
+        assert!(error.contains(expect_detail), "{error}");
+        assert!(error.contains("fail closed"), "{error}");
+        assert!(
+            s.h.layout()
+                .session_dir(&Phone::parse(PHONE).unwrap())
+                .exists()
+        );
+    } else {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            hook_runs(&body),
+            [
+                run("misbehave", "before_clear", expect_outcome),
+                run("misbehave", "after_clear", "ok")
+            ]
+        );
+        let detail = body["hooks"][0]["detail"].as_str().unwrap_or("");
+        assert!(detail.contains(expect_detail), "{body}");
+        assert!(
+            !s.h.layout()
+                .session_dir(&Phone::parse(PHONE).unwrap())
+                .exists()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_stopped_and_a_fail_open_reset_completes() {
+    check_contained("loop", "open", false, "timed_out", "").await;
+}
+
+#[tokio::test]
+async fn an_infinite_loop_in_a_fail_closed_plugin_refuses_the_reset_with_a_clear_error() {
+    check_contained(
+        "loop",
+        "closed",
+        true,
+        "",
+        "did not finish within its 300 ms budget",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_stopped_at_its_cap_and_a_fail_open_reset_completes() {
+    check_contained("hog", "open", false, "failed", "16 MiB memory cap").await;
+}
+
+#[tokio::test]
+async fn a_memory_hog_in_a_fail_closed_plugin_refuses_the_reset_with_a_clear_error() {
+    check_contained("hog", "closed", true, "", "16 MiB memory cap").await;
+}
+
+#[tokio::test]
+async fn a_sleep_past_the_budget_is_cut_at_the_deadline() {
+    // The sleep returns at the deadline, and the plugin is then out of time.
+    check_contained("sleep", "open", false, "timed_out", "").await;
+}
+
+#[tokio::test]
+async fn a_trapping_after_clear_never_undoes_a_reset() {
+    let s = Setup::new(
+        &[("misbehave", "misbehave.wasm")],
+        &misbehave("closed", 1000, "ok", "trap"),
+    )
+    .await;
+    let token = s.h.token("acme");
+    session_with_a_message(&s.h, PHONE, &token).await;
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        hook_runs(&body),
+        [
+            run("misbehave", "before_clear", "ok"),
+            run("misbehave", "after_clear", "failed")
+        ]
+    );
+    assert!(body["hooks"][1]["detail"].as_str().is_some(), "{body}");
+    let p = Phone::parse(PHONE).unwrap();
+    assert!(!s.h.layout().session_dir(&p).exists());
+    assert!(!s.h.layout().outbox_file(&p).exists());
+    let (status, view) = s.h.status(PHONE, &token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{view}");
+}
+
+#[tokio::test]
+async fn misbehaving_plugins_together_cannot_hold_a_reset_past_the_phase_budget() {
+    // Three looping plugins of 1 s each, but the before-clear phase may take 600 ms in all.
+    let mut toml = String::from("before_clear_total_ms = 600\nafter_clear_total_ms = 600\n");
+    for name in ["loop-a", "loop-b", "loop-c"] {
+        toml.push_str(&format!(
+            "[[plugins.plugin]]\nname = \"{name}\"\nfile = \"misbehave.wasm\"\ntime_ms = 1000\nconfig = {{ before = \"loop\", after = \"loop\" }}\n"
+        ));
+    }
+    let s = Setup::new(&[("misbehave", "misbehave.wasm")], &toml).await;
+    let token = s.h.token("acme");
+    s.h.paired(PHONE, &token).await;
+    let started = Instant::now();
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        hook_runs(&body)
+            .iter()
+            .all(|(_, _, outcome)| outcome == "timed_out"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_wasm_dropped_in_keeps_the_old_one_serving() {
+    let s = Setup::new(
+        &[("misbehave", "misbehave.wasm")],
+        &misbehave("open", 1000, "veto", "ok"),
+    )
+    .await;
+    let old_sha = s.plugins().await["plugins"][0]["sha256"].clone();
+    // A half-written file: the first bytes of a component, then nothing.
+    let bytes = std::fs::read(s.wasm("misbehave.wasm")).unwrap();
+    std::fs::write(s.wasm("misbehave.wasm"), &bytes[..bytes.len() / 3]).unwrap();
+    s.hooks.reload();
+    let listed = s.plugins().await;
+    let plugin = &listed["plugins"][0];
+    assert_eq!(plugin["sha256"], old_sha, "{listed}");
+    assert_eq!(plugin["loaded"], true);
+    assert!(
+        plugin["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("misbehave.wasm"),
+        "{listed}"
+    );
+    let token = s.h.token("acme");
+    s.h.create(PHONE, &token).await;
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the old version still vetoes: {body}"
+    );
+    // A broken config is reported too, and the old one keeps serving.
+    std::fs::write(
+        s.conf.path().join("lila.toml"),
+        "[plugins]\nversion = 1\nbogus = true\n",
+    )
+    .unwrap();
+    s.hooks.reload();
+    let listed = s.plugins().await;
+    assert!(
+        listed["configError"].as_str().unwrap().contains("bogus"),
+        "{listed}"
+    );
+    assert_eq!(listed["plugins"][0]["name"], "misbehave");
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_a_plugin_under_concurrent_resets_with_no_failed_call() {
+    let toml = "[[plugins.plugin]]\nname = \"swapped\"\nfail = \"closed\"\n";
+    let s = Setup::new(&[("misbehave", "swapped.wasm")], toml).await;
+    s.hooks.watch(Duration::from_millis(50)).unwrap();
+    let old_sha = s.plugins().await["plugins"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = s.h.token("acme");
+    let phones: Vec<String> = (0..4).map(|i| format!("5190000010{i}")).collect();
+    let h = Arc::new(s.h);
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for phone in phones.clone() {
+        let (h, token, outcomes) = (h.clone(), token.clone(), outcomes.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..6 {
+                let (status, body) = h.create(&phone, &token).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let (status, body) = h.clear(&phone, &token).await;
+                outcomes.lock().unwrap().push((status, body));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A different, equally well-behaved component under the same name.
+    install(
+        &component("tenant-policy"),
+        &s.conf.path().join("wasm/swapped.wasm"),
+    );
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    assert_eq!(outcomes.len(), 24);
+    for (status, body) in outcomes.iter() {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert!(hook_runs(body).iter().all(|(_, _, o)| o == "ok"), "{body}");
+    }
+    let new_sha = loop_until(|| async {
+        let (_, listed) = h.get("/api/plugins", &h.operator()).await;
+        let sha = listed["plugins"][0]["sha256"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        (sha != old_sha).then_some(sha)
+    })
+    .await;
+    assert_eq!(new_sha, lila_sha(&component("tenant-policy")));
+}
+
+fn lila_sha(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+async fn loop_until<T, F: std::future::Future<Output = Option<T>>>(mut f: impl FnMut() -> F) -> T {
+    for _ in 0..1000 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test]
+async fn a_tenant_plugin_does_not_run_for_another_tenant() {
+    let s = Setup::new(&[], "").await;
+    let acme_dir = s.conf.path().join("tenants/acme");
+    std::fs::create_dir_all(&acme_dir).unwrap();
+    std::fs::copy(component("misbehave"), acme_dir.join("guard.wasm")).unwrap();
+    std::fs::write(
+        acme_dir.join("guard.toml"),
+        "config = { before = \"veto\", tag = \"acme\" }\n",
+    )
+    .unwrap();
+    s.hooks.reload();
+    let listed = s.plugins().await;
+    assert_eq!(listed["plugins"][0]["name"], "acme/guard", "{listed}");
+    assert_eq!(listed["plugins"][0]["owner"], "acme");
+    let (acme, globex) = (s.h.token("acme"), s.h.token("globex"));
+    s.h.create(PHONE, &acme).await;
+    s.h.create(OTHER, &globex).await;
+    let (status, body) = s.h.clear(OTHER, &globex).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(hook_runs(&body), []);
+    let (status, body) = s.h.clear(PHONE, &acme).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["error"],
+        "reset refused by plugin 'acme/guard': misbehave acme refuses this reset."
+    );
+}
+
+/// A webhook receiver on 127.0.0.1:0 that records each request's body and signature.
+async fn receiver() -> (String, Arc<Mutex<Vec<(Vec<u8>, String)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let store = store.clone();
+                async move {
+                    let signature = headers
+                        .get("x-lila-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    store.lock().unwrap().push((body.to_vec(), signature));
+                    StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), seen)
+}
+
+fn webhook_toml(url: &str, allow: &str) -> String {
+    format!(
+        "[[plugins.plugin]]\nname = \"webhook-notify\"\nhooks = [\"after-clear\"]\ncapabilities = {{ http = [\"{allow}\"] }}\nconfig = {{ endpoints = [{{ url = \"{url}\", secret = \"whsec_test\" }}], max_attempts = 1 }}\n"
+    )
+}
+
+#[tokio::test]
+async fn the_webhook_reaches_a_local_receiver_with_a_valid_signature() {
+    let (url, seen) = receiver().await;
+    let s = Setup::new(
+        &[("webhook-notify", "webhook-notify.wasm")],
+        &webhook_toml(&url, &url),
+    )
+    .await;
+    let token = s.h.token("acme");
+    s.h.paired(PHONE, &token).await;
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        hook_runs(&body),
+        [run("webhook-notify", "after_clear", "ok")]
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let (event, signature) = &seen[0];
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"whsec_test").unwrap();
+    mac.update(event);
+    assert_eq!(
+        *signature,
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+    let event: Value = serde_json::from_slice(event).unwrap();
+    assert_eq!(event["event"], "session.cleared");
+    assert_eq!(event["tenant"], "acme");
+    assert_eq!(event["phone"], PHONE);
+}
+
+#[tokio::test]
+async fn a_url_not_on_the_allow_list_is_refused_and_nothing_is_sent() {
+    let (url, seen) = receiver().await;
+    let s = Setup::new(
+        &[("webhook-notify", "webhook-notify.wasm")],
+        &webhook_toml(&url, "https://hooks.example.com/lila"),
+    )
+    .await;
+    let token = s.h.token("acme");
+    s.h.paired(PHONE, &token).await;
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::OK, "the reset stands: {body}");
+    assert_eq!(
+        hook_runs(&body),
+        [run("webhook-notify", "after_clear", "failed")]
+    );
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn backup_archive_writes_its_archive_outside_sessions() {
+    let toml = "[[plugins.plugin]]\nname = \"backup-archive\"\nhooks = [\"before-clear\"]\ncapabilities = { archive = true }\n";
+    let s = Setup::new(&[("backup-archive", "backup-archive.wasm")], toml).await;
+    let token = s.h.token("acme");
+    session_with_a_message(&s.h, PHONE, &token).await;
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        hook_runs(&body),
+        [run("backup-archive", "before_clear", "ok")]
+    );
+    let archive_dir =
+        s.h.root()
+            .join("plugins/operator/backup-archive/acme/archive");
+    let archives: Vec<PathBuf> = std::fs::read_dir(&archive_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let name = archives[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        name.starts_with(&format!("acme-{PHONE}-")) && name.ends_with(".json"),
+        "{name}"
+    );
+    let archive: Value = serde_json::from_slice(&std::fs::read(&archives[0]).unwrap()).unwrap();
+    assert_eq!(archive["outbox"][0]["text"], "hola", "{archive}");
+    assert_eq!(archive["credentials_included"], false);
+    assert!(!archives[0].starts_with(s.h.root().join("sessions")));
+}
+
+#[tokio::test]
+async fn tenant_policy_veto_reason_reaches_the_api_error() {
+    let toml = format!(
+        "[[plugins.plugin]]\nname = \"tenant-policy\"\n[plugins.plugin.config.tenants.acme]\nprotected_phones = [\"{PHONE}\"]\n"
+    );
+    let s = Setup::new(&[("tenant-policy", "tenant-policy.wasm")], &toml).await;
+    let token = s.h.token("acme");
+    s.h.create(PHONE, &token).await;
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["error"],
+        format!(
+            "reset refused by plugin 'tenant-policy': Phone +{PHONE} is protected by your reset policy and cannot be reset. Ask an administrator to remove it from the protected list."
+        )
+    );
+}
+
+#[tokio::test]
+async fn plugins_are_listed_to_operators_only_and_counted_in_metrics() {
+    let s = Setup::new(
+        &[("misbehave", "misbehave.wasm")],
+        &misbehave("open", 1000, "ok", "ok"),
+    )
+    .await;
+    let token = s.h.token("acme");
+    s.h.create(PHONE, &token).await;
+    let (status, _) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = s.h.get("/api/plugins", &token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["success"], false);
+    let listed = s.plugins().await;
+    let p = &listed["plugins"][0];
+    assert_eq!(p["name"], "misbehave");
+    assert_eq!(p["hooks"], json!(["before_clear", "after_clear"]));
+    assert_eq!(p["tenants"], json!(["*"]));
+    assert_eq!(p["failMode"], "open");
+    assert_eq!(p["calls"]["ok"], 2);
+    assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
+    let (_, metrics) =
+        s.h.call(axum::http::Method::GET, "/metrics", None, None)
+            .await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains("lila_hook_calls_total{hook=\"before_clear\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lila_hook_duration_ms_count{hook=\"after_clear\"} 1"));
+}

@@ -135,13 +135,13 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
     let token = stage.token.clone();
 
     let server = stage.lila();
-    let connected = tokio::task::block_in_place(|| pair(&server, &sim, &token));
+    let connected = tokio::task::block_in_place(|| pair(&server, sim, &token));
     assert_eq!(connected["ready"], true);
     assert!(
         connected["me"].as_str().unwrap().starts_with(PHONE),
         "{connected}"
     );
-    assert!(layout.store_file(&phone).exists(), "credentials on disk");
+    assert!(layout.store_file(phone).exists(), "credentials on disk");
 
     // Three messages: delivered in order, each once.
     let mut ids = Vec::new();
@@ -202,9 +202,9 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
         "remove-companion-device"
     );
     for path in [
-        layout.session_dir(&phone),
-        layout.backup_dir(&phone),
-        layout.outbox_file(&phone),
+        layout.session_dir(phone),
+        layout.backup_dir(phone),
+        layout.outbox_file(phone),
     ] {
         assert!(!path.exists(), "{} survived the reset", path.display());
     }
@@ -290,7 +290,7 @@ async fn messages_queued_before_pairing_survive_kill_9_and_are_delivered_once_in
     server.kill();
     assert!(sim.control().messages().is_empty());
     let server = stage.lila();
-    tokio::task::block_in_place(|| pair(&server, &sim, &token));
+    tokio::task::block_in_place(|| pair(&server, sim, &token));
     assert!(
         sim.control()
             .wait_until(Duration::from_secs(20), |s| s.messages().len() >= 3)
@@ -335,14 +335,14 @@ async fn the_phone_unlinking_the_device_shows_logged_out_removes_credentials_and
     let phone = &stage.phone;
     let token = stage.token.clone();
     let server = stage.lila();
-    tokio::task::block_in_place(|| pair(&server, &sim, &token));
+    tokio::task::block_in_place(|| pair(&server, sim, &token));
     sim.control()
-        .logout_device(&device_jid(&sim))
+        .logout_device(&device_jid(sim))
         .expect("server-side unlink");
     let unlinked = tokio::task::block_in_place(|| wait_status(&server, &token, "logged_out"));
     assert_eq!(unlinked["ready"], false);
     assert!(
-        !layout.session_dir(&phone).exists(),
+        !layout.session_dir(phone).exists(),
         "the dead credentials are removed"
     );
     let handshakes = sim.control().handshakes();
@@ -382,8 +382,8 @@ async fn a_dropped_socket_reconnects_by_itself_and_a_reset_during_the_backoff_do
     let phone = &stage.phone;
     let token = stage.token.clone();
     let server = stage.lila();
-    tokio::task::block_in_place(|| pair(&server, &sim, &token));
-    let jid = device_jid(&sim);
+    tokio::task::block_in_place(|| pair(&server, sim, &token));
+    let jid = device_jid(sim);
 
     // A drop: the client reconnects on its own.
     let logins = sim.control().connection_attempts(PHONE);
@@ -420,9 +420,9 @@ async fn a_dropped_socket_reconnects_by_itself_and_a_reset_during_the_backoff_do
     );
     assert_eq!(sim.control().handshakes(), handshakes);
     for path in [
-        layout.session_dir(&phone),
-        layout.backup_dir(&phone),
-        layout.outbox_file(&phone),
+        layout.session_dir(phone),
+        layout.backup_dir(phone),
+        layout.outbox_file(phone),
     ] {
         assert!(!path.exists(), "{} came back", path.display());
     }
@@ -471,7 +471,7 @@ async fn pairing_codes_groups_and_contacts_come_through_the_real_client() {
         codes.push(body["code"].clone());
     }
     assert_eq!(codes[0], codes[1]);
-    tokio::task::block_in_place(|| pair(&server, &sim, &token));
+    tokio::task::block_in_place(|| pair(&server, sim, &token));
     let (code, groups) = server
         .request(
             "GET",

@@ -14,7 +14,6 @@ use lila::core::tenant::TenantId;
 use lila::layout::DataLayout;
 use lila::phone::Phone;
 use process::{Server, wait_until};
-use serde_json::json;
 
 const SECRET: &str = "crash-test-secret-crash-test-secret";
 const PHONE: &str = "51987654321";
@@ -37,25 +36,11 @@ fn a_message_accepted_with_202_survives_kill_9_right_after_the_response() {
     let root = data.path().join("data");
     let token = token();
     let server = Server::start(&root, SECRET, CLOSED_PORT_URL, None);
-    let (status, body) = server
-        .request(
-            "POST",
-            "/api/sessions",
-            Some(&token),
-            Some(&json!({"phoneNumber": PHONE})),
-        )
-        .unwrap();
+    let (status, body) = server.create(PHONE, &token);
     assert_eq!(status, 200, "{body}");
     let mut ids = Vec::new();
     for text in ["uno", "dos", "tres"] {
-        let (status, body) = server
-            .request(
-                "POST",
-                &format!("/api/sessions/{PHONE}/messages"),
-                Some(&token),
-                Some(&json!({"to": "51900000001", "text": text})),
-            )
-            .unwrap();
+        let (status, body) = server.send_text(PHONE, &token, "51900000001", text);
         assert_eq!(status, 202, "{body}");
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
@@ -98,23 +83,9 @@ fn a_reset_killed_at_any_step_finishes_at_the_next_start_and_never_resurrects() 
 
         // A session with credentials, a backup and a queued message.
         let server = Server::start(&root, SECRET, CLOSED_PORT_URL, None);
-        server
-            .request(
-                "POST",
-                "/api/sessions",
-                Some(&token),
-                Some(&json!({"phoneNumber": PHONE})),
-            )
-            .unwrap();
+        server.create(PHONE, &token);
         wait_until("the store", || layout.store_file(&phone).exists());
-        server
-            .request(
-                "POST",
-                &format!("/api/sessions/{PHONE}/messages"),
-                Some(&token),
-                Some(&json!({"to": "51900000001", "text": "x"})),
-            )
-            .unwrap();
+        server.send_text(PHONE, &token, "51900000001", "x");
         std::fs::create_dir_all(layout.backup_dir(&phone)).unwrap();
         std::fs::copy(
             layout.store_file(&phone),
@@ -130,12 +101,7 @@ fn a_reset_killed_at_any_step_finishes_at_the_next_start_and_never_resurrects() 
 
         // The reset, killed at `step`.
         let server = Server::start(&root, SECRET, CLOSED_PORT_URL, Some(step.name()));
-        let answer = server.request(
-            "POST",
-            &format!("/api/sessions/{PHONE}/clear"),
-            Some(&token),
-            None,
-        );
+        let answer = server.clear(PHONE, &token);
         assert!(
             answer.is_err(),
             "{}: the process should have died mid-reset, got {answer:?}",
@@ -175,14 +141,7 @@ fn a_reset_killed_at_any_step_finishes_at_the_next_start_and_never_resurrects() 
             step.name()
         );
         // And the owner may start it again afresh.
-        let (status, body) = server
-            .request(
-                "POST",
-                "/api/sessions",
-                Some(&token),
-                Some(&json!({"phoneNumber": PHONE})),
-            )
-            .unwrap();
+        let (status, body) = server.create(PHONE, &token);
         assert_eq!(status, 200, "{}: {body}", step.name());
         assert_eq!(body["pendingMessages"], 0, "{}", step.name());
         server.kill();

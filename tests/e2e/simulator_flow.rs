@@ -92,14 +92,7 @@ fn wait_status(server: &Server, token: &str, wanted: &str) -> Value {
 
 /// Creates the session, has the simulated phone scan the QR the API shows, and waits for `connected`.
 fn pair(server: &Server, sim: &SimHandle, token: &str) -> Value {
-    let (code, body) = server
-        .request(
-            "POST",
-            "/api/sessions",
-            Some(token),
-            Some(&json!({"phoneNumber": PHONE})),
-        )
-        .unwrap();
+    let (code, body) = server.create(PHONE, token);
     assert_eq!(code, 200, "{body}");
     let mut qr = Value::Null;
     wait_until("a QR from the API", || {
@@ -146,14 +139,7 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
     // Three messages: delivered in order, each once.
     let mut ids = Vec::new();
     for text in ["uno", "dos", "tres"] {
-        let (code, body) = server
-            .request(
-                "POST",
-                &format!("/api/sessions/{PHONE}/messages"),
-                Some(&token),
-                Some(&json!({"to": CONTACT, "text": text})),
-            )
-            .unwrap();
+        let (code, body) = server.send_text(PHONE, &token, CONTACT, text);
         assert_eq!(code, 202, "{body}");
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
@@ -185,14 +171,7 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
 
     // The reset: the simulator sees the device removed, every file goes, and
     // after a restart nothing for this phone reaches the simulator again.
-    let (code, body) = server
-        .request(
-            "POST",
-            &format!("/api/sessions/{PHONE}/clear"),
-            Some(&token),
-            None,
-        )
-        .unwrap();
+    let (code, body) = server.clear(PHONE, &token).unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["loggedOut"], true, "{body}");
     assert!(
@@ -223,14 +202,7 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
     );
 
     // Creating it again gives a new QR.
-    let (code, _) = server
-        .request(
-            "POST",
-            "/api/sessions",
-            Some(&token),
-            Some(&json!({"phoneNumber": PHONE})),
-        )
-        .unwrap();
+    let (code, _) = server.create(PHONE, &token);
     assert_eq!(code, 200);
     tokio::task::block_in_place(|| {
         wait_until("a fresh QR", || {
@@ -264,25 +236,11 @@ async fn messages_queued_before_pairing_survive_kill_9_and_are_delivered_once_in
     let sim = &stage.sim;
     let token = stage.token.clone();
     let server = stage.lila();
-    let (code, _) = server
-        .request(
-            "POST",
-            "/api/sessions",
-            Some(&token),
-            Some(&json!({"phoneNumber": PHONE})),
-        )
-        .unwrap();
+    let (code, _) = server.create(PHONE, &token);
     assert_eq!(code, 200);
     let mut ids = Vec::new();
     for text in ["first", "second", "third"] {
-        let (code, body) = server
-            .request(
-                "POST",
-                &format!("/api/sessions/{PHONE}/messages"),
-                Some(&token),
-                Some(&json!({"to": CONTACT, "text": text})),
-            )
-            .unwrap();
+        let (code, body) = server.send_text(PHONE, &token, CONTACT, text);
         assert_eq!(code, 202, "{body}");
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
@@ -401,14 +359,7 @@ async fn a_dropped_socket_reconnects_by_itself_and_a_reset_during_the_backoff_do
     // Another drop, and a reset while the client is backing off.
     sim.control().drop_device(&jid).expect("drop");
     tokio::task::block_in_place(|| wait_status(&server, &token, "reconnecting"));
-    let (code, body) = server
-        .request(
-            "POST",
-            &format!("/api/sessions/{PHONE}/clear"),
-            Some(&token),
-            None,
-        )
-        .unwrap();
+    let (code, body) = server.clear(PHONE, &token).unwrap();
     assert_eq!(code, 200, "{body}");
     let logins = sim.control().connection_attempts(PHONE);
     let handshakes = sim.control().handshakes();
@@ -444,14 +395,7 @@ async fn pairing_codes_groups_and_contacts_come_through_the_real_client() {
         .expect("group");
     let token = stage.token.clone();
     let server = stage.lila();
-    let (code, _) = server
-        .request(
-            "POST",
-            "/api/sessions",
-            Some(&token),
-            Some(&json!({"phoneNumber": PHONE})),
-        )
-        .unwrap();
+    let (code, _) = server.create(PHONE, &token);
     assert_eq!(code, 200);
     tokio::task::block_in_place(|| wait_status(&server, &token, "qr"));
     // The Portal's path and the original one both reach the client's real pairing-code flow.

@@ -105,6 +105,35 @@ impl Server {
         Ok((status, json))
     }
 
+    /// `POST /api/sessions {phoneNumber}`.
+    pub fn create(&self, phone: &str, token: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "phoneNumber": phone });
+        self.request("POST", "/api/sessions", Some(token), Some(&body))
+            .expect("create request")
+    }
+
+    /// `POST /api/sessions/{phone}/messages {to, text}`.
+    pub fn send_text(&self, phone: &str, token: &str, to: &str, text: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "to": to, "text": text });
+        self.request(
+            "POST",
+            &format!("/api/sessions/{phone}/messages"),
+            Some(token),
+            Some(&body),
+        )
+        .expect("message request")
+    }
+
+    /// `POST /api/sessions/{phone}/clear`. An error when the server died answering (crash tests expect that).
+    pub fn clear(&self, phone: &str, token: &str) -> std::io::Result<(u16, Value)> {
+        self.request(
+            "POST",
+            &format!("/api/sessions/{phone}/clear"),
+            Some(token),
+            None,
+        )
+    }
+
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,0 +1,246 @@
+//! Commands: what the API asks of a phone, answered from the actor's state.
+
+use tokio::time::{Instant, timeout};
+use tracing::{Instrument, info};
+
+use super::SessionActor;
+use crate::core::record::{DesiredState, PhoneRecord};
+use crate::core::reset_plan::ResetPlan;
+use crate::core::tenant::{Caller, TenantId};
+use crate::session::{Command, Reply, SessionError, SessionView};
+use crate::storage::now_ms;
+use crate::whatsapp::{ClientNotice, GroupInfo, WhatsAppError};
+
+impl SessionActor {
+    /// Whether `caller` may see this phone. Cleared phones are invisible
+    /// ("as if never connected") except to a reset, which is idempotent.
+    pub(super) fn check_access(
+        &self,
+        caller: &Caller,
+        for_reset: bool,
+    ) -> Result<(), SessionError> {
+        match &self.record {
+            Some(record)
+                if caller.may_access(record.owner.as_ref())
+                    && (for_reset || !record.is_cleared()) =>
+            {
+                Ok(())
+            }
+            // Files without any record (another program's, or a damaged
+            // record): only an operator may reset them.
+            None if for_reset && *caller == Caller::Operator && self.has_files() => Ok(()),
+            _ => Err(SessionError::NotFound),
+        }
+    }
+
+    pub(super) fn has_files(&self) -> bool {
+        ResetPlan::for_phone(&self.ctx.layout, &self.phone)
+            .targets
+            .iter()
+            .any(|t| std::fs::symlink_metadata(&t.path).is_ok())
+    }
+
+    pub(super) fn view(&self) -> SessionView {
+        let cleared = self.record.as_ref().is_some_and(PhoneRecord::is_cleared);
+        SessionView {
+            phone: self.phone.clone(),
+            owner: self.owner().cloned(),
+            status: if cleared {
+                "cleared"
+            } else {
+                self.status_str()
+            },
+            ready: self.state.ready(),
+            me: self.state.me.clone(),
+            last_error: self.state.last_error.clone(),
+            qr: self.state.qr.clone(),
+            pending_messages: self.outbox.len(),
+        }
+    }
+
+    pub(super) fn status_str(&self) -> &'static str {
+        use crate::core::status::Status;
+        match (self.state.status, self.desired()) {
+            // Nothing running: say why, from what is remembered.
+            (Status::Stopped, Some(DesiredState::LoggedOut)) => "logged_out",
+            (Status::Stopped, Some(DesiredState::Running)) => "starting",
+            (status, _) => status.as_str(),
+        }
+    }
+
+    pub(super) async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Create {
+                caller,
+                owner,
+                reply,
+            } => {
+                let _ = reply.send(self.create(&caller, owner).await);
+            }
+            Command::View { caller, reply } => {
+                let _ = reply.send(self.check_access(&caller, false).map(|()| self.view()));
+            }
+            Command::PairingCode { caller, reply } => self.request_pairing_code(&caller, reply),
+            Command::Groups { caller, reply } => self.request_groups(&caller, reply),
+            Command::Contacts { caller, reply } => {
+                let _ = reply.send(
+                    self.check_access(&caller, false)
+                        .map(|()| self.contacts.clone()),
+                );
+            }
+            Command::Enqueue {
+                caller,
+                to,
+                text,
+                reply,
+            } => {
+                let _ = reply.send(self.enqueue(&caller, &to, text));
+            }
+            Command::Outbox { caller, reply } => {
+                let _ = reply.send(
+                    self.check_access(&caller, false)
+                        .map(|()| self.outbox.iter().cloned().collect()),
+                );
+            }
+            Command::Disconnect { caller, reply } => {
+                let _ = reply.send(self.disconnect(&caller).await);
+            }
+            Command::Clear { caller, reply } => {
+                let result = self.clear(&caller).await;
+                let _ = reply.send(result);
+            }
+            Command::Resume => {
+                if self.desired() == Some(DesiredState::Running)
+                    && self.record.as_ref().is_some_and(|r| r.purge.is_none())
+                {
+                    self.begin_start();
+                }
+            }
+            Command::FinishPurge { reply } => {
+                let _ = reply.send(self.finish_interrupted_purge().await);
+            }
+            Command::Idle { reply } => {
+                let idle = self.client.is_none()
+                    && self.start_task.is_none()
+                    && self.send_task.is_none()
+                    && self.backup_task.is_none()
+                    && self.restart_at.is_none()
+                    && self.next_backup_at.is_none()
+                    && self.send_retry_at.is_none();
+                let _ = reply.send(idle);
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    pub(super) async fn create(
+        &mut self,
+        caller: &Caller,
+        owner: Option<TenantId>,
+    ) -> Result<SessionView, SessionError> {
+        match &self.record {
+            Some(record) if !record.is_cleared() && !caller.may_access(record.owner.as_ref()) => {
+                return Err(SessionError::Conflict(
+                    "this phone number is registered to another tenant".into(),
+                ));
+            }
+            None if caller.tenant().is_some() && self.has_files() => {
+                return Err(SessionError::Conflict(
+                    "session files for this phone exist without an owner; an operator must clear them first".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.record.as_ref().is_some_and(|r| r.purge.is_some()) {
+            self.finish_interrupted_purge().await?;
+        }
+        // A running session keeps its owner; a new or cleared one belongs to the creator.
+        let owner = match &self.record {
+            Some(record) if !record.is_cleared() => record.owner.clone(),
+            _ => owner,
+        };
+        self.save_record(PhoneRecord::new(owner, DesiredState::Running, now_ms()))?;
+        if self.client.is_none() && self.start_task.is_none() {
+            info!("session created; starting the WhatsApp client");
+            self.restart_at = None;
+            self.restart_attempts = 0;
+            self.begin_start();
+        }
+        Ok(self.view())
+    }
+
+    /// Asks WhatsApp for a pairing code on a task of its own; the answer
+    /// comes back as a notice too, so the code is repeated while valid.
+    fn request_pairing_code(&mut self, caller: &Caller, reply: Reply<String>) {
+        if let Err(e) = self.check_access(caller, false) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let Some(client) = self.client.clone() else {
+            let _ = reply.send(Err(SessionError::Conflict(format!(
+                "the session is not running (status: {}); create it first with POST /api/sessions",
+                self.status_str()
+            ))));
+            return;
+        };
+        if self.state.ready() {
+            let _ = reply.send(Err(SessionError::Conflict(
+                "the session is already paired".into(),
+            )));
+            return;
+        }
+        // WhatsApp keeps one code valid for about three minutes and
+        // refuses a second request meanwhile: repeat the current one.
+        if let Some((code, valid_until)) = &self.pairing_code
+            && Instant::now() < *valid_until
+        {
+            let _ = reply.send(Ok(code.clone()));
+            return;
+        }
+        let phone = self.phone.clone();
+        let limit = self.ctx.config.sessions.request_timeout;
+        let notices = self.notices_tx.clone();
+        let generation = self.generation;
+        self.requests.spawn(
+            async move {
+                let result = match timeout(limit, client.pairing_code(&phone)).await {
+                    Ok(result) => result.map_err(SessionError::from),
+                    Err(_) => Err(SessionError::WhatsApp(WhatsAppError::Timeout)),
+                };
+                if let Ok(code) = &result {
+                    let _ = notices
+                        .send((generation, ClientNotice::PairingCode { code: code.clone() }));
+                }
+                let _ = reply.send(result);
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Lists joined groups on a task of its own, so a slow answer never
+    /// holds the mailbox.
+    fn request_groups(&mut self, caller: &Caller, reply: Reply<Vec<GroupInfo>>) {
+        if let Err(e) = self.check_access(caller, false) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let (Some(client), true) = (self.client.clone(), self.state.ready()) else {
+            let _ = reply.send(Err(SessionError::Conflict(format!(
+                "the session is not connected (status: {})",
+                self.status_str()
+            ))));
+            return;
+        };
+        let limit = self.ctx.config.sessions.request_timeout;
+        self.requests.spawn(
+            async move {
+                let result = match timeout(limit, client.groups()).await {
+                    Ok(result) => result.map_err(SessionError::from),
+                    Err(_) => Err(SessionError::WhatsApp(WhatsAppError::Timeout)),
+                };
+                let _ = reply.send(result);
+            }
+            .in_current_span(),
+        );
+    }
+}

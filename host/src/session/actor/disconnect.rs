@@ -1,0 +1,63 @@
+//! Disconnect (`DELETE /api/sessions/{phone}`): log out, stop, drop dead credentials, keep the outbox.
+
+use tracing::info;
+
+use super::{SessionActor, blocking};
+use crate::core::record::DesiredState;
+use crate::core::reset_plan::PurgeTargetKind;
+use crate::core::tenant::Caller;
+use crate::session::purge::remove;
+use crate::session::{DisconnectReport, SessionError};
+use crate::storage::{StorageError, now_ms};
+
+impl SessionActor {
+    /// Removes the session directory and its backups (not the outbox).
+    pub(super) async fn remove_credentials(
+        &mut self,
+    ) -> Result<Vec<crate::hooks::RemovedTarget>, SessionError> {
+        let layout = self.ctx.layout.clone();
+        let phone = self.phone.clone();
+        let removed = blocking(move || -> Result<_, StorageError> {
+            Ok(vec![
+                remove(
+                    &layout,
+                    PurgeTargetKind::SessionDir,
+                    &layout.session_dir(&phone),
+                )?,
+                remove(
+                    &layout,
+                    PurgeTargetKind::Backups,
+                    &layout.backup_dir(&phone),
+                )?,
+            ])
+        })
+        .await??;
+        self.state.me = None;
+        Ok(removed)
+    }
+
+    pub(super) async fn disconnect(
+        &mut self,
+        caller: &Caller,
+    ) -> Result<DisconnectReport, SessionError> {
+        self.check_access(caller, false)?;
+        // Remember the decision first: whatever fails below, nothing resumes this phone.
+        if let Some(mut record) = self.record.clone() {
+            record.desired = DesiredState::Stopped;
+            record.updated_at_ms = now_ms();
+            self.save_record(record)?;
+        }
+        let logged_out = self.stop_client(true).await;
+        // After a logout the credentials are dead: keeping them (or backups of
+        // them) could only bring back a session WhatsApp no longer accepts.
+        let removed = self.remove_credentials().await?;
+        self.contacts.clear();
+        self.contacts_save_at = None;
+        info!(logged_out, "session disconnected");
+        Ok(DisconnectReport {
+            logged_out,
+            removed,
+            pending_messages_kept: self.outbox.len(),
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! The session actor: the one owner of a phone's state.
+//!
+//! This module holds the actor's state, its mailbox loop and the pieces every
+//! concern shares. Each concern has its own module, all of them `impl
+//! SessionActor` blocks over the same state:
+//! - `commands`: the API's requests, access checks, the view, create;
+//! - `client`: starting the client, its notices and events, restarts, stopping it;
+//! - `outbox`: queueing durably, the send pump, confirmations;
+//! - `backup`: periodic snapshots, and restoring a store before a start;
+//! - `disconnect`: `DELETE /api/sessions/{phone}`;
+//! - `reset`: `clear`, and finishing an interrupted one at boot.
+
+mod backup;
+mod client;
+mod commands;
+mod disconnect;
+mod outbox;
+mod reset;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, warn};
+
+use self::client::StartResult;
+use super::{Command, SessionContext, SessionError, SessionHandle};
+use crate::core::outbox::Outbox;
+use crate::core::record::{DesiredState, PhoneRecord};
+use crate::core::status::SessionState;
+use crate::core::tenant::TenantId;
+use crate::phone::Phone;
+use crate::storage::{StorageError, contacts, outbox_file, phone_records};
+use crate::whatsapp::{ClientNotice, WhatsAppClient, WhatsAppError};
+
+/// How many commands may wait in one session's mailbox.
+const MAILBOX: usize = 64;
+
+struct SessionActor {
+    phone: Phone,
+    ctx: Arc<SessionContext>,
+    record: Option<PhoneRecord>,
+    state: SessionState,
+    outbox: Outbox,
+    /// Set when the outbox file could not be read: the queue is then refused
+    /// rather than overwritten, so nothing in the damaged file is lost by us.
+    outbox_damaged: Option<String>,
+    contacts: BTreeMap<String, String>,
+    /// Bumped whenever the client is replaced or stopped: notices carrying an
+    /// older generation come from a client that no longer counts.
+    generation: u64,
+    client: Option<Arc<dyn WhatsAppClient>>,
+    start_task: Option<JoinHandle<StartResult>>,
+    send_task: Option<JoinHandle<(String, Result<(), WhatsAppError>)>>,
+    backup_task: Option<JoinHandle<Result<PathBuf, StorageError>>>,
+    /// Pairing-code and groups requests in flight; aborted when the client goes.
+    requests: JoinSet<()>,
+    restart_at: Option<Instant>,
+    restart_attempts: u32,
+    send_retry_at: Option<Instant>,
+    next_backup_at: Option<Instant>,
+    contacts_save_at: Option<Instant>,
+    /// The pairing code WhatsApp issued, and until when it is shown again.
+    pairing_code: Option<(String, Instant)>,
+    counted_connected: bool,
+    notices_tx: mpsc::UnboundedSender<(u64, ClientNotice)>,
+}
+
+/// Starts the actor of `phone` and returns its handle and task.
+pub fn spawn_session(ctx: Arc<SessionContext>, phone: Phone) -> (SessionHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+    let span = tracing::info_span!("session", phone = %phone, tenant = tracing::field::Empty);
+    let handle = SessionHandle {
+        phone: phone.clone(),
+        tx,
+    };
+    let task = tokio::spawn(
+        async move {
+            let actor = SessionActor::load(ctx, phone, notices_tx);
+            actor.run(rx, notices_rx).await;
+        }
+        .instrument(span),
+    );
+    (handle, task)
+}
+
+async fn join_opt<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn backoff(attempts: u32, max: Duration) -> Duration {
+    let secs = 1u64.checked_shl(attempts.min(16)).unwrap_or(u64::MAX);
+    Duration::from_secs(secs).min(max)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SessionError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| SessionError::Unavailable)
+}
+
+impl SessionActor {
+    fn load(
+        ctx: Arc<SessionContext>,
+        phone: Phone,
+        notices_tx: mpsc::UnboundedSender<(u64, ClientNotice)>,
+    ) -> SessionActor {
+        let record = match phone_records::load(&ctx.layout, &phone) {
+            Ok(record) => record,
+            Err(e) => {
+                // A damaged record never resumes anything; an operator can clear the phone.
+                error!(error = %e, "phone record is damaged; the session stays down");
+                None
+            }
+        };
+        if let Some(owner) = record.as_ref().and_then(|r| r.owner.as_ref()) {
+            tracing::Span::current().record("tenant", tracing::field::display(owner));
+        }
+        let (outbox, outbox_damaged) = match outbox_file::load(&ctx.layout, &phone) {
+            Ok(outbox) => (outbox, None),
+            Err(e) => {
+                error!(error = %e, "outbox file is damaged; it is kept as is and new messages are refused");
+                (Outbox::default(), Some(e.to_string()))
+            }
+        };
+        let contacts = contacts::load(&ctx.layout, &phone).unwrap_or_else(|e| {
+            warn!(error = %e, "contacts file is damaged; starting with none");
+            BTreeMap::new()
+        });
+        SessionActor {
+            phone,
+            ctx,
+            record,
+            state: SessionState::default(),
+            outbox,
+            outbox_damaged,
+            contacts,
+            generation: 0,
+            client: None,
+            start_task: None,
+            send_task: None,
+            backup_task: None,
+            requests: JoinSet::new(),
+            restart_at: None,
+            restart_attempts: 0,
+            send_retry_at: None,
+            next_backup_at: None,
+            contacts_save_at: None,
+            pairing_code: None,
+            counted_connected: false,
+            notices_tx,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut notices: mpsc::UnboundedReceiver<(u64, ClientNotice)>,
+    ) {
+        loop {
+            tokio::select! {
+                // Client notices first: a request answered by a task (a
+                // pairing code) leaves a notice that must be seen before the
+                // next command for the same phone.
+                biased;
+                Some((generation, notice)) = notices.recv() => self.on_notice(generation, notice).await,
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.handle(command).await,
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                started = join_opt(&mut self.start_task) => {
+                    self.start_task = None;
+                    let started = started.unwrap_or_else(|e| Err(WhatsAppError::Start(format!("start task failed: {e}"))));
+                    self.on_started(started).await;
+                }
+                sent = join_opt(&mut self.send_task) => {
+                    self.send_task = None;
+                    if let Ok((id, result)) = sent {
+                        self.on_sent(id, result);
+                    }
+                }
+                backed_up = join_opt(&mut self.backup_task) => {
+                    self.backup_task = None;
+                    self.on_backup(backed_up);
+                }
+                _ = sleep_opt(self.restart_at) => {
+                    self.restart_at = None;
+                    if self.desired() == Some(DesiredState::Running) {
+                        info!(attempt = self.restart_attempts, "restarting the WhatsApp client");
+                        if self.client.is_some() {
+                            // The client that exited: join it before building its successor.
+                            self.stop_client(false).await;
+                        }
+                        self.begin_start();
+                    }
+                }
+                _ = sleep_opt(self.send_retry_at) => {
+                    self.send_retry_at = None;
+                    self.pump_outbox();
+                }
+                _ = sleep_opt(self.next_backup_at) => {
+                    self.next_backup_at = None;
+                    self.begin_backup();
+                }
+                _ = sleep_opt(self.contacts_save_at) => {
+                    self.contacts_save_at = None;
+                    self.save_contacts();
+                }
+                Some(_) = self.requests.join_next(), if !self.requests.is_empty() => {}
+            }
+        }
+    }
+
+    fn desired(&self) -> Option<DesiredState> {
+        self.record.as_ref().map(|r| r.desired)
+    }
+
+    fn owner(&self) -> Option<&TenantId> {
+        self.record.as_ref().and_then(|r| r.owner.as_ref())
+    }
+
+    fn save_record(&mut self, record: PhoneRecord) -> Result<(), SessionError> {
+        phone_records::save(&self.ctx.layout, &self.phone, &record)?;
+        if let Some(owner) = &record.owner {
+            tracing::Span::current().record("tenant", tracing::field::display(owner));
+        }
+        self.record = Some(record);
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        if self.contacts_save_at.take().is_some() {
+            self.save_contacts();
+        }
+        self.stop_client(false).await;
+    }
+}

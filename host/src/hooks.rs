@@ -8,6 +8,10 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+pub use crate::core::reset_report::{
+    HookOutcome, HookRun, RemovedTarget, ResetReport, SessionSnapshot,
+};
+
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::core::tenant::TenantId;
@@ -16,6 +20,10 @@ use crate::phone::Phone;
 /// What a `before_clear` hook is told about the reset it may veto.
 #[derive(Debug, Clone)]
 pub struct ResetContext {
+    /// The reset's id, the same in `before_clear`, `after_clear` and the
+    /// purge journal, so a receiver can de-duplicate a notice repeated
+    /// after a crash.
+    pub reset_id: String,
     pub tenant: Option<TenantId>,
     pub phone: Phone,
     /// The session's status as `GET /status` reports it.
@@ -37,65 +45,12 @@ pub struct PlannedRemoval {
     pub files: Vec<(PathBuf, u64)>,
 }
 
-/// How one hook call ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HookOutcome {
-    Ok,
-    Vetoed(String),
-    Failed(String),
-    TimedOut,
-}
-
-impl HookOutcome {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            HookOutcome::Ok => "ok",
-            HookOutcome::Vetoed(_) => "vetoed",
-            HookOutcome::Failed(_) => "failed",
-            HookOutcome::TimedOut => "timed_out",
-        }
-    }
-}
-
-/// One hook call, for the reset's response, its log line and the metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookRun {
-    pub plugin: String,
-    pub hook: &'static str,
-    pub outcome: HookOutcome,
-    pub duration_ms: u64,
-}
-
 /// The verdict of every `before_clear` hook together.
 #[derive(Debug, Clone, Default)]
 pub struct BeforeClear {
     /// `Some((plugin, reason))` when a hook vetoed, or when a fail-closed hook failed.
     pub refusal: Option<(String, String)>,
     pub runs: Vec<HookRun>,
-}
-
-/// What a reset removed, given to `after_clear` hooks and returned to the caller.
-#[derive(Debug, Clone)]
-pub struct ResetReport {
-    pub tenant: Option<TenantId>,
-    pub phone: Phone,
-    pub started_at_ms: u64,
-    pub duration_ms: u64,
-    /// Whether a client was running and was logged out of WhatsApp.
-    pub logged_out: bool,
-    pub removed: Vec<RemovedTarget>,
-    pub outbox_messages_dropped: usize,
-    pub hooks: Vec<HookRun>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RemovedTarget {
-    pub kind: PurgeTargetKind,
-    /// The target, relative to the data root.
-    pub path: PathBuf,
-    pub existed: bool,
-    pub files: usize,
-    pub bytes: u64,
 }
 
 /// How often one plugin's calls ended each way, since the process started.

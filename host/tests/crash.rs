@@ -147,3 +147,175 @@ fn a_reset_killed_at_any_step_finishes_at_the_next_start_and_never_resurrects() 
         server.kill();
     }
 }
+
+/// A webhook receiver on a thread: records the body of every POST it gets.
+struct WebhookReceiver {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl WebhookReceiver {
+    fn start() -> WebhookReceiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("receiver socket");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_ok()
+                    && let Ok(json) = serde_json::from_slice(&body)
+                {
+                    store.lock().unwrap().push(json);
+                }
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        WebhookReceiver { url, bodies }
+    }
+
+    /// Writes `{data}.toml` with webhook-notify pointed at this receiver.
+    fn write_config(&self, data: &std::path::Path) {
+        let dist = support_wasm::component("webhook-notify");
+        let dir = dist.parent().expect("plugins/dist");
+        let url = &self.url;
+        std::fs::write(
+            data.with_extension("toml"),
+            format!(
+                "[plugins]\nversion = 1\ndir = \"{}\"\n\n[[plugins.plugin]]\nname = \"webhook-notify\"\nhooks = [\"after-clear\"]\ncapabilities = {{ http = [\"{url}\"] }}\nconfig = {{ endpoints = [{{ url = \"{url}\", secret = \"whsec_test\" }}], max_attempts = 1 }}\n",
+                dir.display()
+            ),
+        )
+        .expect("config file");
+    }
+
+    /// The reset ids of the `session.cleared` events received so far.
+    fn reset_ids(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "session.cleared")
+            .map(|e| e["reset_id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+}
+
+#[path = "support/wasm.rs"]
+mod support_wasm;
+
+/// Starts a session with credentials and a queued message, then stops the server.
+fn session_on_disk(root: &std::path::Path, token: &str) {
+    let layout = DataLayout::new(root);
+    let phone = Phone::parse(PHONE).unwrap();
+    let server = Server::start_with_config(root, SECRET, CLOSED_PORT_URL);
+    server.create(PHONE, token);
+    wait_until("the store", || layout.store_file(&phone).exists());
+    server.send_text(PHONE, token, "51900000001", "x");
+    server.kill();
+}
+
+// Regression: a crash after the commit point used to finish the purge at boot
+// but never run `after_clear`, so the webhook never heard of that reset.
+#[test]
+fn after_clear_runs_exactly_once_per_reset_whichever_step_a_crash_cuts_it_at() {
+    let token = token();
+    for step in ResetStep::ALL {
+        let data = tempfile::tempdir().expect("temp dir");
+        let root = data.path().join("data");
+        let receiver = WebhookReceiver::start();
+        receiver.write_config(&root);
+        session_on_disk(&root, &token);
+
+        let server =
+            Server::start_with_config_crashing_at(&root, SECRET, CLOSED_PORT_URL, step.name());
+        assert!(
+            server.clear(PHONE, &token).is_err(),
+            "{}: no crash",
+            step.name()
+        );
+        server.wait_for_exit();
+
+        let server = Server::start_with_config(&root, SECRET, CLOSED_PORT_URL);
+        wait_until("the after_clear webhook", || {
+            receiver.reset_ids().len() == 1
+        });
+        // Give a wrongly repeated notice time to arrive, then check there is none.
+        std::thread::sleep(Duration::from_millis(700));
+        let ids = receiver.reset_ids();
+        assert_eq!(ids.len(), 1, "{}: {ids:?}", step.name());
+        assert!(ids[0].starts_with('r'), "{}: {ids:?}", step.name());
+        let record = std::fs::read_to_string(
+            DataLayout::new(&root).phone_record_file(&Phone::parse(PHONE).unwrap()),
+        )
+        .unwrap();
+        assert!(
+            record.contains("\"purge\": null"),
+            "{}: the journal stays open: {record}",
+            step.name()
+        );
+        server.kill();
+    }
+}
+
+#[test]
+fn a_second_crash_while_boot_finishes_a_reset_still_gives_one_after_clear() {
+    let token = token();
+    // The first crash leaves files and the journal; the second comes while
+    // boot finishes them, before and after `after_clear` ran.
+    for boot_crash in [
+        ResetStep::Removed(lila::core::reset_plan::PurgeTargetKind::Backups),
+        ResetStep::Purged,
+        ResetStep::Completed,
+    ] {
+        let data = tempfile::tempdir().expect("temp dir");
+        let root = data.path().join("data");
+        let receiver = WebhookReceiver::start();
+        receiver.write_config(&root);
+        session_on_disk(&root, &token);
+
+        let server = Server::start_with_config_crashing_at(
+            &root,
+            SECRET,
+            CLOSED_PORT_URL,
+            ResetStep::JournalWritten.name(),
+        );
+        assert!(server.clear(PHONE, &token).is_err());
+        server.wait_for_exit();
+        Server::crash_during_boot(&root, SECRET, CLOSED_PORT_URL, boot_crash.name());
+
+        let server = Server::start_with_config(&root, SECRET, CLOSED_PORT_URL);
+        wait_until("the after_clear webhook", || {
+            receiver.reset_ids().len() == 1
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        let ids = receiver.reset_ids();
+        assert_eq!(ids.len(), 1, "{}: {ids:?}", boot_crash.name());
+        let (status, _) = server
+            .request(
+                "GET",
+                &format!("/api/sessions/{PHONE}/status"),
+                Some(&token),
+                None,
+            )
+            .unwrap();
+        assert_eq!(status, 404, "{}", boot_crash.name());
+        server.kill();
+    }
+}

@@ -9,5 +9,6 @@ pub mod outbox;
 pub mod record;
 pub mod recovery;
 pub mod reset_plan;
+pub mod reset_report;
 pub mod status;
 pub mod tenant;

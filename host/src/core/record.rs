@@ -6,6 +6,7 @@
 //! when every file is gone, so a crash in between is finished on the next
 //! start instead of being forgotten.
 
+use crate::core::reset_report::ResetReport;
 use crate::core::tenant::TenantId;
 
 /// What the operator or the tenant last asked for this phone.
@@ -42,10 +43,43 @@ impl DesiredState {
     }
 }
 
-/// A reset that started deleting files and has not yet confirmed that all are gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A reset past its commit point that has not yet finished: its files may
+/// still be on disk, or its `after_clear` hooks may still be owed.
+///
+/// It carries the report's first half (see `reset_report`), so that a reset
+/// finished at boot tells `after_clear` what a reset finished at once would
+/// have: the same id, the session as it was, the messages dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurgeJournal {
     pub started_at_ms: u64,
+    pub stage: PurgeStage,
+    pub report: ResetReport,
+}
+
+/// How far a reset got before the journal was last written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeStage {
+    /// Files may remain: delete every target of the plan, then notify.
+    Deleting,
+    /// Every file is gone; only the `after_clear` hooks are owed.
+    Notifying,
+}
+
+impl PurgeStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeStage::Deleting => "deleting",
+            PurgeStage::Notifying => "notifying",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<PurgeStage> {
+        Some(match raw {
+            "deleting" => PurgeStage::Deleting,
+            "notifying" => PurgeStage::Notifying,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -54,13 +54,18 @@ pub fn should_restore(health: StoreHealth, has_backups: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::PurgeJournal;
+    use crate::core::record::{PurgeJournal, PurgeStage};
+    use crate::core::reset_report::sample;
     use crate::core::tenant::TenantId;
 
     fn record(desired: DesiredState, purging: bool) -> PhoneRecord {
         let mut r = PhoneRecord::new(Some(TenantId::parse("t").unwrap()), desired, 0);
         if purging {
-            r.purge = Some(PurgeJournal { started_at_ms: 1 });
+            r.purge = Some(PurgeJournal {
+                started_at_ms: 1,
+                stage: PurgeStage::Deleting,
+                report: sample::report("51987654321", "t"),
+            });
         }
         r
     }

@@ -29,6 +29,16 @@ impl PurgeTargetKind {
             PurgeTargetKind::Outbox => "outbox",
         }
     }
+
+    pub fn parse(raw: &str) -> Option<PurgeTargetKind> {
+        [
+            PurgeTargetKind::SessionDir,
+            PurgeTargetKind::Backups,
+            PurgeTargetKind::Outbox,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +57,9 @@ pub enum ResetStep {
     ClientStopped,
     /// One target of the plan was removed.
     Removed(PurgeTargetKind),
-    /// The journal is closed: the reset is complete.
+    /// Every file is gone; the journal says only `after_clear` is owed.
+    Purged,
+    /// `after_clear` ran and the journal is closed: the reset is complete.
     Completed,
 }
 
@@ -60,16 +72,18 @@ impl ResetStep {
             ResetStep::Removed(PurgeTargetKind::SessionDir) => "session-removed",
             ResetStep::Removed(PurgeTargetKind::Backups) => "backups-removed",
             ResetStep::Removed(PurgeTargetKind::Outbox) => "outbox-removed",
+            ResetStep::Purged => "purged",
             ResetStep::Completed => "completed",
         }
     }
 
-    pub const ALL: [ResetStep; 6] = [
+    pub const ALL: [ResetStep; 7] = [
         ResetStep::JournalWritten,
         ResetStep::ClientStopped,
         ResetStep::Removed(PurgeTargetKind::SessionDir),
         ResetStep::Removed(PurgeTargetKind::Backups),
         ResetStep::Removed(PurgeTargetKind::Outbox),
+        ResetStep::Purged,
         ResetStep::Completed,
     ];
 }

@@ -320,7 +320,7 @@ pub async fn clear_session(
         "message": format!("Session {phone} cleared completely"),
         "loggedOut": report.logged_out,
         "removed": removed_json(&report.removed),
-        "outboxMessagesDropped": report.outbox_messages_dropped,
+        "outboxMessagesDropped": report.outbox_messages_dropped(),
         "hooks": hooks_json(&report.hooks),
         "durationMs": report.duration_ms,
     })))

@@ -32,6 +32,7 @@ use self::imports::{CallEnv, HookKind};
 use self::registry::{CallCounters, LoadedPlugin, Registry};
 use self::state::{StateScope, StateStore};
 pub use self::watch::PluginWatcher;
+use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::hooks::{
     BeforeClear, HookOutcome, HookRun, PluginStatus, PluginsView, ResetContext, ResetHooks,
@@ -58,13 +59,6 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 /// Longest veto reason passed on to the Portal.
 const MAX_REASON_CHARS: usize = 500;
 
-/// What a `before_clear` call remembers for the `after_clear` of the same reset.
-struct PendingReset {
-    reset_id: String,
-    session: wit::SessionState,
-    outbox: Vec<wit::OutboxMessage>,
-}
-
 /// The runtime behind `PluginHooks`.
 struct Runtime {
     engine: PluginEngine,
@@ -75,9 +69,6 @@ struct Runtime {
     reload_lock: Mutex<HashMap<String, Arc<CallCounters>>>,
     state: Arc<StateStore>,
     metrics: HookMetrics,
-    /// Keyed by phone: the actor runs one reset of a phone at a time, so the
-    /// `before_clear` and `after_clear` of one reset meet here.
-    pending: Mutex<HashMap<Phone, PendingReset>>,
 }
 
 /// The `ResetHooks` made of WebAssembly plugins.
@@ -100,7 +91,6 @@ impl PluginHooks {
             reload_lock: Mutex::new(HashMap::new()),
             state: Arc::new(StateStore::default()),
             metrics: HookMetrics::default(),
-            pending: Mutex::new(HashMap::new()),
         });
         let config = runtime.read_config().map_err(PluginError::Config)?;
         runtime.install(config, None);
@@ -233,14 +223,6 @@ impl Runtime {
     }
 }
 
-fn new_reset_id() -> String {
-    let mut random = [0u8; 6];
-    // Uniqueness is a convenience for plugins (de-duplication), not a
-    // security property: fall back to the clock alone if the OS refuses.
-    let _ = getrandom::fill(&mut random);
-    format!("r{:x}-{}", now_ms(), hex::encode(random))
-}
-
 fn clean_reason(reason: &str) -> String {
     let reason: String = reason
         .trim()
@@ -262,8 +244,8 @@ fn rel_path(path: &Path) -> String {
         .join("/")
 }
 
-fn wit_outbox(ctx: &ResetContext) -> Vec<wit::OutboxMessage> {
-    ctx.outbox
+fn wit_outbox(messages: &[OutboxMessage]) -> Vec<wit::OutboxMessage> {
+    messages
         .iter()
         .map(|m| wit::OutboxMessage {
             id: m.id.clone(),
@@ -328,7 +310,7 @@ fn wit_outcome(run: &HookRun) -> wit::PluginOutcome {
     }
 }
 
-fn wit_report(report: &ResetReport, pending: PendingReset) -> wit::ResetReport {
+fn wit_report(report: &ResetReport) -> wit::ResetReport {
     let count = |kind: PurgeTargetKind| -> u32 {
         report
             .removed
@@ -344,9 +326,13 @@ fn wit_report(report: &ResetReport, pending: PendingReset) -> wit::ResetReport {
             .map(|t| t.as_str().to_owned())
             .unwrap_or_default(),
         phone: report.phone.as_str().to_owned(),
-        reset_id: pending.reset_id,
+        reset_id: report.reset_id.clone(),
         finished_at_ms: now_ms(),
-        session: pending.session,
+        session: wit::SessionState {
+            status: report.session.status.clone(),
+            own_jid: report.session.me.clone(),
+            paired: report.session.paired,
+        },
         logged_out: report.logged_out,
         removed_paths: report
             .removed
@@ -356,7 +342,7 @@ fn wit_report(report: &ResetReport, pending: PendingReset) -> wit::ResetReport {
             .collect(),
         session_files_removed: count(PurgeTargetKind::SessionDir),
         backups_removed: count(PurgeTargetKind::Backups),
-        outbox_dropped: pending.outbox,
+        outbox_dropped: wit_outbox(&report.outbox_dropped),
         before_clear: report
             .hooks
             .iter()
@@ -375,22 +361,14 @@ impl ResetHooks for PluginHooks {
     async fn before_clear(&self, ctx: &ResetContext) -> BeforeClear {
         let rt = &self.runtime;
         let registry = rt.registry();
-        let reset_id = new_reset_id();
+        let reset_id = ctx.reset_id.clone();
         let requested_at_ms = now_ms();
         let session = wit::SessionState {
             status: ctx.status.clone(),
             own_jid: ctx.me.clone(),
             paired: ctx.paired,
         };
-        let outbox = wit_outbox(ctx);
-        rt.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            ctx.phone.clone(),
-            PendingReset {
-                reset_id: reset_id.clone(),
-                session: session.clone(),
-                outbox: outbox.clone(),
-            },
-        );
+        let outbox = wit_outbox(&ctx.outbox);
         let mut verdict = BeforeClear::default();
         let Some(config) = &registry.config else {
             return verdict;
@@ -455,20 +433,6 @@ impl ResetHooks for PluginHooks {
     async fn after_clear(&self, report: &ResetReport) -> Vec<HookRun> {
         let rt = &self.runtime;
         let registry = rt.registry();
-        let pending = rt
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&report.phone)
-            .unwrap_or_else(|| PendingReset {
-                reset_id: new_reset_id(),
-                session: wit::SessionState {
-                    status: "absent".into(),
-                    own_jid: None,
-                    paired: false,
-                },
-                outbox: Vec::new(),
-            });
         let Some(config) = &registry.config else {
             return Vec::new();
         };
@@ -476,8 +440,8 @@ impl ResetHooks for PluginHooks {
         if plugins.is_empty() {
             return Vec::new();
         }
-        let reset_id = pending.reset_id.clone();
-        let wit_report = wit_report(report, pending);
+        let reset_id = report.reset_id.clone();
+        let wit_report = wit_report(report);
         let tenant = wit_report.tenant.clone();
         let phase_deadline = Instant::now() + config.after_clear_total;
         let mut runs = Vec::new();

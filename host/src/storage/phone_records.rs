@@ -1,7 +1,17 @@
 //! `lila/phones/{phone}.json`: the persisted [`PhoneRecord`], one file per phone.
 //!
-//! Format (version 1):
-//! `{"version":1,"owner":"acme"|null,"desired":"running","purge":{"startedAtMs":1}|null,"updatedAtMs":1}`
+//! Format (version 2):
+//! `{"version":2,"owner":"acme"|null,"desired":"running","purge":null,"updatedAtMs":1}`
+//! where an open purge journal is
+//! `{"startedAtMs":1,"stage":"deleting"|"notifying","resetId":"r…","session":{"status":"connected","me":"…"|null,"paired":true},
+//!   "loggedOut":false,"removed":[{"kind":"session","path":"sessions/…","existed":true,"files":3,"bytes":9}],
+//!   "outboxDropped":[{"id":"3EB0…","to":"…@s.whatsapp.net","text":"…","createdAtMs":1}],
+//!   "beforeClear":[{"plugin":"p","hook":"before_clear","outcome":"ok","detail":null,"durationMs":3}]}`.
+//! The journal holds the text of the dropped messages only until the
+//! reset's `after_clear` hooks have run; then it is closed (`null`).
+//!
+//! Version 1 (a journal with `startedAtMs` alone) is still read: its reset
+//! is finished with an id derived from its start time.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -10,12 +20,19 @@ use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 use super::atomic::write_atomic;
-use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal};
+use crate::core::outbox::{OutboxMessage, Recipient};
+use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
+use crate::core::reset_plan::PurgeTargetKind;
+use crate::core::reset_report::{
+    HookOutcome, HookRun, RemovedTarget, ResetReport, SessionSnapshot, hook_name,
+};
 use crate::core::tenant::TenantId;
 use crate::layout::DataLayout;
 use crate::phone::Phone;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Read, never written: journals without the report's first half.
+const VERSION_WITHOUT_REPORT: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -31,6 +48,180 @@ struct RecordFile {
 #[serde(rename_all = "camelCase")]
 struct PurgeFile {
     started_at_ms: u64,
+    /// The fields below are absent in version 1.
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    reset_id: Option<String>,
+    #[serde(default)]
+    session: Option<SessionFile>,
+    #[serde(default)]
+    logged_out: bool,
+    #[serde(default)]
+    removed: Vec<RemovedFile>,
+    #[serde(default)]
+    outbox_dropped: Vec<DroppedMessageFile>,
+    #[serde(default)]
+    before_clear: Vec<HookRunFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionFile {
+    status: String,
+    me: Option<String>,
+    paired: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RemovedFile {
+    kind: String,
+    path: String,
+    existed: bool,
+    files: usize,
+    bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DroppedMessageFile {
+    id: String,
+    to: String,
+    text: String,
+    created_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HookRunFile {
+    plugin: String,
+    hook: String,
+    outcome: String,
+    detail: Option<String>,
+    duration_ms: u64,
+}
+
+impl PurgeFile {
+    fn from_journal(journal: &PurgeJournal) -> PurgeFile {
+        let report = &journal.report;
+        PurgeFile {
+            started_at_ms: journal.started_at_ms,
+            stage: Some(journal.stage.as_str().to_owned()),
+            reset_id: Some(report.reset_id.clone()),
+            session: Some(SessionFile {
+                status: report.session.status.clone(),
+                me: report.session.me.clone(),
+                paired: report.session.paired,
+            }),
+            logged_out: report.logged_out,
+            removed: report
+                .removed
+                .iter()
+                .map(|r| RemovedFile {
+                    kind: r.kind.as_str().to_owned(),
+                    path: r.path.to_string_lossy().into_owned(),
+                    existed: r.existed,
+                    files: r.files,
+                    bytes: r.bytes,
+                })
+                .collect(),
+            outbox_dropped: report
+                .outbox_dropped
+                .iter()
+                .map(|m| DroppedMessageFile {
+                    id: m.id.clone(),
+                    to: m.to.as_jid().to_owned(),
+                    text: m.text.clone(),
+                    created_at_ms: m.created_at_ms,
+                })
+                .collect(),
+            before_clear: report
+                .hooks
+                .iter()
+                .map(|r| HookRunFile {
+                    plugin: r.plugin.clone(),
+                    hook: r.hook.to_owned(),
+                    outcome: r.outcome.as_str().to_owned(),
+                    detail: r.outcome.detail().map(str::to_owned),
+                    duration_ms: r.duration_ms,
+                })
+                .collect(),
+        }
+    }
+
+    /// The journal this file holds, for the record of `phone` owned by `owner`.
+    fn into_journal(self, phone: &Phone, owner: Option<&TenantId>) -> Result<PurgeJournal, String> {
+        let stage = match self.stage.as_deref() {
+            None => PurgeStage::Deleting,
+            Some(raw) => PurgeStage::parse(raw).ok_or(format!("unknown purge stage {raw:?}"))?,
+        };
+        let session = self.session.map_or(
+            SessionSnapshot {
+                status: "unknown".to_owned(),
+                me: None,
+                paired: false,
+            },
+            |s| SessionSnapshot {
+                status: s.status,
+                me: s.me,
+                paired: s.paired,
+            },
+        );
+        let mut removed = Vec::with_capacity(self.removed.len());
+        for r in self.removed {
+            let kind = PurgeTargetKind::parse(&r.kind)
+                .ok_or(format!("unknown purge target {:?}", r.kind))?;
+            removed.push(RemovedTarget {
+                kind,
+                path: r.path.into(),
+                existed: r.existed,
+                files: r.files,
+                bytes: r.bytes,
+            });
+        }
+        let mut outbox_dropped = Vec::with_capacity(self.outbox_dropped.len());
+        for m in self.outbox_dropped {
+            outbox_dropped.push(OutboxMessage {
+                id: m.id,
+                to: Recipient::parse(&m.to).map_err(|e| e.to_string())?,
+                text: m.text,
+                created_at_ms: m.created_at_ms,
+                attempts: 0,
+            });
+        }
+        let mut hooks = Vec::with_capacity(self.before_clear.len());
+        for r in self.before_clear {
+            let hook = hook_name(&r.hook).ok_or(format!("unknown hook {:?}", r.hook))?;
+            let outcome = HookOutcome::parse(&r.outcome, r.detail)
+                .ok_or(format!("unknown hook outcome {:?}", r.outcome))?;
+            hooks.push(HookRun {
+                plugin: r.plugin,
+                hook,
+                outcome,
+                duration_ms: r.duration_ms,
+            });
+        }
+        Ok(PurgeJournal {
+            started_at_ms: self.started_at_ms,
+            stage,
+            report: ResetReport {
+                // A version-1 journal had no id: derive one from its start,
+                // so a second crash still gives the same id.
+                reset_id: self
+                    .reset_id
+                    .unwrap_or_else(|| format!("r{:x}-journal", self.started_at_ms)),
+                tenant: owner.cloned(),
+                phone: phone.clone(),
+                started_at_ms: self.started_at_ms,
+                duration_ms: 0,
+                session,
+                logged_out: self.logged_out,
+                removed,
+                outbox_dropped,
+                hooks,
+                finished_at_boot: false,
+            },
+        })
+    }
 }
 
 pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Option<PhoneRecord>, StorageError> {
@@ -46,7 +237,7 @@ pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Option<PhoneRecord>, S
         reason,
     };
     let file: RecordFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    if file.version != VERSION {
+    if file.version != VERSION && file.version != VERSION_WITHOUT_REPORT {
         return Err(corrupt(format!("unknown version {}", file.version)));
     }
     let owner = match file.owner {
@@ -55,12 +246,14 @@ pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Option<PhoneRecord>, S
     };
     let desired = DesiredState::parse(&file.desired)
         .ok_or_else(|| corrupt(format!("unknown desired state {:?}", file.desired)))?;
+    let purge = match file.purge {
+        Some(p) => Some(p.into_journal(phone, owner.as_ref()).map_err(corrupt)?),
+        None => None,
+    };
     Ok(Some(PhoneRecord {
         owner,
         desired,
-        purge: file.purge.map(|p| PurgeJournal {
-            started_at_ms: p.started_at_ms,
-        }),
+        purge,
         updated_at_ms: file.updated_at_ms,
     }))
 }
@@ -70,9 +263,7 @@ pub fn save(layout: &DataLayout, phone: &Phone, record: &PhoneRecord) -> Result<
         version: VERSION,
         owner: record.owner.as_ref().map(|o| o.as_str().to_owned()),
         desired: record.desired.as_str().to_owned(),
-        purge: record.purge.map(|p| PurgeFile {
-            started_at_ms: p.started_at_ms,
-        }),
+        purge: record.purge.as_ref().map(PurgeFile::from_journal),
         updated_at_ms: record.updated_at_ms,
     };
     let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StorageError::Corrupt {
@@ -113,6 +304,52 @@ pub fn known_phones(layout: &DataLayout) -> BTreeSet<Phone> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::reset_report::sample;
+
+    #[test]
+    fn a_version_1_journal_is_still_finished_with_a_stable_derived_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = DataLayout::new(dir.path());
+        let phone = Phone::parse("51987654321").unwrap();
+        fs::create_dir_all(layout.phone_records_dir()).unwrap();
+        fs::write(
+            layout.phone_record_file(&phone),
+            br#"{"version":1,"owner":"acme","desired":"cleared","purge":{"startedAtMs":255},"updatedAtMs":1}"#,
+        )
+        .unwrap();
+        let record = load(&layout, &phone).unwrap().unwrap();
+        let journal = record.purge.unwrap();
+        assert_eq!(journal.stage, PurgeStage::Deleting);
+        assert_eq!(journal.report.reset_id, "rff-journal");
+        assert_eq!(journal.report.tenant, record.owner);
+        assert_eq!(
+            load(&layout, &phone)
+                .unwrap()
+                .unwrap()
+                .purge
+                .unwrap()
+                .report
+                .reset_id,
+            "rff-journal"
+        );
+    }
+
+    #[test]
+    fn a_journal_with_an_unknown_stage_is_damage_not_a_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = DataLayout::new(dir.path());
+        let phone = Phone::parse("51987654321").unwrap();
+        fs::create_dir_all(layout.phone_records_dir()).unwrap();
+        fs::write(
+            layout.phone_record_file(&phone),
+            br#"{"version":2,"owner":"acme","desired":"cleared","purge":{"startedAtMs":1,"stage":"halfway"},"updatedAtMs":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            load(&layout, &phone),
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
 
     #[test]
     fn a_record_round_trips_and_a_damaged_one_is_an_error_not_a_default() {
@@ -125,7 +362,11 @@ mod tests {
             DesiredState::Running,
             5,
         );
-        record.purge = Some(PurgeJournal { started_at_ms: 7 });
+        record.purge = Some(PurgeJournal {
+            started_at_ms: 7,
+            stage: PurgeStage::Notifying,
+            report: sample::report("51987654321", "acme"),
+        });
         save(&layout, &phone, &record).unwrap();
         assert_eq!(load(&layout, &phone).unwrap(), Some(record));
         fs::write(layout.phone_record_file(&phone), b"{\"version\":1,").unwrap();

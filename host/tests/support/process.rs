@@ -39,8 +39,34 @@ impl Server {
         self.child.id()
     }
 
-    fn spawn(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>) -> Server {
+    /// Like `start_with_config`, with the crash switch set.
+    pub fn start_with_config_crashing_at(
+        data: &Path,
+        secret: &str,
+        wa_url: &str,
+        crash_at: &str,
+    ) -> Server {
+        Server::spawn(data, secret, wa_url, Some(crash_at))
+    }
+
+    /// Starts `lila serve` with the caller's config and `LILA_CRASH_AT`, and
+    /// waits for it to abort during boot, before it ever listens.
+    pub fn crash_during_boot(data: &Path, secret: &str, wa_url: &str, crash_at: &str) {
         let port = free_port();
+        let mut child = Server::launch(data, secret, wa_url, Some(crash_at), port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("lila did not crash at {crash_at} during boot");
+    }
+
+    fn launch(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>, port: u16) -> Child {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lila"));
         command
             .arg("serve")
@@ -55,7 +81,12 @@ impl Server {
         if let Some(step) = crash_at {
             command.env("LILA_CRASH_AT", step);
         }
-        let child = command.spawn().expect("start lila");
+        command.spawn().expect("start lila")
+    }
+
+    fn spawn(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>) -> Server {
+        let port = free_port();
+        let child = Server::launch(data, secret, wa_url, crash_at, port);
         let server = Server {
             data: data.to_owned(),
             child,

@@ -117,7 +117,19 @@ impl SessionActor {
                 }
             }
             Command::FinishPurge { reply } => {
-                let _ = reply.send(self.finish_interrupted_purge().await);
+                // Boot waits for the files only; the owed `after_clear`
+                // runs after the answer, still before any later command.
+                match self.finish_interrupted_purge().await {
+                    Ok(owed) => {
+                        let _ = reply.send(Ok(()));
+                        if let Some(report) = owed {
+                            self.finish_interrupted_notice(report).await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Idle { reply } => {
                 let idle = self.client.is_none()
@@ -151,9 +163,7 @@ impl SessionActor {
             }
             _ => {}
         }
-        if self.record.as_ref().is_some_and(|r| r.purge.is_some()) {
-            self.finish_interrupted_purge().await?;
-        }
+        self.finish_interrupted_reset().await?;
         // A running session keeps its owner; a new or cleared one belongs to the creator.
         let owner = match &self.record {
             Some(record) if !record.is_cleared() => record.owner.clone(),

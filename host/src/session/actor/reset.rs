@@ -1,18 +1,49 @@
-//! The reset (`clear`): hooks, the commit point, logout, purge, journal, after-hooks.
+//! The reset (`clear`): hooks, the commit point, logout, purge, journal,
+//! `after_clear`; and finishing a reset that a crash cut short.
+//!
+//! The purge journal in the phone's record carries the reset's id and the
+//! first half of its report, and says how far the reset got (`PurgeStage`).
+//! A crash before the files are gone is finished by deleting them; a crash
+//! before `after_clear` ran is finished by running it from the journal.
+//! Either way `after_clear` hears of every reset, under the reset's own id.
 
 use tracing::{error, info, warn};
 
 use super::{SessionActor, blocking};
 use crate::core::outbox::Outbox;
-use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal};
+use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
 use crate::core::reset_plan::{ResetPlan, ResetStep};
+use crate::core::reset_report::{RemovedTarget, SessionSnapshot};
 use crate::core::status::SessionState;
 use crate::core::tenant::Caller;
-use crate::hooks::{ResetContext, ResetReport};
+use crate::hooks::{PlannedRemoval, ResetContext, ResetReport};
 use crate::metrics::Metrics;
 use crate::session::purge::{inventory, remove};
 use crate::session::{SessionError, describe_hook_runs};
 use crate::storage::now_ms;
+
+/// A new reset id: the clock and a random part. Unique enough for
+/// receivers to de-duplicate on; not a secret.
+fn new_reset_id() -> String {
+    let mut random = [0u8; 6];
+    // If the OS generator ever failed, the clock alone still separates resets.
+    let _ = getrandom::fill(&mut random);
+    format!("r{:x}-{}", now_ms(), hex::encode(random))
+}
+
+/// What the plan will remove, in the report's terms, before anything is removed.
+fn planned_removals(targets: &[PlannedRemoval]) -> Vec<RemovedTarget> {
+    targets
+        .iter()
+        .map(|t| RemovedTarget {
+            kind: t.kind,
+            path: t.path.clone(),
+            existed: !t.files.is_empty(),
+            files: t.files.len(),
+            bytes: t.files.iter().map(|(_, size)| size).sum(),
+        })
+        .collect()
+}
 
 impl SessionActor {
     pub(super) fn crash_point(&self, step: ResetStep) {
@@ -27,37 +58,66 @@ impl SessionActor {
 
     pub(super) async fn clear(&mut self, caller: &Caller) -> Result<ResetReport, SessionError> {
         self.check_access(caller, true)?;
+        // An earlier reset of this phone that did not finish is finished
+        // first, so its `after_clear` is not lost under this one's journal.
+        self.finish_interrupted_reset().await?;
         let started = std::time::Instant::now();
         let started_at_ms = now_ms();
         let plan = ResetPlan::for_phone(&self.ctx.layout, &self.phone);
+        let reset_id = new_reset_id();
 
         // 1. before_clear hooks, with what the reset will remove.
         let layout = self.ctx.layout.clone();
         let plan_for_inventory = plan.clone();
         let targets = blocking(move || inventory(&layout, &plan_for_inventory)).await?;
-        let ctx = ResetContext {
-            tenant: self.owner().cloned(),
-            phone: self.phone.clone(),
+        let session = SessionSnapshot {
             status: self.view().status.to_owned(),
             me: self.state.me.clone(),
             paired: self.state.me.is_some(),
+        };
+        let planned = planned_removals(&targets);
+        let ctx = ResetContext {
+            reset_id: reset_id.clone(),
+            tenant: self.owner().cloned(),
+            phone: self.phone.clone(),
+            status: session.status.clone(),
+            me: session.me.clone(),
+            paired: session.paired,
             targets,
             outbox: self.outbox.iter().cloned().collect(),
         };
         let before = self.ctx.hooks.before_clear(&ctx).await;
         if let Some((plugin, reason)) = before.refusal {
             Metrics::inc(&self.ctx.metrics.resets_vetoed);
-            warn!(plugin = %plugin, hooks = %describe_hook_runs(&before.runs), "reset refused by a hook; nothing changed");
+            warn!(plugin = %plugin, reset_id = %reset_id, hooks = %describe_hook_runs(&before.runs), "reset refused by a hook; nothing changed");
             return Err(SessionError::Vetoed { plugin, reason });
         }
 
         // 2. The commit point: the record says cleared, with an open purge
-        //    journal. From here on no boot, restart or backup brings it back,
-        //    and a crash is finished at the next start.
+        //    journal holding what `after_clear` will need. From here on no
+        //    boot, restart or backup brings the session back, and a crash
+        //    is finished at the next start.
+        let mut report = ResetReport {
+            reset_id,
+            tenant: self.owner().cloned(),
+            phone: self.phone.clone(),
+            started_at_ms,
+            duration_ms: 0,
+            session,
+            logged_out: false,
+            removed: planned,
+            outbox_dropped: ctx.outbox,
+            hooks: before.runs,
+            finished_at_boot: false,
+        };
         let record = PhoneRecord {
             owner: self.owner().cloned(),
             desired: DesiredState::Cleared,
-            purge: Some(PurgeJournal { started_at_ms }),
+            purge: Some(PurgeJournal {
+                started_at_ms,
+                stage: PurgeStage::Deleting,
+                report: report.clone(),
+            }),
             updated_at_ms: started_at_ms,
         };
         if let Err(e) = self.save_record(record) {
@@ -67,17 +127,12 @@ impl SessionActor {
         self.crash_point(ResetStep::JournalWritten);
 
         // 3. Log out and drop every piece of in-memory state and every timer.
-        let logged_out = self.stop_client(true).await;
-        self.state = SessionState::default();
-        let outbox_messages_dropped = self.outbox.len();
-        self.outbox = Outbox::default();
-        self.outbox_damaged = None;
-        self.contacts.clear();
-        self.contacts_save_at = None;
+        report.logged_out = self.stop_client(true).await;
+        self.drop_memory_state();
         self.crash_point(ResetStep::ClientStopped);
 
         // 4. Delete the files, credentials first.
-        let removed = match self.purge_files(&plan).await {
+        report.removed = match self.purge_files(&plan).await {
             Ok(removed) => removed,
             Err(e) => {
                 Metrics::inc(&self.ctx.metrics.resets_failed);
@@ -86,33 +141,18 @@ impl SessionActor {
             }
         };
 
-        // 5. Close the journal.
-        if let Some(mut record) = self.record.clone() {
-            record.purge = None;
-            record.updated_at_ms = now_ms();
-            self.save_record(record)?;
-        }
-        self.crash_point(ResetStep::Completed);
+        // 5. The files are gone; `after_clear` is owed, and the journal says so.
+        self.journal_files_removed(&report)?;
         Metrics::inc(&self.ctx.metrics.resets_completed);
 
-        let mut report = ResetReport {
-            tenant: self.owner().cloned(),
-            phone: self.phone.clone(),
-            started_at_ms,
-            duration_ms: 0,
-            logged_out,
-            removed,
-            outbox_messages_dropped,
-            hooks: before.runs,
-        };
-        // 6. after_clear hooks: told, never able to undo.
-        let after = self.ctx.hooks.after_clear(&report).await;
-        report.hooks.extend(after);
+        // 6. after_clear hooks: told, never able to undo. Then the journal closes.
+        let mut report = self.notify_after_clear(report).await;
         report.duration_ms = started.elapsed().as_millis() as u64;
         info!(
-            logged_out,
+            reset_id = %report.reset_id,
+            logged_out = report.logged_out,
             files = report.removed.iter().map(|r| r.files).sum::<usize>(),
-            outbox_messages_dropped,
+            outbox_messages_dropped = report.outbox_messages_dropped(),
             hooks = %describe_hook_runs(&report.hooks),
             duration_ms = report.duration_ms,
             "session cleared"
@@ -120,10 +160,19 @@ impl SessionActor {
         Ok(report)
     }
 
+    /// Forgets everything held in memory for the phone (its files go next).
+    fn drop_memory_state(&mut self) {
+        self.state = SessionState::default();
+        self.outbox = Outbox::default();
+        self.outbox_damaged = None;
+        self.contacts.clear();
+        self.contacts_save_at = None;
+    }
+
     pub(super) async fn purge_files(
         &mut self,
         plan: &ResetPlan,
-    ) -> Result<Vec<crate::hooks::RemovedTarget>, SessionError> {
+    ) -> Result<Vec<RemovedTarget>, SessionError> {
         let mut removed = Vec::with_capacity(plan.targets.len());
         for target in &plan.targets {
             let layout = self.ctx.layout.clone();
@@ -134,25 +183,85 @@ impl SessionActor {
         Ok(removed)
     }
 
-    pub(super) async fn finish_interrupted_purge(&mut self) -> Result<(), SessionError> {
-        let Some(mut record) = self.record.clone() else {
-            return Ok(());
-        };
-        if record.purge.is_none() {
-            return Ok(());
+    /// Records that every file of the reset is gone and only `after_clear`
+    /// is owed (`PurgeStage::Notifying`).
+    fn journal_files_removed(&mut self, report: &ResetReport) -> Result<(), SessionError> {
+        if let Some(mut record) = self.record.clone()
+            && let Some(journal) = record.purge.as_mut()
+        {
+            journal.stage = PurgeStage::Notifying;
+            journal.report = report.clone();
+            record.updated_at_ms = now_ms();
+            self.save_record(record)?;
         }
-        warn!("finishing a reset that was interrupted");
-        self.stop_client(false).await;
-        self.outbox = Outbox::default();
-        self.outbox_damaged = None;
-        self.contacts.clear();
-        let plan = ResetPlan::for_phone(&self.ctx.layout, &self.phone);
-        self.purge_files(&plan).await?;
-        record.desired = DesiredState::Cleared;
-        record.purge = None;
-        record.updated_at_ms = now_ms();
-        self.save_record(record)?;
-        Metrics::inc(&self.ctx.metrics.resets_finished_at_boot);
+        self.crash_point(ResetStep::Purged);
+        Ok(())
+    }
+
+    /// Runs the `after_clear` hooks of a reset whose files are gone, then
+    /// closes its journal. A crash before the journal is closed runs them
+    /// again at the next start, under the same reset id.
+    async fn notify_after_clear(&mut self, mut report: ResetReport) -> ResetReport {
+        let after = self.ctx.hooks.after_clear(&report).await;
+        report.hooks.extend(after);
+        if let Some(mut record) = self.record.clone()
+            && record.purge.is_some()
+        {
+            record.purge = None;
+            record.updated_at_ms = now_ms();
+            if let Err(e) = self.save_record(record) {
+                // The reset itself is done; the journal is closed at the next start.
+                error!(error = %e, reset_id = %report.reset_id, "could not close the purge journal");
+            }
+        }
+        self.crash_point(ResetStep::Completed);
+        report
+    }
+
+    /// Finishes the files of a reset a crash cut short (boot, or before
+    /// anything else is done with the phone). Returns the report whose
+    /// `after_clear` is still owed, if any; the caller runs it with
+    /// `finish_interrupted_notice`.
+    pub(super) async fn finish_interrupted_purge(
+        &mut self,
+    ) -> Result<Option<ResetReport>, SessionError> {
+        let Some(journal) = self.record.as_ref().and_then(|r| r.purge.clone()) else {
+            return Ok(None);
+        };
+        let mut report = journal.report;
+        report.finished_at_boot = true;
+        if journal.stage == PurgeStage::Deleting {
+            warn!(reset_id = %report.reset_id, "finishing a reset that was interrupted");
+            self.stop_client(false).await;
+            self.drop_memory_state();
+            let plan = ResetPlan::for_phone(&self.ctx.layout, &self.phone);
+            self.purge_files(&plan).await?;
+            if let Some(mut record) = self.record.clone() {
+                record.desired = DesiredState::Cleared;
+                self.record = Some(record);
+            }
+            self.journal_files_removed(&report)?;
+            Metrics::inc(&self.ctx.metrics.resets_finished_at_boot);
+        }
+        Ok(Some(report))
+    }
+
+    /// Runs the owed `after_clear` of an interrupted reset and closes its journal.
+    pub(super) async fn finish_interrupted_notice(&mut self, report: ResetReport) {
+        let report = self.notify_after_clear(report).await;
+        info!(
+            reset_id = %report.reset_id,
+            hooks = %describe_hook_runs(&report.hooks),
+            "an interrupted reset was finished and its after_clear hooks ran"
+        );
+    }
+
+    /// Both halves at once, for a reset that must be finished before the
+    /// phone is used again.
+    pub(super) async fn finish_interrupted_reset(&mut self) -> Result<(), SessionError> {
+        if let Some(report) = self.finish_interrupted_purge().await? {
+            self.finish_interrupted_notice(report).await;
+        }
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The `lila` command line: `serve` (the default) and `token`. Glue only:
 //! it reads the configuration, wires the pieces and reports errors.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,14 +109,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         gateway: gateway.clone(),
         auth: Arc::new(JwtAuth::new(&secret)?),
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
-    tracing::info!("shutting down: stopping sessions (they resume at the next start)");
-    gateway.shutdown().await;
+    // The first SIGTERM/SIGINT starts a graceful shutdown; a second one
+    // exits at once (an operator who does not want to wait).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        tracing::info!("shutting down; a second SIGTERM or SIGINT exits at once");
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting now without stopping the sessions");
+        std::process::exit(130);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
+    // In-flight requests get a moment to finish; the sessions' deadline
+    // starts after it, so the whole shutdown stays bounded.
+    tokio::select! {
+        served = server => served.context("serving HTTP")?,
+        () = async {
+            stopped(stop_rx.clone()).await;
+            tokio::time::sleep(HTTP_DRAIN).await;
+        } => tracing::warn!(drain_ms = HTTP_DRAIN.as_millis() as u64, "requests still in flight; stopping anyway"),
+    }
+    let started = std::time::Instant::now();
+    tracing::info!("stopping sessions (they resume at the next start)");
+    let summary = gateway.shutdown().await;
+    tracing::info!(
+        stopped = summary.stopped,
+        abandoned = summary.abandoned,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "sessions stopped"
+    );
     Ok(())
 }
+
+/// How long in-flight requests may run on after a shutdown signal.
+const HTTP_DRAIN: Duration = Duration::from_secs(1);
 
 /// How long a burst of file events may last before it becomes one reload.
 const PLUGIN_RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);

@@ -56,6 +56,9 @@ pub struct SessionConfig {
     pub max_restart_backoff: Duration,
     /// How many clients may be starting at once (boot with many sessions).
     pub max_concurrent_starts: usize,
+    /// How long stopping every session may take at process shutdown (all
+    /// are stopped at once); a service manager's own limit is usually 10 s.
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
                 request_timeout: Duration::from_secs(10),
                 max_restart_backoff: Duration::from_secs(60),
                 max_concurrent_starts: 16,
+                shutdown_deadline: Duration::from_secs(4),
             },
             config_file: None,
             plugins_configured: false,
@@ -135,6 +139,7 @@ pub struct SessionsFile {
     pub request_timeout_secs: Option<u64>,
     pub max_restart_backoff_secs: Option<u64>,
     pub max_concurrent_starts: Option<usize>,
+    pub shutdown_deadline_secs: Option<u64>,
 }
 
 /// The version the client announces when it is pointed at a custom URL (a
@@ -239,6 +244,9 @@ impl Config {
         }
         if let Some(n) = file.sessions.max_concurrent_starts {
             s.max_concurrent_starts = n.max(1);
+        }
+        if let Some(secs) = file.sessions.shutdown_deadline_secs {
+            s.shutdown_deadline = Duration::from_secs(secs.max(1));
         }
         config.crash_at = env("LILA_CRASH_AT").filter(|s| !s.is_empty());
         Ok(config)

@@ -1,13 +1,20 @@
-//! `Gateway`: the set of session actors, boot-time recovery and shutdown.
+//! `Gateway`: the set of session actors, boot-time recovery, listings and
+//! shutdown.
 //!
-//! The map from phone to actor handle is the only shared structure; it holds
-//! handles, not state, and its lock is never held across an await.
+//! The map from phone to actor handle is the only shared structure besides
+//! the owner index; it holds handles, not state, and its lock is never held
+//! across an await. A phone gets an actor when something is to be done with
+//! it (boot resumes it, or a request names a phone the host knows); listing
+//! sessions reads the index and the actors' published views, and starts
+//! nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
@@ -17,13 +24,22 @@ use crate::hooks::ResetHooks;
 use crate::layout::DataLayout;
 use crate::metrics::Metrics;
 use crate::phone::Phone;
-use crate::session::{SessionContext, SessionHandle, SessionView, spawn_session};
-use crate::storage::phone_records;
+use crate::session::{
+    SessionContext, SessionError, SessionHandle, SessionIndex, SessionView, spawn_session,
+};
+use crate::storage::{outbox_file, phone_records};
 use crate::whatsapp::WhatsApp;
+
+/// How often boot logs how many resumed sessions are connected again.
+const BOOT_PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// How long boot keeps reporting progress at most.
+const BOOT_PROGRESS_FOR: Duration = Duration::from_secs(600);
 
 pub struct Gateway {
     ctx: Arc<SessionContext>,
     sessions: Mutex<HashMap<Phone, (SessionHandle, JoinHandle<()>)>>,
+    /// The boot progress reporter, stopped at shutdown.
+    progress: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What boot-time recovery did, for the log line and for tests.
@@ -33,6 +49,14 @@ pub struct BootSummary {
     pub purges_finished: Vec<Phone>,
     pub orphans: Vec<Phone>,
     pub failures: Vec<(Phone, String)>,
+}
+
+/// What `shutdown` did, for the log line and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShutdownSummary {
+    pub stopped: usize,
+    /// Actors that had not stopped by the deadline (their process ends anyway).
+    pub abandoned: usize,
 }
 
 impl Gateway {
@@ -48,10 +72,12 @@ impl Gateway {
             whatsapp,
             hooks,
             metrics: Arc::new(Metrics::default()),
+            index: SessionIndex::default(),
         };
         Arc::new(Gateway {
             ctx: Arc::new(ctx),
             sessions: Mutex::new(HashMap::new()),
+            progress: Mutex::new(None),
         })
     }
 
@@ -68,6 +94,14 @@ impl Gateway {
         &self.ctx.layout
     }
 
+    /// How many session actors are alive (each is a task); for tests and metrics.
+    pub fn live_actors(&self) -> usize {
+        self.map()
+            .values()
+            .filter(|(handle, task)| !handle.is_closed() && !task.is_finished())
+            .count()
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<Phone, (SessionHandle, JoinHandle<()>)>> {
         // The map only holds handles; a panic elsewhere while it was locked
         // cannot have left it half-updated in a way that matters.
@@ -76,6 +110,8 @@ impl Gateway {
 
     /// The actor of `phone`, started if needed. An actor that died (a panic)
     /// is logged and replaced by a fresh one that reloads its state from disk.
+    /// For creating and resetting, which must reach phones the host has not
+    /// seen yet; everything else goes through [`Gateway::lookup`].
     pub fn session(&self, phone: &Phone) -> SessionHandle {
         let mut map = self.map();
         if let Some((handle, task)) = map.get(phone) {
@@ -90,8 +126,19 @@ impl Gateway {
         handle
     }
 
-    /// Boot-time recovery: finish interrupted resets, resume what was
-    /// running, and leave everything else down.
+    /// The actor of a phone the host knows (a record or files of it): a
+    /// request about any other phone is answered 404 without starting a
+    /// task for it.
+    pub fn lookup(&self, phone: &Phone) -> Result<SessionHandle, SessionError> {
+        if self.ctx.index.knows(phone) || self.map().contains_key(phone) {
+            Ok(self.session(phone))
+        } else {
+            Err(SessionError::NotFound)
+        }
+    }
+
+    /// Boot-time recovery: build the owner index, finish interrupted resets,
+    /// resume what was running, and leave everything else down (with no actor).
     pub async fn boot(&self) -> BootSummary {
         let mut summary = BootSummary::default();
         let layout = self.ctx.layout.clone();
@@ -103,12 +150,22 @@ impl Gateway {
                 Ok(record) => record,
                 Err(e) => {
                     error!(phone = %phone, error = %e, "damaged phone record; not resumed");
+                    self.ctx.index.orphan(&phone);
                     summary.failures.push((phone, e.to_string()));
                     continue;
                 }
             };
             let has_files = self.ctx.layout.session_dir(&phone).exists()
                 || self.ctx.layout.backup_dir(&phone).exists();
+            match &record {
+                Some(record) => self.ctx.index.record(&phone, record),
+                None => self.ctx.index.orphan(&phone),
+            }
+            if self.ctx.layout.outbox_file(&phone).exists()
+                && let Ok(outbox) = outbox_file::load(&self.ctx.layout, &phone)
+            {
+                self.ctx.index.set_pending_at_boot(&phone, outbox.len());
+            }
             match boot_action(record.as_ref(), has_files) {
                 BootAction::Resume => {
                     self.session(&phone).resume().await;
@@ -129,36 +186,127 @@ impl Gateway {
             }
         }
         info!(
+            known = self.ctx.index.len(),
             resumed = summary.resumed.len(),
             purges_finished = summary.purges_finished.len(),
             orphans = summary.orphans.len(),
             failures = summary.failures.len(),
-            "boot recovery done"
+            "boot recovery done; resumed sessions are connecting"
         );
+        self.ctx
+            .metrics
+            .boot_sessions_resumed
+            .store(summary.resumed.len() as i64, Ordering::Relaxed);
+        self.report_boot_progress(summary.resumed.len());
         summary
     }
 
-    /// The sessions `caller` may see, cleared ones excluded.
-    pub async fn list(&self, caller: &Caller) -> Vec<SessionView> {
-        let layout = self.ctx.layout.clone();
-        let phones = tokio::task::spawn_blocking(move || phone_records::known_phones(&layout))
-            .await
-            .unwrap_or_default();
-        let mut views = Vec::new();
-        for phone in phones {
-            if let Ok(view) = self.session(&phone).view(caller.clone()).await {
-                views.push(view);
-            }
+    /// Logs every few seconds how many of the resumed sessions are connected
+    /// again, until all are (or for a bounded time).
+    fn report_boot_progress(&self, resumed: usize) {
+        if resumed == 0 {
+            return;
         }
-        views
+        let metrics = self.ctx.metrics.clone();
+        let reporter = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(BOOT_PROGRESS_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let back = metrics.boot_sessions_reconnected.load(Ordering::Relaxed) as usize;
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                if back >= resumed {
+                    info!(
+                        reconnected = back,
+                        resumed, elapsed_ms, "every resumed session is connected again"
+                    );
+                    return;
+                }
+                info!(reconnected = back, resumed, elapsed_ms, "boot progress");
+                if started.elapsed() > BOOT_PROGRESS_FOR {
+                    warn!(
+                        reconnected = back,
+                        resumed,
+                        "not every resumed session came back; see each session's lastError"
+                    );
+                    return;
+                }
+            }
+        });
+        if let Some(previous) = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(reporter)
+        {
+            previous.abort();
+        }
     }
 
-    /// Stops every client (without logging out: they resume at next start).
-    pub async fn shutdown(&self) {
-        let actors: Vec<_> = self.map().drain().collect();
-        for (_, (handle, task)) in actors {
-            handle.shutdown().await;
-            let _ = task.await;
+    /// The sessions `caller` may see, cleared ones excluded. Costs
+    /// O(the caller's sessions): the index says which phones, and each
+    /// live actor's published view says how they are. Starts no actor.
+    pub fn list(&self, caller: &Caller) -> Vec<SessionView> {
+        let entries = self.ctx.index.visible_to(caller);
+        let map = self.map();
+        entries
+            .into_iter()
+            .filter_map(|(phone, entry)| match map.get(&phone) {
+                Some((handle, task)) if !handle.is_closed() && !task.is_finished() => {
+                    let view = handle.current_view();
+                    (caller.may_access(view.owner.as_ref()) && view.status != "cleared")
+                        .then_some(view)
+                }
+                _ => Some(entry.view_at_rest(&phone)),
+            })
+            .collect()
+    }
+
+    /// Stops every client (without logging out: they resume at next start),
+    /// all at once, within `deadline`. Each actor saves what it holds in
+    /// memory (its outbox is already on disk) and stops its client.
+    pub async fn shutdown_within(&self, deadline: Duration) -> ShutdownSummary {
+        if let Some(reporter) = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            reporter.abort();
         }
+        let actors: Vec<_> = self.map().drain().collect();
+        let total = actors.len();
+        let mut stopping = JoinSet::new();
+        for (_, (handle, task)) in actors {
+            stopping.spawn(async move {
+                handle.shutdown().await;
+                let _ = task.await;
+            });
+        }
+        let mut summary = ShutdownSummary::default();
+        let all_stopped = tokio::time::timeout(deadline, async {
+            while stopping.join_next().await.is_some() {
+                summary.stopped += 1;
+            }
+        })
+        .await;
+        if all_stopped.is_err() {
+            summary.abandoned = total - summary.stopped;
+            warn!(
+                stopped = summary.stopped,
+                abandoned = summary.abandoned,
+                deadline_ms = deadline.as_millis() as u64,
+                "some sessions did not stop in time; exiting anyway (they resume at the next start)"
+            );
+            stopping.abort_all();
+        }
+        summary
+    }
+
+    /// `shutdown_within` with the default deadline.
+    pub async fn shutdown(&self) -> ShutdownSummary {
+        self.shutdown_within(self.ctx.config.sessions.shutdown_deadline)
+            .await
     }
 }

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub backup_failures: AtomicU64,
     pub backups_restored: AtomicU64,
     pub actor_panics: AtomicU64,
+    /// Sessions the last boot resumed, and how many of them connected again since.
+    pub boot_sessions_resumed: AtomicI64,
+    pub boot_sessions_reconnected: AtomicI64,
 }
 
 impl Metrics {
@@ -107,6 +110,12 @@ impl Metrics {
             "lila_actor_panics_total",
             "Session actors that panicked (and were restarted on next use).",
             get(&self.actor_panics),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lila_boot_sessions_resumed Sessions the last start resumed.\n# TYPE lila_boot_sessions_resumed gauge\nlila_boot_sessions_resumed {}\n# HELP lila_boot_sessions_reconnected Sessions resumed at the last start that have connected again.\n# TYPE lila_boot_sessions_reconnected gauge\nlila_boot_sessions_reconnected {}",
+            self.boot_sessions_resumed.load(Ordering::Relaxed),
+            self.boot_sessions_reconnected.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -115,7 +115,6 @@ pub async fn list_sessions(
     let sessions: Vec<Value> = state
         .gateway
         .list(&caller)
-        .await
         .iter()
         .map(|v| session_json(v, &caller))
         .collect();
@@ -161,7 +160,7 @@ pub async fn session_status(
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state.gateway.session(&phone).view(caller.clone()).await?;
+    let view = state.gateway.lookup(&phone)?.view(caller.clone()).await?;
     Ok(ok(session_json(&view, &caller)))
 }
 
@@ -170,7 +169,7 @@ pub async fn session_qr(
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state.gateway.session(&phone).view(caller).await?;
+    let view = state.gateway.lookup(&phone)?.view(caller).await?;
     let Some(qr) = view.qr else {
         let why = match view.status {
             "connected" | "reconnecting" => {
@@ -193,7 +192,7 @@ pub async fn pairing_code(
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
 ) -> Result<Json<Value>, ApiError> {
-    let code = state.gateway.session(&phone).pairing_code(caller).await?;
+    let code = state.gateway.lookup(&phone)?.pairing_code(caller).await?;
     Ok(ok(json!({ "phoneNumber": phone.as_str(), "code": code })))
 }
 
@@ -202,7 +201,7 @@ pub async fn groups(
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
 ) -> Result<Json<Value>, ApiError> {
-    let groups = state.gateway.session(&phone).groups(caller).await?;
+    let groups = state.gateway.lookup(&phone)?.groups(caller).await?;
     let groups: Vec<Value> = groups
         .iter()
         .map(|g| json!({ "id": g.id, "subject": g.subject, "participants": g.participants }))
@@ -215,7 +214,7 @@ pub async fn contacts(
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
 ) -> Result<Json<Value>, ApiError> {
-    let contacts = state.gateway.session(&phone).contacts(caller).await?;
+    let contacts = state.gateway.lookup(&phone)?.contacts(caller).await?;
     let contacts: Vec<Value> = contacts
         .iter()
         .map(|(id, name)| json!({ "id": id, "name": name }))
@@ -246,7 +245,7 @@ pub async fn enqueue_message(
         .ok_or_else(|| ApiError::BadRequest("'text' is required".into()))?;
     let message = state
         .gateway
-        .session(&phone)
+        .lookup(&phone)?
         .enqueue(caller, to, text)
         .await?;
     let body = ok(json!({ "id": message.id, "to": message.to.as_jid(), "status": "queued" }));
@@ -258,7 +257,7 @@ pub async fn outbox(
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
 ) -> Result<Json<Value>, ApiError> {
-    let pending = state.gateway.session(&phone).outbox(caller).await?;
+    let pending = state.gateway.lookup(&phone)?.outbox(caller).await?;
     let pending: Vec<Value> = pending
         .iter()
         .map(|m| json!({ "id": m.id, "to": m.to.as_jid(), "text": m.text, "createdAtMs": m.created_at_ms, "attempts": m.attempts }))
@@ -298,7 +297,7 @@ pub async fn disconnect_session(
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
 ) -> Result<Json<Value>, ApiError> {
-    let report = state.gateway.session(&phone).disconnect(caller).await?;
+    let report = state.gateway.lookup(&phone)?.disconnect(caller).await?;
     Ok(ok(json!({
         "phoneNumber": phone.as_str(),
         "status": "stopped",

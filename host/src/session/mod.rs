@@ -8,6 +8,7 @@
 //! the actor and die with the state they belong to.
 
 mod actor;
+mod index;
 mod purge;
 
 pub use actor::spawn_session;
@@ -15,7 +16,7 @@ pub use actor::spawn_session;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::core::outbox::OutboxMessage;
@@ -27,6 +28,7 @@ use crate::phone::Phone;
 use crate::storage::StorageError;
 use crate::whatsapp::{GroupInfo, WhatsApp, WhatsAppError};
 
+pub use index::{IndexEntry, SessionIndex};
 pub use purge::RemovedSummary;
 
 /// What every session actor shares.
@@ -39,6 +41,8 @@ pub struct SessionContext {
     /// Bounds how many clients start at once, so a boot with many sessions
     /// does not open every store and socket in the same instant.
     pub start_permits: Semaphore,
+    /// Which phones exist and who owns them; written by each phone's actor.
+    pub index: SessionIndex,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +65,7 @@ pub enum SessionError {
 }
 
 /// A session as the API shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
     pub phone: Phone,
     pub owner: Option<TenantId>,
@@ -138,11 +142,18 @@ pub(crate) enum Command {
 pub struct SessionHandle {
     pub(crate) phone: Phone,
     pub(crate) tx: mpsc::Sender<Command>,
+    /// The actor's latest view of its session, published after every change.
+    pub(crate) view: watch::Receiver<SessionView>,
 }
 
 impl SessionHandle {
     pub fn phone(&self) -> &Phone {
         &self.phone
+    }
+
+    /// The session as its actor last published it, without a message.
+    pub fn current_view(&self) -> SessionView {
+        self.view.borrow().clone()
     }
 
     pub fn is_closed(&self) -> bool {

@@ -46,6 +46,8 @@ pub struct Behaviour {
     pub fail_starts: AtomicBool,
     /// Each start takes this many milliseconds.
     pub start_delay_ms: AtomicU64,
+    /// Each stop takes this many milliseconds (a socket slow to close).
+    pub stop_delay_ms: AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -331,6 +333,10 @@ impl WhatsAppClient for ScriptedClient {
     }
 
     async fn stop(&self) {
+        let delay = self.behaviour.stop_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.connected.store(false, Ordering::SeqCst);
         self.stopped.store(true, Ordering::SeqCst);
     }

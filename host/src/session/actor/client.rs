@@ -139,6 +139,12 @@ impl SessionActor {
             Reaction::Nothing => {}
             Reaction::FlushOutbox => {
                 self.restart_attempts = 0;
+                if std::mem::take(&mut self.resumed_at_boot) {
+                    self.ctx
+                        .metrics
+                        .boot_sessions_reconnected
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 self.pairing_code = None;
                 if self.next_backup_at.is_none() && !self.ctx.config.backups.interval.is_zero() {
                     let first = self.ctx.config.backups.interval.min(FIRST_BACKUP_DELAY);

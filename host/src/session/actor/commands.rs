@@ -113,6 +113,7 @@ impl SessionActor {
                 if self.desired() == Some(DesiredState::Running)
                     && self.record.as_ref().is_some_and(|r| r.purge.is_none())
                 {
+                    self.resumed_at_boot = true;
                     self.begin_start();
                 }
             }

@@ -22,13 +22,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, warn};
 
 use self::client::StartResult;
-use super::{Command, SessionContext, SessionError, SessionHandle};
+use super::{Command, IndexEntry, SessionContext, SessionError, SessionHandle, SessionView};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::status::SessionState;
@@ -67,7 +67,11 @@ struct SessionActor {
     /// The pairing code WhatsApp issued, and until when it is shown again.
     pairing_code: Option<(String, Instant)>,
     counted_connected: bool,
+    /// Resumed by boot and not yet connected since: counted once when it is.
+    resumed_at_boot: bool,
     notices_tx: mpsc::UnboundedSender<(u64, ClientNotice)>,
+    /// The view listings read without a message (`SessionHandle::current_view`).
+    view_tx: watch::Sender<SessionView>,
 }
 
 /// Starts the actor of `phone` and returns its handle and task.
@@ -75,13 +79,26 @@ pub fn spawn_session(ctx: Arc<SessionContext>, phone: Phone) -> (SessionHandle, 
     let (tx, rx) = mpsc::channel(MAILBOX);
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
     let span = tracing::info_span!("session", phone = %phone, tenant = tracing::field::Empty);
+    // Until the actor has loaded its state, the view is what the index says.
+    let at_rest = ctx
+        .index
+        .get(&phone)
+        .unwrap_or(IndexEntry {
+            owner: None,
+            desired: None,
+            pending_at_boot: 0,
+        })
+        .view_at_rest(&phone);
+    let (view_tx, view_rx) = watch::channel(at_rest);
     let handle = SessionHandle {
         phone: phone.clone(),
         tx,
+        view: view_rx,
     };
     let task = tokio::spawn(
         async move {
-            let actor = SessionActor::load(ctx, phone, notices_tx);
+            let actor = SessionActor::load(ctx, phone, notices_tx, view_tx);
+            actor.publish_view();
             actor.run(rx, notices_rx).await;
         }
         .instrument(span),
@@ -121,6 +138,7 @@ impl SessionActor {
         ctx: Arc<SessionContext>,
         phone: Phone,
         notices_tx: mpsc::UnboundedSender<(u64, ClientNotice)>,
+        view_tx: watch::Sender<SessionView>,
     ) -> SessionActor {
         let record = match phone_records::load(&ctx.layout, &phone) {
             Ok(record) => record,
@@ -165,7 +183,9 @@ impl SessionActor {
             contacts_save_at: None,
             pairing_code: None,
             counted_connected: false,
+            resumed_at_boot: false,
             notices_tx,
+            view_tx,
         }
     }
 
@@ -233,6 +253,7 @@ impl SessionActor {
                 }
                 Some(_) = self.requests.join_next(), if !self.requests.is_empty() => {}
             }
+            self.publish_view();
         }
     }
 
@@ -244,8 +265,21 @@ impl SessionActor {
         self.record.as_ref().and_then(|r| r.owner.as_ref())
     }
 
+    /// Publishes the view for listings, when it changed.
+    fn publish_view(&self) {
+        let view = self.view();
+        self.view_tx.send_if_modified(|current| {
+            if *current == view {
+                return false;
+            }
+            *current = view;
+            true
+        });
+    }
+
     fn save_record(&mut self, record: PhoneRecord) -> Result<(), SessionError> {
         phone_records::save(&self.ctx.layout, &self.phone, &record)?;
+        self.ctx.index.record(&self.phone, &record);
         if let Some(owner) = &record.owner {
             tracing::Span::current().record("tenant", tracing::field::display(owner));
         }

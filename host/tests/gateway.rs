@@ -1,0 +1,130 @@
+//! The gateway at scale: listings and lookups that cost O(the caller's
+//! sessions) and start no task, and a shutdown that stops every session at
+//! once within its deadline.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use lila::phone::Phone;
+use support::Harness;
+
+fn phones(body: &serde_json::Value) -> Vec<(String, String)> {
+    body["sessions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            (
+                s["phoneNumber"].as_str().unwrap_or("").to_owned(),
+                s["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_listing_reads_the_index_starts_no_actor_and_shows_only_the_callers_phones() {
+    let h = Harness::new().await;
+    let acme = h.token("acme");
+    let zeta = h.token("zeta");
+    for phone in ["51900000001", "51900000002", "51900000003"] {
+        h.paired(phone, &acme).await;
+    }
+    h.paired("51900000009", &zeta).await;
+    let (status, body) = h
+        .call(
+            Method::DELETE,
+            "/api/sessions/51900000002",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h.clear("51900000003", &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A new process: boot resumes the two running sessions, and only those get a task.
+    let h = h.restart().await;
+    assert_eq!(
+        h.gateway.live_actors(),
+        2,
+        "a stopped or cleared phone costs no task"
+    );
+    let (status, body) = h.get("/api/sessions", &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed = phones(&body);
+    assert_eq!(
+        listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["51900000001", "51900000002"],
+        "its own, the cleared one excluded: {body}"
+    );
+    assert_eq!(listed[1].1, "stopped");
+    assert_eq!(h.gateway.live_actors(), 2, "listing started nothing");
+    let (_, body) = h.get("/api/sessions", &zeta).await;
+    assert_eq!(phones(&body).len(), 1);
+    let (_, body) = h.get("/api/sessions", &h.operator()).await;
+    assert_eq!(phones(&body).len(), 3);
+    // A live session's listing follows its state without asking its actor.
+    h.wait_status("51900000001", &acme, "connected").await;
+    let (_, body) = h.get("/api/sessions", &acme).await;
+    assert_eq!(phones(&body)[0].1, "connected", "{body}");
+}
+
+#[tokio::test]
+async fn a_request_about_a_phone_the_host_never_saw_is_404_and_starts_no_task() {
+    let h = Harness::new().await;
+    let acme = h.token("acme");
+    for path in [
+        "/api/sessions/51911111111/status",
+        "/api/sessions/51911111111/qr",
+        "/api/sessions/51911111111/outbox",
+        "/api/sessions/51911111111/contacts",
+    ] {
+        let (status, body) = h.get(path, &acme).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    assert_eq!(h.gateway.live_actors(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_stops_every_session_at_once_without_logging_out_and_all_resume() {
+    let h = Harness::new().await;
+    let acme = h.token("acme");
+    let phones: Vec<String> = (0..30).map(|i| format!("5190000{i:04}")).collect();
+    for phone in &phones {
+        h.paired(phone, &acme).await;
+    }
+    let clients: Vec<_> = phones
+        .iter()
+        .map(|p| h.wa.latest(&Phone::parse(p).unwrap()).unwrap())
+        .collect();
+    // Each socket takes 400 ms to close: one after another they would need
+    // 12 s, far past the deadline.
+    h.wa.behaviour.stop_delay_ms.store(400, Ordering::SeqCst);
+    let summary = h.gateway.shutdown_within(Duration::from_secs(3)).await;
+    assert_eq!((summary.stopped, summary.abandoned), (30, 0));
+    assert!(clients.iter().all(|c| c.is_stopped() && !c.logged_out()));
+
+    let h = h.restart().await;
+    for phone in &phones {
+        // Back without a QR: the credentials were kept.
+        h.wait_status(phone, &acme, "connected").await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_will_not_stop_does_not_hold_the_shutdown_past_its_deadline() {
+    let h = Harness::new().await;
+    let acme = h.token("acme");
+    h.paired("51900000001", &acme).await;
+    h.paired("51900000002", &acme).await;
+    h.wa.behaviour
+        .stop_delay_ms
+        .store(600_000, Ordering::SeqCst);
+    let summary = h.gateway.shutdown_within(Duration::from_millis(200)).await;
+    assert_eq!((summary.stopped, summary.abandoned), (0, 2));
+}

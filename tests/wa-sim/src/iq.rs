@@ -48,7 +48,10 @@ impl Session {
                 ))
                 .await
             }
-            ("encrypt", "digest") => self.reply(iq_error(node, 404, "item-not-found")).await,
+            ("encrypt", "digest") => {
+                let answer = self.key_bundle_digest(node);
+                self.reply(answer).await
+            }
             ("encrypt", _) => {
                 self.record_pre_key_upload(node);
                 self.reply(iq_result(node, vec![])).await
@@ -79,7 +82,8 @@ impl Session {
                 let answer = self.participating_groups(node);
                 self.reply(answer).await
             }
-            ("w", "props") => {
+            // WhatsApp Web asks for its A/B props under `abt`.
+            ("w", "props") | ("abt", "props") => {
                 let props = NodeBuilder::new("props")
                     .attrs([("protocol", "2"), ("hash", "sim")])
                     .build();
@@ -156,6 +160,63 @@ impl Session {
         self.send(&end).await
     }
 
+    /// The digest of the key bundle the server holds for this device, as
+    /// the client checks it at every login. A device that never uploaded
+    /// keys gets 404, which makes the client upload them (and only then):
+    /// a server without the bundle is the one case WhatsApp asks for it again.
+    fn key_bundle_digest(&self, node: &NodeRef<'_>) -> Node {
+        let Some(jid) = &self.device else {
+            return iq_error(node, 404, "item-not-found");
+        };
+        let bundle = self.shared.with_world(|w| {
+            w.device(jid)
+                .map(|d| (d.registration.clone(), d.uploaded_pre_keys.clone()))
+        });
+        let Some((registration, keys)) = bundle.filter(|(_, keys)| !keys.is_empty()) else {
+            return iq_error(node, 404, "item-not-found");
+        };
+        let public_keys: Vec<&[u8]> = keys.iter().map(|(_, key)| key.as_slice()).collect();
+        let hash = whatsapp_rust::wacore::prekeys::compute_key_bundle_digest(
+            &registration.identity,
+            &registration.signed_pre_key,
+            &registration.signed_pre_key_signature,
+            &public_keys,
+        );
+        let id3 = |id: u32| id.to_be_bytes()[1..].to_vec();
+        let digest = NodeBuilder::new("digest")
+            .children([
+                NodeBuilder::new("registration")
+                    .bytes(registration.registration_id.to_be_bytes().to_vec())
+                    .build(),
+                NodeBuilder::new("type").bytes(vec![5u8]).build(),
+                NodeBuilder::new("identity")
+                    .bytes(registration.identity.to_vec())
+                    .build(),
+                NodeBuilder::new("skey")
+                    .children([
+                        NodeBuilder::new("id")
+                            .bytes(id3(registration.signed_pre_key_id))
+                            .build(),
+                        NodeBuilder::new("value")
+                            .bytes(registration.signed_pre_key.to_vec())
+                            .build(),
+                        NodeBuilder::new("signature")
+                            .bytes(registration.signed_pre_key_signature.clone())
+                            .build(),
+                    ])
+                    .build(),
+                NodeBuilder::new("list")
+                    .children(
+                        keys.iter()
+                            .map(|(id, _)| NodeBuilder::new("id").bytes(id3(*id)).build()),
+                    )
+                    .build(),
+                NodeBuilder::new("hash").bytes(hash).build(),
+            ])
+            .build();
+        iq_result(node, vec![digest])
+    }
+
     fn uploaded_pre_key_count(&self) -> usize {
         let Some(jid) = &self.device else { return 0 };
         self.shared
@@ -184,6 +245,7 @@ impl Session {
         self.shared.with_world(|w| {
             if let Some(dev) = w.device_mut(jid) {
                 dev.uploaded_pre_keys.extend(keys);
+                dev.pre_key_uploads += 1;
             }
         });
     }

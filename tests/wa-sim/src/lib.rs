@@ -252,6 +252,15 @@ impl SimControl {
             .with_world(|w| w.login_attempts.get(phone).copied().unwrap_or(0))
     }
 
+    /// How many pre-key uploads the linked device `jid` made.
+    pub fn pre_key_uploads(&self, jid: &str) -> u32 {
+        let Some(device) = DeviceJid::parse(jid) else {
+            return 0;
+        };
+        self.shared
+            .with_world(|w| w.device(&device).map_or(0, |d| d.pre_key_uploads))
+    }
+
     /// All handshakes so far, including unpaired clients asking for QR codes.
     pub fn handshakes(&self) -> u64 {
         self.shared.with_world(|w| w.handshakes)

@@ -218,6 +218,7 @@ pub fn finish_link(
                 registration,
                 connection: None,
                 uploaded_pre_keys: Vec::new(),
+                pre_key_uploads: 0,
                 app_state_key_shared: false,
             },
         );

@@ -98,6 +98,8 @@ pub struct LinkedDevice {
     pub connection: Option<ConnId>,
     /// Pre-keys the client uploaded (`id`, public key).
     pub uploaded_pre_keys: Vec<(u32, [u8; 32])>,
+    /// How many pre-key uploads the client made (each a batch).
+    pub pre_key_uploads: u32,
     /// Whether the phone already shared its app-state key with this device.
     pub app_state_key_shared: bool,
 }

@@ -95,3 +95,29 @@ async fn client_logout_reaches_the_simulator_as_remove_companion_device() {
     assert!(sim.wait_until(WAIT, |s| !s.is_connected(&jid)).await);
     client.stop().await;
 }
+
+// Regression: the simulator answered the key-bundle digest with 404, so the
+// client uploaded 812 fresh pre-keys at every login, which made restarts of
+// many sessions CPU-bound for no reason a real server would give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_finds_its_key_bundle_and_uploads_no_new_pre_keys() {
+    let sim = start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut client, jid) = paired_client(&sim, dir.path()).await;
+    assert!(
+        sim.wait_until(WAIT, |s| s.pre_key_uploads(&jid) >= 1).await,
+        "the first login uploads pre-keys"
+    );
+    let uploads = sim.pre_key_uploads(&jid);
+    sim.drop_device(&jid).expect("drop");
+    client
+        .wait_for("Disconnected", |e| {
+            matches!(e, Event::Disconnected(_)).then_some(())
+        })
+        .await;
+    client.wait_connected().await;
+    // The digest check runs in the background after login; give it time.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sim.pre_key_uploads(&jid), uploads);
+    client.stop().await;
+}

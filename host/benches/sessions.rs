@@ -6,7 +6,11 @@
 //! - resident memory of the lila process per connected idle session
 //!   (median of samples, minus the process's resident memory before any session);
 //! - the time a restarted lila takes to bring all N paired sessions back to
-//!   `connected` (median of restarts).
+//!   `connected` (median of restarts);
+//! - the time SIGTERM takes to stop lila with all N connected.
+//!
+//! The simulator runs in a process of its own (this binary, re-executed with
+//! `LILA_BENCH_SIM=<addr>`), so its CPU is not counted against lila's.
 //!
 //! Run: `cargo bench -p lila --bench sessions -- 100 1000`
 
@@ -22,7 +26,7 @@ use serde_json::{Value, json};
 use wa_sim::Simulator;
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret";
-const RESTARTS: usize = 3;
+const RESTARTS: usize = 5;
 const RSS_SAMPLES: usize = 5;
 
 fn rss_kib(pid: u32) -> u64 {
@@ -78,10 +82,63 @@ fn sample_rss(pid: u32) -> f64 {
     )
 }
 
-fn run(n: usize, rt: &tokio::runtime::Runtime) {
-    let sim = rt
-        .block_on(Simulator::start("127.0.0.1:0".parse().expect("addr")))
-        .expect("simulator");
+/// The simulator, as a child process of this benchmark.
+struct SimProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl SimProcess {
+    fn start() -> SimProcess {
+        let addr = format!("127.0.0.1:{}", process::free_port());
+        let exe = std::env::current_exe().expect("this benchmark's path");
+        let child = std::process::Command::new(exe)
+            .env("LILA_BENCH_SIM", &addr)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the simulator process");
+        let sim = SimProcess { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&sim.addr).is_err() {
+            assert!(Instant::now() < deadline, "the simulator did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sim
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    /// `POST /admin/scan-qr?phone=`: the simulated phone scans `qr`.
+    fn scan(&self, qr: &str, phone: &str) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(&self.addr) else {
+            return false;
+        };
+        let request = format!(
+            "POST /admin/scan-qr?phone={phone} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{qr}",
+            qr.len()
+        );
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200")
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(n: usize) {
+    let sim = SimProcess::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("data");
     // Backups off: they would add snapshot threads to the idle measurement.
@@ -128,7 +185,7 @@ fn run(n: usize, rt: &tokio::runtime::Runtime) {
                 .map(|(_, b)| b)
                 .unwrap_or(Value::Null);
             match qr["qr"].as_str() {
-                Some(code) => sim.control().scan_qr_as(code, &phone(i)).is_err(),
+                Some(code) => !sim.scan(code, &phone(i)),
                 None => true,
             }
         });
@@ -140,19 +197,25 @@ fn run(n: usize, rt: &tokio::runtime::Runtime) {
     let per_session_kib = (loaded - baseline) / n as f64;
 
     let mut restarts = Vec::new();
+    let mut shutdowns = Vec::new();
     let mut server = server;
-    for _ in 0..RESTARTS {
-        server.kill();
+    for i in 0..RESTARTS {
+        // Alternate a crash and a graceful stop; both must come back whole.
+        if i % 2 == 0 {
+            server.kill();
+        } else {
+            shutdowns.push(server.terminate().as_secs_f64());
+        }
         let started = Instant::now();
         server = Server::start_with_config(&root, SECRET, &ws);
         wait_connected(&server, &token, n, Duration::from_secs(120 + n as u64));
         restarts.push(started.elapsed().as_secs_f64());
     }
-    server.kill();
-    rt.block_on(sim.shutdown());
+    shutdowns.push(server.terminate().as_secs_f64());
+    drop(sim);
 
     println!(
-        "sessions={n} baseline_rss_mib={:.1} loaded_rss_mib={:.1} per_session_kib={:.0} pair_all_s={:.2} restart_to_all_connected_s(median of {RESTARTS})={:.2} restarts_s={:?}",
+        "sessions={n} baseline_rss_mib={:.1} loaded_rss_mib={:.1} per_session_kib={:.0} pair_all_s={:.2} restart_to_all_connected_s(median of {RESTARTS})={:.2} restarts_s={:?} sigterm_exit_s={:?}",
         baseline / 1024.0,
         loaded / 1024.0,
         per_session_kib,
@@ -162,10 +225,28 @@ fn run(n: usize, rt: &tokio::runtime::Runtime) {
             .iter()
             .map(|s| (s * 100.0).round() / 100.0)
             .collect::<Vec<_>>(),
+        shutdowns
+            .iter()
+            .map(|s| (s * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
     );
 }
 
 fn main() {
+    if let Ok(addr) = std::env::var("LILA_BENCH_SIM") {
+        // The simulator's own process: serve until killed.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let _sim = Simulator::start(addr.parse().expect("addr"))
+                .await
+                .expect("simulator");
+            std::future::pending::<()>().await;
+        });
+        return;
+    }
     // `cargo bench` passes `--bench`; every other argument is a session count.
     let counts: Vec<usize> = std::env::args()
         .skip(1)
@@ -176,11 +257,7 @@ fn main() {
     } else {
         counts
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     for n in counts {
-        run(n, &rt);
+        run(n);
     }
 }

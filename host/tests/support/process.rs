@@ -35,6 +35,11 @@ impl Server {
         Server::spawn(data, secret, wa_url, None)
     }
 
+    /// `http://127.0.0.1:{port}`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -168,6 +173,24 @@ impl Server {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and returns how long the process took to exit (killed
+    /// after 60 s).
+    pub fn terminate(mut self) -> Duration {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        started.elapsed()
     }
 
     /// Waits for the process to die by itself (an abort at a crash point).

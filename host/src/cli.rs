@@ -99,8 +99,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let bind = config.bind;
     let hooks = start_plugins(&config).await?;
+    let open_files_limit = crate::limits::raise_open_files_limit();
     let gateway = Gateway::new(config, Arc::new(whatsapp), hooks);
-    gateway.boot().await;
+    gateway
+        .metrics()
+        .open_files_limit
+        .store(open_files_limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    let boot = gateway.boot().await;
+    let needed = crate::limits::open_files_needed(boot.resumed.len());
+    match open_files_limit {
+        Some(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            sessions = boot.resumed.len(),
+            "the open-files limit is too low for the sessions to resume; raise it (ulimit -n, or LimitNOFILE= in a systemd unit) or sessions will fail with 'Too many open files'"
+        ),
+        limit => tracing::info!(limit = ?limit, needed, "open-files limit"),
+    }
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding {bind}"))?;

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod hooks;
 pub mod http;
 pub mod layout;
+pub mod limits;
 pub mod metrics;
 pub mod phone;
 pub mod plugins;

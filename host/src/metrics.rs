@@ -25,6 +25,8 @@ pub struct Metrics {
     /// Sessions the last boot resumed, and how many of them connected again since.
     pub boot_sessions_resumed: AtomicI64,
     pub boot_sessions_reconnected: AtomicI64,
+    /// The soft open-files limit `serve` runs with (0 when unlimited or unknown).
+    pub open_files_limit: AtomicU64,
 }
 
 impl Metrics {
@@ -117,6 +119,19 @@ impl Metrics {
             self.boot_sessions_resumed.load(Ordering::Relaxed),
             self.boot_sessions_reconnected.load(Ordering::Relaxed)
         );
+        if let Some(open) = crate::limits::open_files() {
+            let _ = writeln!(
+                out,
+                "# HELP lila_open_files Descriptors the process has open.\n# TYPE lila_open_files gauge\nlila_open_files {open}"
+            );
+        }
+        let limit = self.open_files_limit.load(Ordering::Relaxed);
+        if limit > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP lila_open_files_limit The soft limit on open descriptors (0: none).\n# TYPE lila_open_files_limit gauge\nlila_open_files_limit {limit}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP lila_sessions_connected Sessions connected right now.\n# TYPE lila_sessions_connected gauge\nlila_sessions_connected {}",

@@ -1,0 +1,63 @@
+//! The process's open-file limit: raised to what the system allows at start,
+//! and checked against what the sessions to resume will need.
+//!
+//! Every connected session holds a few descriptors (its socket, its SQLite
+//! store with WAL and shared-memory files). A node with thousands of
+//! sessions runs out of descriptors long before memory or CPU when the soft
+//! limit is the usual 1,024; then sockets and stores fail to open with
+//! "Too many open files". lila raises the soft limit to the hard one at
+//! start (as Go's runtime does), says in the log what it got, warns when
+//! that is not enough for the sessions it is about to resume, and exports
+//! both numbers on `/metrics`.
+
+use rustix::process::{Resource, getrlimit, setrlimit};
+
+/// Descriptors one connected session holds (measured: see docs/BENCHMARKS.md),
+/// with room for a backup or a restart in progress.
+pub const FDS_PER_SESSION: u64 = 6;
+/// Descriptors the process needs besides sessions: the listener, clients of
+/// the API, plugin files, logs.
+pub const FDS_BASE: u64 = 256;
+
+/// The soft limit on open files after trying to raise it to the hard
+/// limit; `None` when there is no limit.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        // Failing to raise it is not an error: the check below says what it means.
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// How many descriptors `sessions` connected sessions need, with the base.
+pub fn open_files_needed(sessions: usize) -> u64 {
+    FDS_BASE + FDS_PER_SESSION * sessions as u64
+}
+
+/// Open descriptors right now (Linux), for `/metrics`.
+pub fn open_files() -> Option<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|entries| entries.count() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_need_grows_with_the_sessions_from_a_base() {
+        assert_eq!(open_files_needed(0), FDS_BASE);
+        assert_eq!(open_files_needed(1000), FDS_BASE + 1000 * FDS_PER_SESSION);
+    }
+
+    #[test]
+    fn raising_the_limit_never_lowers_it() {
+        let unlimited = |l: Option<u64>| l.unwrap_or(u64::MAX);
+        let before = unlimited(getrlimit(Resource::Nofile).current);
+        let after = unlimited(raise_open_files_limit());
+        assert!(after >= before);
+    }
+}

@@ -170,15 +170,15 @@ async fn campaign_reset_races_never_resurrect_a_session() {
             .unwrap_or(1)
     });
     println!("reset race campaign: {rounds} rounds, LILA_CAMPAIGN_SEED={base_seed}");
-    let token_h = Arc::new(Harness::new().await);
-    let token = token_h.token("acme");
     let (mut passed, mut failed) = (0u64, 0u64);
-    let mut h = token_h;
+    let mut h = Arc::new(Harness::new().await);
+    let mut token = h.token("acme");
     for n in 0..rounds {
-        // A fresh gateway every 500 rounds keeps the idle actors of earlier
-        // rounds from piling up in one process.
+        // A fresh gateway (and token: they expire) every 500 rounds keeps
+        // the idle actors of earlier rounds from piling up in one process.
         if n > 0 && n % 500 == 0 {
             h = Arc::new(Harness::new().await);
+            token = h.token("acme");
         }
         let seed = base_seed.wrapping_add(n);
         let phone = Phone::parse(&format!("5190{:07}", n % 10_000_000)).expect("phone");

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::core::status::ConnectFailureCause;
 use crate::hooks::HookOutcome;
 
 #[derive(Debug, Default)]
@@ -27,11 +28,26 @@ pub struct Metrics {
     pub boot_sessions_reconnected: AtomicI64,
     /// The soft open-files limit `serve` runs with (0 when unlimited or unknown).
     pub open_files_limit: AtomicU64,
+    /// Failed connection attempts, in the order of `ConnectFailureCause::ALL`.
+    connection_failures: [AtomicU64; ConnectFailureCause::ALL.len()],
 }
 
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_failed(&self, cause: ConnectFailureCause) {
+        if let Some(i) = ConnectFailureCause::ALL.iter().position(|c| *c == cause) {
+            Metrics::inc(&self.connection_failures[i]);
+        }
+    }
+
+    pub fn connection_failures(&self, cause: ConnectFailureCause) -> u64 {
+        ConnectFailureCause::ALL
+            .iter()
+            .position(|c| *c == cause)
+            .map_or(0, |i| self.connection_failures[i].load(Ordering::Relaxed))
     }
 
     pub fn render(&self) -> String {
@@ -113,6 +129,15 @@ impl Metrics {
             "Session actors that panicked (and were restarted on next use).",
             get(&self.actor_panics),
         );
+        out.push_str("# HELP lila_connection_failures_total Connection attempts to WhatsApp that failed, by cause (each is retried after a back-off).\n# TYPE lila_connection_failures_total counter\n");
+        for cause in ConnectFailureCause::ALL {
+            let _ = writeln!(
+                out,
+                "lila_connection_failures_total{{cause=\"{}\"}} {}",
+                cause.as_str(),
+                self.connection_failures(cause)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP lila_boot_sessions_resumed Sessions the last start resumed.\n# TYPE lila_boot_sessions_resumed gauge\nlila_boot_sessions_resumed {}\n# HELP lila_boot_sessions_reconnected Sessions resumed at the last start that have connected again.\n# TYPE lila_boot_sessions_reconnected gauge\nlila_boot_sessions_reconnected {}",
@@ -219,6 +244,26 @@ impl HookMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_failures_are_counted_by_cause() {
+        let m = Metrics::default();
+        m.connection_failed(ConnectFailureCause::Refused);
+        m.connection_failed(ConnectFailureCause::Refused);
+        m.connection_failed(ConnectFailureCause::Unreachable);
+        let text = m.render();
+        assert!(
+            text.contains("lila_connection_failures_total{cause=\"refused\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("lila_connection_failures_total{cause=\"unreachable\"} 1"));
+        assert!(text.contains("lila_connection_failures_total{cause=\"timeout\"} 0"));
+        assert_eq!(
+            text.matches("# TYPE lila_connection_failures_total counter")
+                .count(),
+            1
+        );
+    }
 
     #[test]
     fn hook_calls_are_counted_by_outcome_with_a_latency_histogram() {

@@ -240,3 +240,61 @@ async fn regression_a_logout_reported_after_the_client_exited_still_logs_out() {
         "no restart with dead credentials"
     );
 }
+
+/// The value of the metric line that starts with `series` (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_unreachable_whatsapp_shows_reconnecting_and_is_retried_with_backoff() {
+    use std::sync::atomic::Ordering;
+    let h = Harness::with_config(|c| c.sessions.max_restart_backoff = Duration::from_secs(4)).await;
+    let token = h.token("acme");
+    let phone = Phone::parse(PHONE).expect("phone");
+    h.wa.behaviour.unreachable.store(true, Ordering::SeqCst);
+    h.create(PHONE, &token).await;
+
+    let status = h.wait_status(PHONE, &token, "reconnecting").await;
+    let error = status["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("cannot reach WhatsApp: the connection was refused"),
+        "{status}"
+    );
+    assert_eq!(status["ready"], false);
+
+    // Observe for 3 s: lila, not the client, owns the retry. Each failed
+    // client is stopped (its own loop would retry at its own pace), and the
+    // next start waits 0.5–1 s, then 1–2 s, then 2–4 s: at most 4 starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let starts = h.wa.starts(&phone);
+    assert!((2..=4).contains(&starts), "{starts} starts in 3 s");
+    assert_eq!(h.wa.live(&phone), 0, "a failed client is stopped at once");
+    let (_, body) = h.status(PHONE, &token).await;
+    assert_eq!(
+        body["status"], "reconnecting",
+        "never flips back to starting"
+    );
+
+    let (_, metrics) = h.call(Method::GET, "/metrics", None, None).await;
+    let text = metrics.as_str().unwrap_or_default();
+    let refused = metric(text, "lila_connection_failures_total{cause=\"refused\"}");
+    assert!(
+        refused as usize >= starts - 1 && refused as usize <= starts,
+        "{refused} failures counted for {starts} starts:\n{text}"
+    );
+
+    // WhatsApp is back: the next attempt shows a QR and the reason goes away.
+    h.wa.behaviour.unreachable.store(false, Ordering::SeqCst);
+    for _ in 0..60 {
+        if h.status(PHONE, &token).await.1["status"] == "qr" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = h.status(PHONE, &token).await;
+    assert_eq!(body["status"], "qr", "{body}");
+    assert_eq!(body["lastError"], serde_json::Value::Null);
+}

@@ -6,6 +6,8 @@
 //! already replaced or stopped never get here: the actor drops them by
 //! generation before they reach the machine.
 
+use std::time::Duration;
+
 /// What `GET /status` reports. `ready` is true exactly in `Connected`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -17,7 +19,9 @@ pub enum Status {
     Qr,
     /// Paired, logged in and connected.
     Connected,
-    /// The connection dropped; the client is reconnecting by itself.
+    /// The connection dropped, or WhatsApp could not be reached: a new
+    /// connection is being tried (after a back-off); `last_error` says why
+    /// when the last attempt failed.
     Reconnecting,
     /// The phone unlinked this device; credentials were removed. Create again to pair.
     LoggedOut,
@@ -39,6 +43,46 @@ impl Status {
     }
 }
 
+/// Why a connection to WhatsApp could not be made. `/metrics` counts failures
+/// by this cause (`lila_connection_failures_total{cause=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailureCause {
+    /// No route or no name: the DNS lookup failed, or the network or host is unreachable.
+    Unreachable,
+    /// The host answered but nothing accepted the connection.
+    Refused,
+    /// No answer in time.
+    Timeout,
+    /// The secure connection (TLS, certificate) could not be set up.
+    Tls,
+    /// The server answered and turned the request down (an HTTP error status).
+    Rejected,
+    /// Anything else.
+    Other,
+}
+
+impl ConnectFailureCause {
+    pub const ALL: [ConnectFailureCause; 6] = [
+        ConnectFailureCause::Unreachable,
+        ConnectFailureCause::Refused,
+        ConnectFailureCause::Timeout,
+        ConnectFailureCause::Tls,
+        ConnectFailureCause::Rejected,
+        ConnectFailureCause::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailureCause::Unreachable => "unreachable",
+            ConnectFailureCause::Refused => "refused",
+            ConnectFailureCause::Timeout => "timeout",
+            ConnectFailureCause::Tls => "tls",
+            ConnectFailureCause::Rejected => "rejected",
+            ConnectFailureCause::Other => "other",
+        }
+    }
+}
+
 /// What the WhatsApp client reported, reduced to what the host cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -56,6 +100,12 @@ pub enum SessionEvent {
     PairingExpired,
     /// The client's run loop ended without being asked to.
     ClientExited { error: Option<String> },
+    /// A connection attempt failed before WhatsApp answered; `detail` is a
+    /// sentence for an operator (what was tried, what went wrong).
+    ConnectFailed {
+        cause: ConnectFailureCause,
+        detail: String,
+    },
 }
 
 /// What the actor must do after an event.
@@ -71,6 +121,10 @@ pub enum Reaction {
     StopClient,
     /// Build a new client after a delay (a client cannot be restarted).
     ScheduleRestart,
+    /// Stop the client now and build a new one after the back-off: the
+    /// client's own reconnect loop would retry at its own pace, and lila,
+    /// not the client, decides how often an unreachable WhatsApp is tried.
+    StopAndRestartLater,
     /// Stop the client and stay down until someone asks again: an unpaired
     /// session must not cycle through QR codes forever.
     StopAndStayDown,
@@ -105,6 +159,8 @@ impl SessionState {
             SessionEvent::Qr { code } => {
                 self.status = Status::Qr;
                 self.qr = Some(code);
+                // WhatsApp answered: an earlier "cannot reach" no longer holds.
+                self.last_error = None;
                 Reaction::Nothing
             }
             SessionEvent::Connected { me } => {
@@ -150,12 +206,29 @@ impl SessionState {
                 self.last_error = error;
                 Reaction::ScheduleRestart
             }
+            SessionEvent::ConnectFailed { cause: _, detail } => {
+                self.status = Status::Reconnecting;
+                self.qr = None;
+                self.last_error = Some(format!("cannot reach WhatsApp: {detail}"));
+                Reaction::StopAndRestartLater
+            }
         }
     }
 
-    /// The client was just started (or restarted).
+    /// The client was just started (or restarted). A restart after a failure
+    /// stays `Reconnecting`, so the status does not flicker back to
+    /// `starting` on every attempt against an unreachable WhatsApp.
     pub fn on_start(&mut self) {
-        self.status = Status::Starting;
+        if self.status != Status::Reconnecting {
+            self.status = Status::Starting;
+        }
+        self.qr = None;
+    }
+
+    /// The client was stopped to be rebuilt after a back-off: the session is
+    /// still meant to run, and `last_error` keeps saying why.
+    pub fn on_stopped_for_restart(&mut self) {
+        self.status = Status::Reconnecting;
         self.qr = None;
     }
 
@@ -171,6 +244,21 @@ impl SessionState {
         self.qr = None;
         self.last_error = Some(error);
     }
+}
+
+/// The wait before retry `attempt` (0 for the first): doubling from one
+/// second up to `max`, then "equal jitter", a point in the upper half picked
+/// by `jitter` (a random number in [0, 1)). So sessions that failed together
+/// (a network outage) spread their retries instead of all trying in the same
+/// instant, and none retries sooner than half its step.
+pub fn retry_delay(attempt: u32, max: Duration, jitter: f64) -> Duration {
+    let ceiling = Duration::from_secs(1u64 << attempt.min(20)).min(max);
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    ceiling / 2 + ceiling.mul_f64(jitter / 2.0)
 }
 
 #[cfg(test)]
@@ -251,5 +339,109 @@ mod tests {
         }]);
         assert_eq!(state.status, Status::Reconnecting);
         assert_eq!(reactions, [Reaction::ScheduleRestart]);
+    }
+
+    fn unreachable(detail: &str) -> SessionEvent {
+        SessionEvent::ConnectFailed {
+            cause: ConnectFailureCause::Refused,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_connect_shows_reconnecting_with_an_operator_sentence_and_restarts_later() {
+        let (state, reactions) = run(vec![unreachable(
+            "connection refused at ws://127.0.0.1:9/ws/chat",
+        )]);
+        assert_eq!(state.status, Status::Reconnecting);
+        assert!(!state.ready());
+        assert_eq!(
+            state.last_error.as_deref(),
+            Some("cannot reach WhatsApp: connection refused at ws://127.0.0.1:9/ws/chat")
+        );
+        assert_eq!(reactions, [Reaction::StopAndRestartLater]);
+    }
+
+    #[test]
+    fn a_restart_after_a_failed_connect_stays_reconnecting_and_keeps_the_reason() {
+        let (mut state, _) = run(vec![unreachable("no route")]);
+        state.on_stop();
+        state.on_stopped_for_restart();
+        assert_eq!(state.status, Status::Reconnecting);
+        state.on_start();
+        assert_eq!(
+            state.status,
+            Status::Reconnecting,
+            "each attempt must not flip the status back to starting"
+        );
+        assert_eq!(
+            state.last_error.as_deref(),
+            Some("cannot reach WhatsApp: no route")
+        );
+    }
+
+    #[test]
+    fn reaching_whatsapp_again_clears_the_reason() {
+        let (state, _) = run(vec![
+            unreachable("no route"),
+            SessionEvent::Qr { code: "2@q".into() },
+        ]);
+        assert_eq!(state.status, Status::Qr);
+        assert_eq!(state.last_error, None);
+        let (state, _) = run(vec![
+            unreachable("no route"),
+            SessionEvent::Connected { me: None },
+        ]);
+        assert!(state.ready());
+        assert_eq!(state.last_error, None);
+    }
+
+    #[test]
+    fn a_connected_session_that_cannot_reconnect_says_why() {
+        let (state, reactions) = run(vec![
+            SessionEvent::Connected { me: None },
+            SessionEvent::Disconnected,
+            unreachable("DNS lookup failed"),
+        ]);
+        assert_eq!(state.status, Status::Reconnecting);
+        assert!(
+            state
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("cannot reach WhatsApp"))
+        );
+        assert_eq!(reactions[2], Reaction::StopAndRestartLater);
+    }
+
+    #[test]
+    fn a_fresh_start_after_a_stop_is_starting() {
+        let (mut state, _) = run(vec![unreachable("x")]);
+        state.on_stop();
+        state.on_start();
+        assert_eq!(state.status, Status::Starting);
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap_with_jitter() {
+        let max = Duration::from_secs(60);
+        for (attempt, ceiling_secs) in [(0, 1), (1, 2), (2, 4), (5, 32), (6, 60), (40, 60)] {
+            let ceiling = Duration::from_secs(ceiling_secs);
+            let low = retry_delay(attempt, max, 0.0);
+            let high = retry_delay(attempt, max, 0.999_999);
+            assert_eq!(low, ceiling / 2, "attempt {attempt}");
+            assert!(
+                high <= ceiling && high > ceiling.mul_f64(0.99),
+                "attempt {attempt}: {high:?}"
+            );
+        }
+        // Different random draws spread sessions across the upper half.
+        let spread: Vec<Duration> = [0.0, 0.25, 0.5, 0.75]
+            .iter()
+            .map(|j| retry_delay(4, max, *j))
+            .collect();
+        assert!(spread.windows(2).all(|w| w[0] < w[1]), "{spread:?}");
+        // A nonsensical draw never means "retry at once".
+        assert_eq!(retry_delay(3, max, f64::NAN), Duration::from_secs(8));
+        assert_eq!(retry_delay(3, max, -4.0), Duration::from_secs(4));
     }
 }

@@ -10,13 +10,15 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use whatsapp_rust::Client;
 use whatsapp_rust::bot::Bot;
+use whatsapp_rust::http::UreqHttpClient;
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::store::SqliteStore;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
+use whatsapp_rust::wacore::net::WHATSAPP_WEB_WS_URL;
 
 use super::{ClientNotice, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError};
-use crate::core::status::SessionEvent;
+use crate::core::status::{ConnectFailureCause, SessionEvent};
 use crate::phone::Phone;
 
 /// How long a graceful stop may take before the client's task is aborted.
@@ -64,11 +66,24 @@ impl WhatsApp for RealWhatsApp {
         if let Some(url) = &self.url {
             transport = transport.with_url(url.clone());
         }
+        let url = self
+            .url
+            .as_deref()
+            .unwrap_or(WHATSAPP_WEB_WS_URL)
+            .to_owned();
         let stopping = Arc::new(AtomicBool::new(false));
         let sink = events.clone();
         let mut builder = Bot::builder()
             .with_backend(store)
-            .with_transport_factory(transport)
+            .with_transport_factory(ObservedTransportFactory {
+                inner: transport,
+                url,
+                events: events.clone(),
+            })
+            .with_http_client(ObservedHttpClient {
+                inner: UreqHttpClient::new(),
+                events: events.clone(),
+            })
             .on_event(move |event, client| {
                 if let Some(notice) = translate(&event, &client) {
                     sink.emit(notice);
@@ -223,6 +238,313 @@ impl WhatsAppClient for RealClient {
             // Dropping the bot handle inside the aborted task aborts the bot.
             runner.abort();
             let _ = runner.await;
+        }
+    }
+}
+
+// --- Connection failures --------------------------------------------------
+//
+// whatsapp-rust retries a failed connect inside `Client::run` on its own and
+// dispatches no event for it: a session would show `starting` forever. Its
+// two network steps, the version fetch and the WebSocket dial, go through
+// the HTTP client and the transport factory we hand it, so those are wrapped:
+// a failure is reported as `ConnectFailed`, and the actor stops the client
+// and owns the retry, with its own back-off.
+
+/// The longest a WebSocket dial or a version fetch may take. Shorter than
+/// whatsapp-rust's own 20 s, which would otherwise cancel ours unreported.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+type TransportPair = (
+    Arc<dyn whatsapp_rust::transport::Transport>,
+    whatsapp_rust::async_channel::Receiver<whatsapp_rust::transport::TransportEvent>,
+);
+
+struct ObservedTransportFactory {
+    inner: TokioWebSocketTransportFactory,
+    url: String,
+    events: EventSink,
+}
+
+#[async_trait]
+impl whatsapp_rust::transport::TransportFactory for ObservedTransportFactory {
+    async fn create_transport(&self) -> Result<TransportPair, whatsapp_rust::anyhow::Error> {
+        let result =
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.inner.create_transport()).await {
+                Ok(result) => result,
+                Err(_) => Err(whatsapp_rust::anyhow::anyhow!(
+                    "no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )),
+            };
+        if let Err(e) = &result {
+            let raw = format!("{e:#}");
+            report_connect_failure(&self.events, &raw, |what| {
+                format!("{what} at {} ({raw})", self.url)
+            });
+        }
+        result
+    }
+}
+
+/// The HTTP client whatsapp-rust uses for media and for the version check;
+/// only the version check (`…/sw.js`, fetched at each connect unless the
+/// version is pinned) is part of connecting, so only its failures are reported.
+struct ObservedHttpClient<C> {
+    inner: C,
+    events: EventSink,
+}
+
+#[async_trait]
+impl<C: whatsapp_rust::http::HttpClient> whatsapp_rust::http::HttpClient for ObservedHttpClient<C> {
+    async fn execute(
+        &self,
+        request: whatsapp_rust::http::HttpRequest,
+    ) -> Result<whatsapp_rust::http::HttpResponse, whatsapp_rust::anyhow::Error> {
+        let version_check = request.url.ends_with("/sw.js");
+        let url = request.url.clone();
+        let result = if version_check {
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.inner.execute(request)).await {
+                Ok(result) => result,
+                Err(_) => Err(whatsapp_rust::anyhow::anyhow!(
+                    "no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )),
+            }
+        } else {
+            self.inner.execute(request).await
+        };
+        if version_check {
+            let failure = match &result {
+                Err(e) => Some(format!("{e:#}")),
+                Ok(response) if response.status_code >= 300 => {
+                    Some(format!("http status: {}", response.status_code))
+                }
+                Ok(_) => None,
+            };
+            if let Some(raw) = failure {
+                report_connect_failure(&self.events, &raw, |what| {
+                    format!("the version check: {what} at {url} ({raw})")
+                });
+            }
+        }
+        result
+    }
+
+    fn supports_streaming(&self) -> bool {
+        self.inner.supports_streaming()
+    }
+
+    fn execute_streaming(
+        &self,
+        request: whatsapp_rust::http::HttpRequest,
+    ) -> Result<whatsapp_rust::wacore::net::StreamingHttpResponse, whatsapp_rust::anyhow::Error>
+    {
+        self.inner.execute_streaming(request)
+    }
+
+    fn supports_upload_streaming(&self) -> bool {
+        self.inner.supports_upload_streaming()
+    }
+
+    fn execute_upload(
+        &self,
+        request: whatsapp_rust::http::HttpRequest,
+        body: whatsapp_rust::wacore::net::UploadBody,
+        content_length: u64,
+    ) -> Result<whatsapp_rust::http::HttpResponse, whatsapp_rust::anyhow::Error> {
+        self.inner.execute_upload(request, body, content_length)
+    }
+
+    fn resource_report(&self) -> Option<whatsapp_rust::wacore::stats::HttpResourceReport> {
+        self.inner.resource_report()
+    }
+}
+
+/// Classifies `raw` (an error chain's text) and emits `ConnectFailed` with
+/// the sentence `sentence` builds from the cause's words.
+fn report_connect_failure(events: &EventSink, raw: &str, sentence: impl Fn(&str) -> String) {
+    let cause = classify_connect_error(raw);
+    let what = match cause {
+        ConnectFailureCause::Unreachable => "the address cannot be reached (DNS or network)",
+        ConnectFailureCause::Refused => "the connection was refused",
+        ConnectFailureCause::Timeout => "no answer in time",
+        ConnectFailureCause::Tls => "the secure connection failed",
+        ConnectFailureCause::Rejected => "the server turned the connection down",
+        ConnectFailureCause::Other => "the connection failed",
+    };
+    events.emit(ClientNotice::Session(SessionEvent::ConnectFailed {
+        cause,
+        detail: sentence(what),
+    }));
+}
+
+/// The cause of a failed connect, from the text of its error chain: the
+/// transport and HTTP crates flatten their errors into strings, so the text
+/// is all there is to go on.
+fn classify_connect_error(raw: &str) -> ConnectFailureCause {
+    let text = raw.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    if any(&["refused"]) {
+        ConnectFailureCause::Refused
+    } else if any(&["timed out", "timeout", "no answer within"]) {
+        ConnectFailureCause::Timeout
+    } else if any(&[
+        "dns",
+        "lookup",
+        "resolve",
+        "host not found",
+        "name or service not known",
+        "no address",
+        "unreachable",
+        "no route to host",
+        "network is down",
+        "connection failed",
+    ]) {
+        ConnectFailureCause::Unreachable
+    } else if any(&["certificate", "tls", "rustls", "ssl"]) {
+        ConnectFailureCause::Tls
+    } else if any(&["http status", "status code", "upgrade", "forbidden"]) {
+        ConnectFailureCause::Rejected
+    } else {
+        ConnectFailureCause::Other
+    }
+}
+
+#[cfg(test)]
+mod connect_failure_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn connect_errors_are_classified_by_what_an_operator_can_fix() {
+        let cases = [
+            (
+                "WebSocket connect failed: Connection refused (os error 111)",
+                ConnectFailureCause::Refused,
+            ),
+            (
+                "WebSocket connect failed: client DNS lookup failed",
+                ConnectFailureCause::Unreachable,
+            ),
+            (
+                "WebSocket connect failed: failed to lookup address information: Temporary failure in name resolution",
+                ConnectFailureCause::Unreachable,
+            ),
+            (
+                "HTTP request to https://web.whatsapp.com/sw.js failed: host not found",
+                ConnectFailureCause::Unreachable,
+            ),
+            (
+                "WebSocket connect failed: Network is unreachable (os error 101)",
+                ConnectFailureCause::Unreachable,
+            ),
+            ("no answer within 15 s", ConnectFailureCause::Timeout),
+            (
+                "WebSocket connect failed: invalid peer certificate: UnknownIssuer",
+                ConnectFailureCause::Tls,
+            ),
+            ("http status: 403", ConnectFailureCause::Rejected),
+            ("something new", ConnectFailureCause::Other),
+        ];
+        for (raw, cause) in cases {
+            assert_eq!(classify_connect_error(raw), cause, "{raw}");
+        }
+    }
+
+    fn recording_sink() -> (EventSink, Arc<Mutex<Vec<ClientNotice>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let sink = EventSink::new(move |n| {
+            if let Ok(mut v) = into.lock() {
+                v.push(n);
+            }
+        });
+        (sink, seen)
+    }
+
+    #[tokio::test]
+    async fn a_refused_dial_is_reported_with_the_url() {
+        use whatsapp_rust::transport::TransportFactory;
+        // A port that was just free: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let url = format!("ws://127.0.0.1:{port}/ws/chat");
+        let (events, seen) = recording_sink();
+        let factory = ObservedTransportFactory {
+            inner: TokioWebSocketTransportFactory::new().with_url(url.clone()),
+            url: url.clone(),
+            events,
+        };
+        assert!(factory.create_transport().await.is_err());
+        let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+        match seen.as_slice() {
+            [
+                ClientNotice::Session(SessionEvent::ConnectFailed {
+                    cause: ConnectFailureCause::Refused,
+                    detail,
+                }),
+            ] => assert!(
+                detail.starts_with("the connection was refused at ws://127.0.0.1:"),
+                "{detail}"
+            ),
+            other => panic!("expected one refused ConnectFailed, got {other:?}"),
+        }
+    }
+
+    /// An HTTP client for a machine without a network: every request fails
+    /// the way ureq fails when DNS has no answer.
+    struct Offline;
+
+    #[async_trait]
+    impl whatsapp_rust::http::HttpClient for Offline {
+        async fn execute(
+            &self,
+            _request: whatsapp_rust::http::HttpRequest,
+        ) -> Result<whatsapp_rust::http::HttpResponse, whatsapp_rust::anyhow::Error> {
+            Err(whatsapp_rust::anyhow::anyhow!("host not found"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_version_check_is_reported_and_other_requests_are_not() {
+        use whatsapp_rust::http::{HttpClient, HttpRequest};
+        let (events, seen) = recording_sink();
+        let client = ObservedHttpClient {
+            inner: Offline,
+            events,
+        };
+        // A media download failing is not a connection failure.
+        assert!(
+            client
+                .execute(HttpRequest::get("https://mmg.whatsapp.net/v/t62/x.enc"))
+                .await
+                .is_err()
+        );
+        assert!(seen.lock().map(|v| v.is_empty()).unwrap_or(false));
+        // The version check at connect is (the reported "failed to resolve app version").
+        assert!(
+            client
+                .execute(HttpRequest::get("https://web.whatsapp.com/sw.js"))
+                .await
+                .is_err()
+        );
+        let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+        match seen.as_slice() {
+            [
+                ClientNotice::Session(SessionEvent::ConnectFailed {
+                    cause: ConnectFailureCause::Unreachable,
+                    detail,
+                }),
+            ] => assert!(
+                detail.starts_with("the version check: the address cannot be reached")
+                    && detail.contains("https://web.whatsapp.com/sw.js"),
+                "{detail}"
+            ),
+            other => panic!("expected one unreachable ConnectFailed, got {other:?}"),
         }
     }
 }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
 use super::{ClientNotice, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError};
-use crate::core::status::SessionEvent;
+use crate::core::status::{ConnectFailureCause, SessionEvent};
 use crate::phone::Phone;
 
 #[derive(Default)]
@@ -48,6 +48,9 @@ pub struct Behaviour {
     pub start_delay_ms: AtomicU64,
     /// Each stop takes this many milliseconds (a socket slow to close).
     pub stop_delay_ms: AtomicU64,
+    /// While set, every client started reports that WhatsApp refused the
+    /// connection (and then retries by itself, as whatsapp-rust does, until stopped).
+    pub unreachable: AtomicBool,
 }
 
 #[derive(Clone, Default)]
@@ -277,6 +280,13 @@ impl WhatsApp for ScriptedWhatsApp {
             list.push(client.clone());
             client
         };
+        if self.behaviour.unreachable.load(Ordering::SeqCst) {
+            client.emit(SessionEvent::ConnectFailed {
+                cause: ConnectFailureCause::Refused,
+                detail: "the connection was refused at ws://scripted.invalid/ws/chat".into(),
+            });
+            return Ok(client);
+        }
         match paired {
             Some(me) => client.emit(SessionEvent::Connected { me: Some(me) }),
             None => client.emit(SessionEvent::Qr {

@@ -58,6 +58,14 @@ impl Harness {
         Harness::start(dir, config, ScriptedWhatsApp::new(), hooks).await
     }
 
+    /// A harness whose test config `edit` adjusts first.
+    pub async fn with_config(edit: impl FnOnce(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        edit(&mut config);
+        Harness::start(dir, config, ScriptedWhatsApp::new(), Arc::new(NoHooks)).await
+    }
+
     /// Like `with_hooks`, over a data root the caller already made (the
     /// plugin runtime needs the root before the gateway exists).
     pub async fn with_dir_and_hooks(dir: tempfile::TempDir, hooks: Arc<dyn ResetHooks>) -> Harness {

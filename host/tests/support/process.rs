@@ -23,6 +23,14 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A token for `tenant`, signed with `secret`.
+pub fn tenant_token(secret: &str, tenant: &str) -> String {
+    let auth = lila::auth::JwtAuth::new(secret.as_bytes()).expect("key");
+    let tenant = lila::core::tenant::TenantId::parse(tenant).expect("tenant");
+    auth.mint(Some(&tenant), false, Duration::from_secs(600))
+        .expect("token")
+}
+
 impl Server {
     /// Starts `lila serve` over `data` with `secret`, every session pointed at `wa_url`.
     pub fn start(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>) -> Server {
@@ -71,7 +79,26 @@ impl Server {
         panic!("lila did not crash at {crash_at} during boot");
     }
 
-    fn launch(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>, port: u16) -> Child {
+    /// Starts `lila serve` with the config `{data}.toml` (written by the
+    /// caller) and `RUST_LOG=rust_log`, its log (stdout, and stderr) written to `log`.
+    pub fn start_logging_to(
+        data: &Path,
+        secret: &str,
+        wa_url: &str,
+        rust_log: &str,
+        log: &Path,
+    ) -> Server {
+        let port = free_port();
+        let file = std::fs::File::create(log).expect("log file");
+        let errors = file.try_clone().expect("log file");
+        let mut command = Server::serve_command(data, secret, wa_url, port, rust_log);
+        // Plain text (tracing-subscriber honours NO_COLOR), for the test to read.
+        command.env("NO_COLOR", "1").stdout(file).stderr(errors);
+        let child = command.spawn().expect("start lila");
+        Server::wait_until_up(data, child, port)
+    }
+
+    fn serve_command(data: &Path, secret: &str, wa_url: &str, port: u16, rust_log: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lila"));
         command
             .arg("serve")
@@ -80,9 +107,13 @@ impl Server {
             .env("LILA_JWT_SECRET", secret)
             .env("LILA_WA_URL", wa_url)
             .env("LILA_CONFIG", data.with_extension("toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .env("RUST_LOG", rust_log);
+        command
+    }
+
+    fn launch(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>, port: u16) -> Child {
+        let mut command = Server::serve_command(data, secret, wa_url, port, "warn");
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         if let Some(step) = crash_at {
             command.env("LILA_CRASH_AT", step);
         }
@@ -92,6 +123,10 @@ impl Server {
     fn spawn(data: &Path, secret: &str, wa_url: &str, crash_at: Option<&str>) -> Server {
         let port = free_port();
         let child = Server::launch(data, secret, wa_url, crash_at, port);
+        Server::wait_until_up(data, child, port)
+    }
+
+    fn wait_until_up(data: &Path, child: Child, port: u16) -> Server {
         let server = Server {
             data: data.to_owned(),
             child,
@@ -115,6 +150,29 @@ impl Server {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> std::io::Result<(u16, Value)> {
+        let (status, raw) = self.request_raw(method, path, token, body)?;
+        let json = raw
+            .split("\r\n\r\n")
+            .nth(1)
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        Ok((status, json))
+    }
+
+    /// `GET path` without a token; the body as text (`/metrics`).
+    pub fn get_text(&self, path: &str) -> std::io::Result<String> {
+        let (_, raw) = self.request_raw("GET", path, None, None)?;
+        Ok(raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+    }
+
+    /// The status and the whole raw response (head and body).
+    fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         let body = body.map(Value::to_string).unwrap_or_default();
@@ -133,12 +191,7 @@ impl Server {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or(std::io::ErrorKind::InvalidData)?;
-        let json = raw
-            .split("\r\n\r\n")
-            .nth(1)
-            .and_then(|b| serde_json::from_str(b).ok())
-            .unwrap_or(Value::Null);
-        Ok((status, json))
+        Ok((status, raw))
     }
 
     /// `POST /api/sessions {phoneNumber}`.

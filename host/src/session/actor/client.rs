@@ -131,8 +131,19 @@ impl SessionActor {
             SessionEvent::StreamReplaced => "stream_replaced",
             SessionEvent::PairingExpired => "pairing_expired",
             SessionEvent::ClientExited { .. } => "client_exited",
+            SessionEvent::ConnectFailed { .. } => "connect_failed",
         };
-        info!(event = name, "client event");
+        if let SessionEvent::ConnectFailed { cause, detail } = &event {
+            self.ctx.metrics.connection_failed(*cause);
+            // One line per attempt; the back-off bounds how many there are.
+            warn!(
+                cause = cause.as_str(),
+                attempt = self.restart_attempts + 1,
+                "cannot reach WhatsApp: {detail}"
+            );
+        } else {
+            info!(event = name, "client event");
+        }
         let reaction = self.state.on_event(event);
         self.update_connected_gauge();
         match reaction {
@@ -186,6 +197,11 @@ impl SessionActor {
                         error!(error = %e, "could not record the stop");
                     }
                 }
+            }
+            Reaction::StopAndRestartLater => {
+                self.stop_client(false).await;
+                self.state.on_stopped_for_restart();
+                self.schedule_restart();
             }
             Reaction::ScheduleRestart => {
                 // The exited client is kept (and its generation still

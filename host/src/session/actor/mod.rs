@@ -120,9 +120,15 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
+/// The wait before retry `attempts`, with jitter (see `retry_delay`).
 fn backoff(attempts: u32, max: Duration) -> Duration {
-    let secs = 1u64.checked_shl(attempts.min(16)).unwrap_or(u64::MAX);
-    Duration::from_secs(secs).min(max)
+    let mut draw = [0u8; 4];
+    // Without the OS generator the full step is used: still a back-off.
+    let jitter = match getrandom::fill(&mut draw) {
+        Ok(()) => f64::from(u32::from_le_bytes(draw)) / (f64::from(u32::MAX) + 1.0),
+        Err(_) => 1.0,
+    };
+    crate::core::status::retry_delay(attempts, max, jitter)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -235,6 +241,7 @@ impl SessionActor {
                         if self.client.is_some() {
                             // The client that exited: join it before building its successor.
                             self.stop_client(false).await;
+                            self.state.on_stopped_for_restart();
                         }
                         self.begin_start();
                     }

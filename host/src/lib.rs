@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod phone;
 pub mod plugins;
+pub mod request_id;
 pub mod session;
 pub mod storage;
 pub mod whatsapp;

@@ -127,4 +127,10 @@ fn sessions_that_cannot_reach_whatsapp_say_so_and_back_off() {
         lila_lines <= failures + SESSIONS as u64 && lila_lines >= failures.min(1),
         "{lila_lines} log lines for {failures} failures"
     );
+    // Even at RUST_LOG=warn, each such line names its phone (the session
+    // span is kept), and none is logged inside the request that created it.
+    for line in text.lines().filter(|l| l.contains("cannot reach WhatsApp")) {
+        assert!(line.contains("session{phone=5198765"), "{line}");
+        assert!(!line.contains("http{"), "{line}");
+    }
 }

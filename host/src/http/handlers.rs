@@ -16,6 +16,7 @@ use super::{ApiError, AppState};
 use crate::core::tenant::{Caller, TenantId};
 use crate::hooks::{HookRun, RemovedTarget};
 use crate::phone::Phone;
+use crate::request_id::{self, RequestId};
 use crate::session::SessionView;
 
 /// The authenticated caller. Runs first in every handler, so a bad token is
@@ -395,13 +396,33 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed("this endpoint does not accept that method".into())
 }
 
-/// One span per request; one line when it ends. Headers and bodies are never
-/// logged (they carry tokens and message text).
+/// One span per request, with its request id; one line when it ends.
+/// Headers and bodies are never logged (they carry tokens and message text).
+/// The id is the client's `x-request-id` when sane, else a new one; the
+/// response echoes it, and the session actor's lines for the request carry it.
 pub async fn log_request(request: Request, next: Next) -> Response {
-    let span =
-        tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
+    let id = request
+        .headers()
+        .get(request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RequestId::from_client)
+        .unwrap_or_else(RequestId::generate);
+    // ERROR level so that no log filter drops the span while keeping a
+    // warning logged inside it (which would lose the request id).
+    let span = tracing::error_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+    );
     let started = std::time::Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = id
+        .clone()
+        .scope(next.run(request).instrument(span.clone()))
+        .await;
+    if let Ok(value) = header::HeaderValue::from_str(id.as_str()) {
+        response.headers_mut().insert(request_id::HEADER, value);
+    }
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

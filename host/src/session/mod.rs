@@ -25,6 +25,7 @@ use crate::hooks::{HookRun, ResetHooks, ResetReport};
 use crate::layout::DataLayout;
 use crate::metrics::Metrics;
 use crate::phone::Phone;
+use crate::request_id::RequestId;
 use crate::storage::StorageError;
 use crate::whatsapp::{GroupInfo, WhatsApp, WhatsAppError};
 
@@ -137,11 +138,39 @@ pub(crate) enum Command {
     Idle { reply: oneshot::Sender<bool> },
 }
 
+impl Command {
+    /// The command's name, as the actor's `command` log span shows it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Create { .. } => "create",
+            Command::View { .. } => "view",
+            Command::PairingCode { .. } => "pairing_code",
+            Command::Groups { .. } => "groups",
+            Command::Contacts { .. } => "contacts",
+            Command::Enqueue { .. } => "enqueue",
+            Command::Outbox { .. } => "outbox",
+            Command::Disconnect { .. } => "disconnect",
+            Command::Clear { .. } => "clear",
+            Command::Resume => "resume",
+            Command::FinishPurge { .. } => "finish_purge",
+            Command::Shutdown { .. } => "shutdown",
+            Command::Idle { .. } => "idle",
+        }
+    }
+}
+
+/// A command and the HTTP request it serves (none for boot and shutdown),
+/// so the actor's log lines for it carry the request's id.
+pub(crate) struct Envelope {
+    pub request_id: Option<RequestId>,
+    pub command: Command,
+}
+
 /// A cheap handle to one phone's actor.
 #[derive(Clone)]
 pub struct SessionHandle {
     pub(crate) phone: Phone,
-    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) tx: mpsc::Sender<Envelope>,
     /// The actor's latest view of its session, published after every change.
     pub(crate) view: watch::Receiver<SessionView>,
 }
@@ -160,12 +189,21 @@ impl SessionHandle {
         self.tx.is_closed()
     }
 
+    /// Sends `command`, tagged with the request the calling task serves.
+    async fn send(&self, command: Command) -> Result<(), SessionError> {
+        let envelope = Envelope {
+            request_id: RequestId::current(),
+            command,
+        };
+        self.tx
+            .send(envelope)
+            .await
+            .map_err(|_| SessionError::Unavailable)
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SessionError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| SessionError::Unavailable)?;
+        self.send(make(reply)).await?;
         rx.await.map_err(|_| SessionError::Unavailable)?
     }
 
@@ -228,7 +266,7 @@ impl SessionHandle {
     }
 
     pub async fn resume(&self) {
-        let _ = self.tx.send(Command::Resume).await;
+        let _ = self.send(Command::Resume).await;
     }
 
     pub async fn finish_purge(&self) -> Result<(), SessionError> {
@@ -237,7 +275,7 @@ impl SessionHandle {
 
     pub async fn shutdown(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Shutdown { reply }).await.is_ok() {
+        if self.send(Command::Shutdown { reply }).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -245,7 +283,7 @@ impl SessionHandle {
     /// True when nothing runs for this phone: no client, no start, no send, no timer.
     pub async fn is_idle(&self) -> bool {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Idle { reply }).await.is_err() {
+        if self.send(Command::Idle { reply }).await.is_err() {
             return true;
         }
         rx.await.unwrap_or(true)

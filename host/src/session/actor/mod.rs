@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, error, info, warn};
 
 use self::client::StartResult;
-use super::{Command, IndexEntry, SessionContext, SessionError, SessionHandle, SessionView};
+use super::{Command, Envelope, IndexEntry, SessionContext, SessionError, SessionHandle, SessionView};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::status::SessionState;
@@ -72,13 +72,27 @@ struct SessionActor {
     notices_tx: mpsc::UnboundedSender<(u64, ClientNotice)>,
     /// The view listings read without a message (`SessionHandle::current_view`).
     view_tx: watch::Sender<SessionView>,
+    /// The actor's `session` span, and the tenant last recorded on it: the
+    /// fmt layer appends a field at every `record`, so it is recorded only
+    /// when it changes (and on this span, not on a command's child span).
+    span: tracing::Span,
+    span_tenant: Option<TenantId>,
 }
 
 /// Starts the actor of `phone` and returns its handle and task.
 pub fn spawn_session(ctx: Arc<SessionContext>, phone: Phone) -> (SessionHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
-    let span = tracing::info_span!("session", phone = %phone, tenant = tracing::field::Empty);
+    // No parent: the actor outlives the request that happened to start it,
+    // and its lines must not be logged inside that request's span. ERROR
+    // level so that no log filter drops the span (and the phone with it)
+    // from a warning logged inside it.
+    let span = tracing::error_span!(
+        parent: None,
+        "session",
+        phone = %phone,
+        tenant = tracing::field::Empty
+    );
     // Until the actor has loaded its state, the view is what the index says.
     let at_rest = ctx
         .index
@@ -95,9 +109,10 @@ pub fn spawn_session(ctx: Arc<SessionContext>, phone: Phone) -> (SessionHandle, 
         tx,
         view: view_rx,
     };
+    let actor_span = span.clone();
     let task = tokio::spawn(
         async move {
-            let actor = SessionActor::load(ctx, phone, notices_tx, view_tx);
+            let actor = SessionActor::load(ctx, phone, notices_tx, view_tx, actor_span);
             actor.publish_view();
             actor.run(rx, notices_rx).await;
         }
@@ -145,6 +160,7 @@ impl SessionActor {
         phone: Phone,
         notices_tx: mpsc::UnboundedSender<(u64, ClientNotice)>,
         view_tx: watch::Sender<SessionView>,
+        span: tracing::Span,
     ) -> SessionActor {
         let record = match phone_records::load(&ctx.layout, &phone) {
             Ok(record) => record,
@@ -154,9 +170,6 @@ impl SessionActor {
                 None
             }
         };
-        if let Some(owner) = record.as_ref().and_then(|r| r.owner.as_ref()) {
-            tracing::Span::current().record("tenant", tracing::field::display(owner));
-        }
         let (outbox, outbox_damaged) = match outbox_file::load(&ctx.layout, &phone) {
             Ok(outbox) => (outbox, None),
             Err(e) => {
@@ -168,7 +181,7 @@ impl SessionActor {
             warn!(error = %e, "contacts file is damaged; starting with none");
             BTreeMap::new()
         });
-        SessionActor {
+        let mut actor = SessionActor {
             phone,
             ctx,
             record,
@@ -192,12 +205,27 @@ impl SessionActor {
             resumed_at_boot: false,
             notices_tx,
             view_tx,
+            span,
+            span_tenant: None,
+        };
+        actor.note_tenant();
+        actor
+    }
+
+    /// Shows the owner as the `tenant` field of the session span, once per change.
+    fn note_tenant(&mut self) {
+        let owner = self.owner().cloned();
+        if owner.is_some() && owner != self.span_tenant {
+            if let Some(tenant) = &owner {
+                self.span.record("tenant", tracing::field::display(tenant));
+            }
+            self.span_tenant = owner;
         }
     }
 
     async fn run(
         mut self,
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: mpsc::Receiver<Envelope>,
         mut notices: mpsc::UnboundedReceiver<(u64, ClientNotice)>,
     ) {
         loop {
@@ -207,13 +235,21 @@ impl SessionActor {
                 // next command for the same phone.
                 biased;
                 Some((generation, notice)) = notices.recv() => self.on_notice(generation, notice).await,
-                command = commands.recv() => match command {
-                    Some(Command::Shutdown { reply }) => {
-                        self.shutdown().await;
-                        let _ = reply.send(());
-                        return;
+                envelope = commands.recv() => match envelope {
+                    Some(Envelope { request_id, command }) => {
+                        // A child of the session span: what the actor logs
+                        // for this command carries the request's id.
+                        let span = match &request_id {
+                            Some(id) => tracing::error_span!("command", kind = %command.name(), request_id = %id),
+                            None => tracing::error_span!("command", kind = %command.name()),
+                        };
+                        if let Command::Shutdown { reply } = command {
+                            self.shutdown().instrument(span).await;
+                            let _ = reply.send(());
+                            return;
+                        }
+                        self.handle(command).instrument(span).await;
                     }
-                    Some(command) => self.handle(command).await,
                     None => {
                         self.shutdown().await;
                         return;
@@ -287,10 +323,8 @@ impl SessionActor {
     fn save_record(&mut self, record: PhoneRecord) -> Result<(), SessionError> {
         phone_records::save(&self.ctx.layout, &self.phone, &record)?;
         self.ctx.index.record(&self.phone, &record);
-        if let Some(owner) = &record.owner {
-            tracing::Span::current().record("tenant", tracing::field::display(owner));
-        }
         self.record = Some(record);
+        self.note_tenant();
         Ok(())
     }
 

@@ -1,0 +1,172 @@
+//! Log spans, read from the formatted log output: a session actor's lines are
+//! not logged inside the span of the request that first started the actor,
+//! each request has an id (echoed in `x-request-id`), and the actor's lines
+//! for a command carry the id of the request that sent it.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use support::Harness;
+use tower::ServiceExt;
+
+const PHONE: &str = "51987654321";
+
+/// A `MakeWriter` target: every formatted line lands in a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Sends `method path` with `token` and, when given, an `x-request-id`;
+/// returns the status and the `x-request-id` the response carries.
+async fn send(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    token: &str,
+    request_id: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, String) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(id) = request_id {
+        request = request.header("x-request-id", id);
+    }
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .expect("request");
+    let response = h.app.clone().oneshot(request).await.expect("response");
+    let echoed = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (response.status(), echoed)
+}
+
+#[tokio::test]
+async fn actor_lines_carry_the_request_id_of_their_command_and_no_http_parent() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::new().await;
+    let token = h.token("acme");
+    let (status, echoed) = send(
+        &h,
+        "POST",
+        "/api/sessions",
+        &token,
+        Some("create-req-1"),
+        Some(serde_json::json!({ "phoneNumber": PHONE })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echoed, "create-req-1", "a sane client id is echoed");
+    h.wait_status(PHONE, &token, "qr").await;
+
+    // A later request on the same actor: a reset.
+    let (status, echoed) = send(
+        &h,
+        "POST",
+        &format!("/api/sessions/{PHONE}/clear"),
+        &token,
+        Some("reset-req-2"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echoed, "reset-req-2");
+
+    // Without an id, or with one that could forge a log line, a new one is made.
+    for sent in [None, Some("two words")] {
+        let (_, echoed) = send(
+            &h,
+            "GET",
+            &format!("/api/sessions/{PHONE}/status"),
+            &token,
+            sent,
+            None,
+        )
+        .await;
+        assert_eq!(echoed.len(), 16, "{echoed:?}");
+        assert!(echoed.bytes().all(|b| b.is_ascii_hexdigit()), "{echoed:?}");
+    }
+
+    let lines = captured.lines();
+    let all = lines.join("\n");
+    let actor_lines: Vec<&String> = lines.iter().filter(|l| l.contains("session{")).collect();
+    assert!(!actor_lines.is_empty(), "no actor lines captured:\n{all}");
+    for line in &actor_lines {
+        assert!(
+            !line.contains("http{"),
+            "an actor line inside a request's span:\n{line}"
+        );
+        assert_eq!(line.matches("tenant=").count(), 1, "{line}");
+    }
+
+    let created = lines
+        .iter()
+        .find(|l| l.contains("session created"))
+        .unwrap_or_else(|| panic!("no 'session created' line:\n{all}"));
+    assert!(
+        created.contains(
+            "session{phone=51987654321 tenant=acme}:command{kind=create request_id=create-req-1}"
+        ),
+        "{created}"
+    );
+    let cleared = lines
+        .iter()
+        .find(|l| l.contains("session cleared"))
+        .unwrap_or_else(|| panic!("no 'session cleared' line:\n{all}"));
+    assert!(
+        cleared.contains(
+            "session{phone=51987654321 tenant=acme}:command{kind=clear request_id=reset-req-2}"
+        ),
+        "{cleared}"
+    );
+    // The request's own line carries the same id.
+    assert!(
+        lines.iter().any(|l| l.contains("http{method=POST")
+            && l.contains("request_id=reset-req-2")
+            && l.contains(" request ")),
+        "{all}"
+    );
+}

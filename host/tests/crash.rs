@@ -8,12 +8,10 @@ mod process;
 
 use std::time::Duration;
 
-use lila::auth::JwtAuth;
 use lila::core::reset_plan::ResetStep;
-use lila::core::tenant::TenantId;
 use lila::layout::DataLayout;
 use lila::phone::Phone;
-use process::{Server, wait_until};
+use process::{Server, tenant_token, wait_until};
 
 const SECRET: &str = "crash-test-secret-crash-test-secret";
 const PHONE: &str = "51987654321";
@@ -21,13 +19,7 @@ const PHONE: &str = "51987654321";
 const CLOSED_PORT_URL: &str = "ws://127.0.0.1:9/ws/chat";
 
 fn token() -> String {
-    let auth = JwtAuth::new(SECRET.as_bytes()).expect("key");
-    auth.mint(
-        Some(&TenantId::parse("acme").expect("tenant")),
-        false,
-        Duration::from_secs(600),
-    )
-    .expect("token")
+    tenant_token(SECRET, "acme")
 }
 
 #[test]

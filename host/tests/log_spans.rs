@@ -8,10 +8,8 @@ mod support;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use support::Harness;
-use tower::ServiceExt;
 
 const PHONE: &str = "51987654321";
 
@@ -46,27 +44,17 @@ impl Captured {
 /// returns the status and the `x-request-id` the response carries.
 async fn send(
     h: &Harness,
-    method: &str,
+    method: Method,
     path: &str,
     token: &str,
     request_id: Option<&str>,
     body: Option<serde_json::Value>,
 ) -> (StatusCode, String) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"));
-    if let Some(id) = request_id {
-        request = request.header("x-request-id", id);
-    }
-    let request = match body {
-        Some(body) => request
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string())),
-        None => request.body(Body::empty()),
-    }
-    .expect("request");
-    let response = h.app.clone().oneshot(request).await.expect("response");
+    let headers: Vec<(&str, &str)> = request_id
+        .map(|id| ("x-request-id", id))
+        .into_iter()
+        .collect();
+    let response = h.respond(method, path, Some(token), body, &headers).await;
     let echoed = response
         .headers()
         .get("x-request-id")
@@ -91,7 +79,7 @@ async fn actor_lines_carry_the_request_id_of_their_command_and_no_http_parent() 
     let token = h.token("acme");
     let (status, echoed) = send(
         &h,
-        "POST",
+        Method::POST,
         "/api/sessions",
         &token,
         Some("create-req-1"),
@@ -105,7 +93,7 @@ async fn actor_lines_carry_the_request_id_of_their_command_and_no_http_parent() 
     // A later request on the same actor: a reset.
     let (status, echoed) = send(
         &h,
-        "POST",
+        Method::POST,
         &format!("/api/sessions/{PHONE}/clear"),
         &token,
         Some("reset-req-2"),
@@ -119,7 +107,7 @@ async fn actor_lines_carry_the_request_id_of_their_command_and_no_http_parent() 
     for sent in [None, Some("two words")] {
         let (_, echoed) = send(
             &h,
-            "GET",
+            Method::GET,
             &format!("/api/sessions/{PHONE}/status"),
             &token,
             sent,

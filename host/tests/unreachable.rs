@@ -7,9 +7,7 @@ mod process;
 
 use std::time::{Duration, Instant};
 
-use lila::auth::JwtAuth;
-use lila::core::tenant::TenantId;
-use process::{Server, free_port, wait_until};
+use process::{Server, free_port, tenant_token, wait_until};
 use serde_json::Value;
 
 const SECRET: &str = "reach-test-secret-reach-test-secret";
@@ -17,13 +15,7 @@ const SESSIONS: usize = 10;
 const OBSERVE: Duration = Duration::from_secs(8);
 
 fn token() -> String {
-    let auth = JwtAuth::new(SECRET.as_bytes()).expect("key");
-    auth.mint(
-        Some(&TenantId::parse("acme").expect("tenant")),
-        false,
-        Duration::from_secs(600),
-    )
-    .expect("token")
+    tenant_token(SECRET, "acme")
 }
 
 fn metric(text: &str, series: &str) -> u64 {

@@ -255,6 +255,20 @@ impl WhatsAppClient for RealClient {
 /// whatsapp-rust's own 20 s, which would otherwise cancel ours unreported.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// `step`, failing with "no answer within 15 s" when it takes longer.
+async fn within_connect_timeout<T>(
+    step: impl std::future::Future<Output = Result<T, whatsapp_rust::anyhow::Error>>,
+) -> Result<T, whatsapp_rust::anyhow::Error> {
+    tokio::time::timeout(CONNECT_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(whatsapp_rust::anyhow::anyhow!(
+                "no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })
+}
+
 type TransportPair = (
     Arc<dyn whatsapp_rust::transport::Transport>,
     whatsapp_rust::async_channel::Receiver<whatsapp_rust::transport::TransportEvent>,
@@ -269,14 +283,7 @@ struct ObservedTransportFactory {
 #[async_trait]
 impl whatsapp_rust::transport::TransportFactory for ObservedTransportFactory {
     async fn create_transport(&self) -> Result<TransportPair, whatsapp_rust::anyhow::Error> {
-        let result =
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.inner.create_transport()).await {
-                Ok(result) => result,
-                Err(_) => Err(whatsapp_rust::anyhow::anyhow!(
-                    "no answer within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )),
-            };
+        let result = within_connect_timeout(self.inner.create_transport()).await;
         if let Err(e) = &result {
             let raw = format!("{e:#}");
             report_connect_failure(&self.events, &raw, |what| {
@@ -304,13 +311,7 @@ impl<C: whatsapp_rust::http::HttpClient> whatsapp_rust::http::HttpClient for Obs
         let version_check = request.url.ends_with("/sw.js");
         let url = request.url.clone();
         let result = if version_check {
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.inner.execute(request)).await {
-                Ok(result) => result,
-                Err(_) => Err(whatsapp_rust::anyhow::anyhow!(
-                    "no answer within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )),
-            }
+            within_connect_timeout(self.inner.execute(request)).await
         } else {
             self.inner.execute(request).await
         };

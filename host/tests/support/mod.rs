@@ -125,16 +125,21 @@ impl Harness {
             .expect("token")
     }
 
-    pub async fn call(
+    /// Sends a request with extra `headers` through the router; the whole response.
+    pub async fn respond(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
-    ) -> (StatusCode, Value) {
+        headers: &[(&str, &str)],
+    ) -> axum::response::Response {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = match body {
             Some(body) => request
@@ -143,7 +148,17 @@ impl Harness {
             None => request.body(Body::empty()),
         }
         .expect("request");
-        let response = self.app.clone().oneshot(request).await.expect("response");
+        self.app.clone().oneshot(request).await.expect("response")
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let response = self.respond(method, path, token, body, &[]).await;
         let status = response.status();
         let bytes = response
             .into_body()

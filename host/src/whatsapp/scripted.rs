@@ -49,7 +49,7 @@ pub struct Behaviour {
     /// Each stop takes this many milliseconds (a socket slow to close).
     pub stop_delay_ms: AtomicU64,
     /// While set, every client started reports that WhatsApp refused the
-    /// connection (and then retries by itself, as whatsapp-rust does, until stopped).
+    /// connection, instead of showing a QR or connecting.
     pub unreachable: AtomicBool,
 }
 

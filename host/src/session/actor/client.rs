@@ -70,27 +70,26 @@ impl SessionActor {
             }
             Err(e) => {
                 Metrics::inc(&self.ctx.metrics.client_start_failures);
-                warn!(error = %e, "the WhatsApp client did not start");
                 self.state.on_start_failed(e.to_string());
-                self.schedule_restart();
+                let retry_in = self.schedule_restart();
+                warn!(error = %e, retry_in_ms = retry_in.map(|d| d.as_millis() as u64), "the WhatsApp client did not start");
             }
         }
     }
 
-    pub(super) fn schedule_restart(&mut self) {
+    /// Sets the restart timer (when the session is meant to run); the delay.
+    /// Callers log it in their own line: one line per attempt, not three.
+    pub(super) fn schedule_restart(&mut self) -> Option<Duration> {
         if self.desired() != Some(DesiredState::Running) {
-            return;
+            return None;
         }
         let delay = backoff(
             self.restart_attempts,
             self.ctx.config.sessions.max_restart_backoff,
         );
         self.restart_attempts = self.restart_attempts.saturating_add(1);
-        info!(
-            delay_ms = delay.as_millis() as u64,
-            "client restart scheduled"
-        );
         self.restart_at = Some(Instant::now() + delay);
+        Some(delay)
     }
 
     pub(super) async fn on_notice(&mut self, generation: u64, notice: ClientNotice) {
@@ -133,17 +132,16 @@ impl SessionActor {
             SessionEvent::ClientExited { .. } => "client_exited",
             SessionEvent::ConnectFailed { .. } => "connect_failed",
         };
-        if let SessionEvent::ConnectFailed { cause, detail } = &event {
-            self.ctx.metrics.connection_failed(*cause);
-            // One line per attempt; the back-off bounds how many there are.
-            warn!(
-                cause = cause.as_str(),
-                attempt = self.restart_attempts + 1,
-                "cannot reach WhatsApp: {detail}"
-            );
-        } else {
-            info!(event = name, "client event");
-        }
+        let failure = match &event {
+            SessionEvent::ConnectFailed { cause, detail } => {
+                self.ctx.metrics.connection_failed(*cause);
+                Some((*cause, detail.clone()))
+            }
+            _ => {
+                info!(event = name, "client event");
+                None
+            }
+        };
         let reaction = self.state.on_event(event);
         self.update_connected_gauge();
         match reaction {
@@ -200,15 +198,31 @@ impl SessionActor {
             }
             Reaction::StopAndRestartLater => {
                 self.stop_client(false).await;
-                self.state.on_stopped_for_restart();
-                self.schedule_restart();
+                // Only a session meant to run is retried (and says so).
+                let retry_in = self.schedule_restart();
+                if retry_in.is_some() {
+                    self.state.on_stopped_for_restart();
+                }
+                if let Some((cause, detail)) = failure {
+                    // One line per attempt; the back-off bounds how many there are.
+                    warn!(
+                        cause = cause.as_str(),
+                        attempt = self.restart_attempts,
+                        retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                        "cannot reach WhatsApp: {detail}"
+                    );
+                }
             }
             Reaction::ScheduleRestart => {
                 // The exited client is kept (and its generation still
                 // counts) until the restart: the client's events run on their
                 // own tasks, so a `LoggedOut` explaining the exit may arrive
                 // after it, and must still cancel the restart.
-                self.schedule_restart();
+                let retry_in = self.schedule_restart();
+                info!(
+                    retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                    "client restart scheduled"
+                );
             }
         }
     }

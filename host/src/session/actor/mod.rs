@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
-use tracing::{Instrument, error, info, warn};
+use tracing::{Instrument, debug, error, warn};
 
 use self::client::StartResult;
 use super::{Command, Envelope, IndexEntry, SessionContext, SessionError, SessionHandle, SessionView};
@@ -273,7 +273,7 @@ impl SessionActor {
                 _ = sleep_opt(self.restart_at) => {
                     self.restart_at = None;
                     if self.desired() == Some(DesiredState::Running) {
-                        info!(attempt = self.restart_attempts, "restarting the WhatsApp client");
+                        debug!(attempt = self.restart_attempts, "restarting the WhatsApp client");
                         if self.client.is_some() {
                             // The client that exited: join it before building its successor.
                             self.stop_client(false).await;

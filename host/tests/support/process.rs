@@ -98,7 +98,13 @@ impl Server {
         Server::wait_until_up(data, child, port)
     }
 
-    fn serve_command(data: &Path, secret: &str, wa_url: &str, port: u16, rust_log: &str) -> Command {
+    fn serve_command(
+        data: &Path,
+        secret: &str,
+        wa_url: &str,
+        port: u16,
+        rust_log: &str,
+    ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lila"));
         command
             .arg("serve")

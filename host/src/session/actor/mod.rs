@@ -28,7 +28,9 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, error, warn};
 
 use self::client::StartResult;
-use super::{Command, Envelope, IndexEntry, SessionContext, SessionError, SessionHandle, SessionView};
+use super::{
+    Command, Envelope, IndexEntry, SessionContext, SessionError, SessionHandle, SessionView,
+};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::status::SessionState;

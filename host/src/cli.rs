@@ -101,10 +101,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let hooks = start_plugins(&config).await?;
     let open_files_limit = crate::limits::raise_open_files_limit();
     let gateway = Gateway::new(config, Arc::new(whatsapp), hooks);
-    gateway
-        .metrics()
-        .open_files_limit
-        .store(open_files_limit.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    gateway.metrics().open_files_limit.store(
+        open_files_limit.unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let boot = gateway.boot().await;
     let needed = crate::limits::open_files_needed(boot.resumed.len());
     match open_files_limit {

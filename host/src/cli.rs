@@ -179,12 +179,10 @@ async fn start_plugins(config: &Config) -> anyhow::Result<Arc<dyn ResetHooks>> {
         tracing::info!(config = %config_file.display(), "no [plugins] section: plugins are off");
         return Ok(Arc::new(NoHooks));
     }
-    let data_dir = config.data_dir.clone();
-    // Compiling components is CPU work: keep it off the async workers.
-    let hooks = tokio::task::spawn_blocking(move || PluginHooks::load(&config_file, &data_dir))
-        .await
-        .context("loading plugins")?
-        .context("loading plugins")?;
+    // Reading the section is quick and a bad one stops `serve` here;
+    // compiling the components (seconds for a Python or JavaScript one, on a
+    // cold cache) goes on in the background while the API already answers.
+    let hooks = PluginHooks::start(&config_file, &config.data_dir).context("loading plugins")?;
     hooks
         .watch(PLUGIN_RELOAD_DEBOUNCE)
         .context("watching plugins")?;

@@ -101,7 +101,7 @@ pub enum ConfigError {
 
 /// The TOML file's shape. Every field is optional; unknown fields are errors
 /// so that a typo is reported instead of silently ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub bind: Option<String>,
@@ -117,7 +117,7 @@ pub struct ConfigFile {
     pub plugins: Option<crate::plugins::config::PluginsFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WhatsAppFile {
     pub url: Option<String>,
@@ -125,14 +125,14 @@ pub struct WhatsAppFile {
     pub version: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupsFile {
     pub interval_secs: Option<u64>,
     pub retention: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionsFile {
     pub logout_timeout_secs: Option<u64>,
@@ -308,6 +308,20 @@ mod tests {
         assert_eq!(config.whatsapp.version, Some(SIMULATOR_VERSION));
         let config = Config::from_parts(ConfigFile::default(), &env_of(&[])).unwrap();
         assert_eq!(config.whatsapp.version, None);
+    }
+
+    #[test]
+    fn a_missing_section_means_the_same_as_an_empty_one() {
+        let absent: ConfigFile = toml::from_str("").unwrap();
+        assert_eq!(absent, ConfigFile::default());
+        let empty: ConfigFile = toml::from_str("[whatsapp]\n[backups]\n[sessions]\n").unwrap();
+        assert_eq!(empty, absent);
+        let env = env_of(&[]);
+        let (a, b) = (
+            Config::from_parts(absent, &env).unwrap(),
+            Config::from_parts(empty, &env).unwrap(),
+        );
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
     #[test]

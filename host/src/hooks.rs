@@ -72,6 +72,13 @@ pub struct PluginStatus {
     pub file: PathBuf,
     /// Whether some version of it is loaded and can run.
     pub loaded: bool,
+    /// `compiling` (no version loaded yet), `loaded` or `failed`.
+    pub state: &'static str,
+    /// Where the loaded code came from: `source` (compiled by this process)
+    /// or `cache` (`data/plugins/cache/`).
+    pub compiled_from: Option<&'static str>,
+    /// How long compiling (or loading from the cache) took.
+    pub compile_ms: Option<u64>,
     /// SHA-256 of the loaded component: its version.
     pub sha256: Option<String>,
     pub size_bytes: Option<u64>,

@@ -169,13 +169,13 @@ impl Metrics {
 /// Upper bounds (ms) of the hook latency histogram's buckets.
 const HOOK_LATENCY_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000];
 const HOOKS: [&str; 2] = ["before_clear", "after_clear"];
-const OUTCOMES: [&str; 4] = ["ok", "vetoed", "failed", "timed_out"];
+const OUTCOMES: [&str; 5] = ["ok", "vetoed", "failed", "timed_out", "skipped"];
 
 /// Plugin hook calls: counts by hook and outcome, and a latency histogram by hook.
 #[derive(Debug, Default)]
 pub struct HookMetrics {
     /// `[hook][outcome]`, in the order of `HOOKS` and `OUTCOMES`.
-    calls: [[AtomicU64; 4]; 2],
+    calls: [[AtomicU64; OUTCOMES.len()]; 2],
     /// `[hook][bucket]`, cumulative counts are computed when rendering.
     latency_buckets: [[AtomicU64; HOOK_LATENCY_BUCKETS_MS.len()]; 2],
     latency_sum_ms: [AtomicU64; 2],
@@ -192,6 +192,7 @@ impl HookMetrics {
             HookOutcome::Vetoed(_) => 1,
             HookOutcome::Failed(_) => 2,
             HookOutcome::TimedOut => 3,
+            HookOutcome::Skipped(_) => 4,
         };
         Metrics::inc(&self.calls[h][o]);
         if let Some(b) = HOOK_LATENCY_BUCKETS_MS
@@ -210,7 +211,7 @@ impl HookMetrics {
         let m = metrics.unwrap_or(&zero);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
-        out.push_str("# HELP lila_hook_calls_total Plugin hook calls, by hook and outcome (failed and timed_out are failures; vetoed are refusals).\n# TYPE lila_hook_calls_total counter\n");
+        out.push_str("# HELP lila_hook_calls_total Plugin hook calls, by hook and outcome (failed and timed_out are failures; vetoed are refusals; skipped were not ready).\n# TYPE lila_hook_calls_total counter\n");
         for (h, hook) in HOOKS.iter().enumerate() {
             for (o, outcome) in OUTCOMES.iter().enumerate() {
                 let _ = writeln!(

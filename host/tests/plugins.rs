@@ -2,6 +2,8 @@
 //! tenant isolation and the three bundled plugins, through the real router
 //! and the real wasmtime runtime with components built from `plugins/`.
 
+#[path = "support/process.rs"]
+mod process;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use lila::phone::Phone;
 use lila::plugins::PluginHooks;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::wasm::component;
+use support::wasm::{component, example, example_source};
 use support::{Harness, snapshot};
 
 const PHONE: &str = "51987654321";
@@ -431,6 +433,34 @@ async fn a_tenant_plugin_does_not_run_for_another_tenant() {
     );
 }
 
+#[tokio::test]
+async fn a_tenant_plugin_without_a_settings_file_runs_with_the_defaults() {
+    let s = Setup::new(&[], "").await;
+    let acme_dir = s.conf.path().join("tenants/acme");
+    std::fs::create_dir_all(&acme_dir).unwrap();
+    // No guard.toml: the README says it is optional.
+    install(&component("misbehave"), &acme_dir.join("guard.wasm"));
+    s.hooks.reload();
+    let listed = s.plugins().await;
+    let guard = &listed["plugins"][0];
+    assert_eq!(guard["name"], "acme/guard", "{listed}");
+    assert_eq!(guard["loaded"], true, "{listed}");
+    assert_eq!(guard["enabled"], true, "{listed}");
+    assert_eq!(guard["hooks"], json!(["before_clear", "after_clear"]));
+    assert_eq!(guard["failMode"], "open");
+    let acme = s.h.token("acme");
+    s.h.create(PHONE, &acme).await;
+    let (status, body) = s.h.clear(PHONE, &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        hook_runs(&body),
+        [
+            run("acme/guard", "before_clear", "ok"),
+            run("acme/guard", "after_clear", "ok")
+        ]
+    );
+}
+
 /// A webhook receiver on 127.0.0.1:0 that records each request's body and signature.
 async fn receiver() -> (String, Arc<Mutex<Vec<(Vec<u8>, String)>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -600,4 +630,267 @@ async fn plugins_are_listed_to_operators_only_and_counted_in_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("lila_hook_duration_ms_count{hook=\"after_clear\"} 1"));
+}
+
+/// Budgets a Python or JavaScript plugin needs: its runtime is instantiated
+/// for every call (tens of MiB, and the debug build of the host is slow).
+const LANGUAGE_LIMITS: &str = "before_clear_total_ms = 8000\nafter_clear_total_ms = 8000\n[plugins.tenant_plugins]\ntime_ms = 5000\nmemory_mib = 128\n";
+
+/// Installs example `name` as tenant `tenant`'s plugin under `tenant_dir`, with `settings` as its NAME.toml.
+fn install_example(tenant_dir: &Path, tenant: &str, name: &str, settings: &str) {
+    let dir = tenant_dir.join(tenant);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), settings).unwrap();
+    install(&example(name), &dir.join(format!("{name}.wasm")));
+}
+
+#[tokio::test]
+async fn python_and_javascript_plugins_veto_keep_state_and_run_only_for_their_tenant() {
+    let s = Setup::new(&[], LANGUAGE_LIMITS).await;
+    let tenants = s.conf.path().join("tenants");
+    install_example(
+        &tenants,
+        "acme",
+        "python-guard",
+        "config = { max_resets = 1 }\n",
+    );
+    install_example(
+        &tenants,
+        "globex",
+        "js-guard",
+        "config = { max_resets = 1 }\n",
+    );
+    s.hooks.reload();
+    let listed = s.plugins().await;
+    let names: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme/python-guard", "globex/js-guard"], "{listed}");
+    for plugin in listed["plugins"].as_array().unwrap() {
+        assert_eq!(plugin["loaded"], true, "{plugin}");
+        assert_eq!(plugin["state"], "loaded", "{plugin}");
+    }
+    for (tenant, phone, plugin, name) in [
+        ("acme", PHONE, "acme/python-guard", "python-guard"),
+        ("globex", OTHER, "globex/js-guard", "js-guard"),
+    ] {
+        let token = s.h.token(tenant);
+        s.h.create(phone, &token).await;
+        // Only the tenant's own plugin runs: the other tenant's is not called.
+        let (status, body) = s.h.clear(phone, &token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            hook_runs(&body),
+            [
+                run(plugin, "before_clear", "ok"),
+                run(plugin, "after_clear", "ok")
+            ]
+        );
+        // `after_clear` counted the reset in the state store; the next
+        // call (a fresh instance) reads it back and vetoes.
+        s.h.create(phone, &token).await;
+        let (status, body) = s.h.clear(phone, &token).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(
+            body["error"],
+            format!(
+                "reset refused by plugin '{plugin}': Phone +{phone} has already been reset 1 time(s) ({name} allows 1)."
+            )
+        );
+    }
+}
+
+/// The fenced block of `wit/README.md` that follows `heading`'s first line
+/// starting with `label` (e.g. "`app.py`:").
+fn readme_block<'a>(readme: &'a str, label: &str) -> &'a str {
+    let start = readme
+        .find(&format!("\n{label}\n"))
+        .unwrap_or_else(|| panic!("wit/README.md has no {label} block"));
+    let rest = &readme[start..];
+    let open = rest.find("```").expect("an opening fence");
+    let body = &rest[open..];
+    let body = &body[body.find('\n').expect("fence line") + 1..];
+    &body[..body.find("\n```").expect("a closing fence") + 1]
+}
+
+#[test]
+fn the_wit_readme_shows_the_example_sources_verbatim() {
+    let readme = std::fs::read_to_string(support::wasm::workspace_dir().join("wit/README.md"))
+        .expect("wit/README.md");
+    for (label, source) in [
+        (
+            "`plugins/examples/python-guard/app.py`:",
+            "python-guard/app.py",
+        ),
+        (
+            "`plugins/examples/js-guard/plugin.js`:",
+            "js-guard/plugin.js",
+        ),
+        (
+            "`plugins/examples/js-guard/build.mjs`:",
+            "js-guard/build.mjs",
+        ),
+    ] {
+        assert_eq!(
+            readme_block(&readme, label),
+            example_source(source),
+            "wit/README.md's {label} block differs from plugins/examples/{source}: copy the file into the README"
+        );
+    }
+}
+
+const PROCESS_SECRET: &str = "plugin-test-secret-plugin-test-secret";
+/// A WhatsApp URL on which nothing listens: sessions exist, never connect.
+const CLOSED_PORT_URL: &str = "ws://127.0.0.1:9/ws/chat";
+
+fn process_token(tenant: Option<&str>) -> String {
+    let auth = lila::auth::JwtAuth::new(PROCESS_SECRET.as_bytes()).unwrap();
+    let tenant = tenant.map(|t| lila::core::tenant::TenantId::parse(t).unwrap());
+    auth.mint(tenant.as_ref(), tenant.is_none(), Duration::from_secs(600))
+        .unwrap()
+}
+
+/// `GET /api/plugins` of a child-process server, by plugin name.
+fn plugin_state(server: &process::Server, name: &str) -> Value {
+    let (status, body) = server
+        .request("GET", "/api/plugins", Some(&process_token(None)), None)
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not listed: {body}"))
+}
+
+/// Waits (bounded generously: a cold compile in the debug build takes a
+/// while) until `name` is no longer compiling, and returns its entry.
+fn wait_loaded(server: &process::Server, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let state = plugin_state(server, name);
+        if state["state"] != "compiling" {
+            assert_eq!(state["state"], "loaded", "{state}");
+            return state;
+        }
+        assert!(Instant::now() < deadline, "{name} still compiling: {state}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_python_plugin_compiles_in_the_background_and_is_cached_for_the_next_start() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let tenants = root.path().join("tenants");
+    std::fs::create_dir_all(&data).unwrap();
+    // Both tenants run the same component: acme's fails closed, globex's fails open.
+    install_example(
+        &tenants,
+        "acme",
+        "python-guard",
+        "fail = \"closed\"\nconfig = { max_resets = 1 }\n",
+    );
+    install_example(
+        &tenants,
+        "globex",
+        "python-guard",
+        "config = { max_resets = 1 }\n",
+    );
+    std::fs::write(
+        data.with_extension("toml"),
+        format!(
+            "[plugins]\nversion = 1\ndir = \"wasm\"\ntenant_dir = \"{}\"\nbefore_clear_total_ms = 300\nafter_clear_total_ms = 8000\n[plugins.tenant_plugins]\ntime_ms = 5000\nmemory_mib = 128\n",
+            tenants.display()
+        ),
+    )
+    .unwrap();
+    let (acme, globex) = (process_token(Some("acme")), process_token(Some("globex")));
+
+    // Cold cache: the API answers while the plugin still compiles.
+    let server = process::Server::start_with_config(&data, PROCESS_SECRET, CLOSED_PORT_URL);
+    let state = plugin_state(&server, "acme/python-guard");
+    assert_eq!(state["state"], "compiling", "{state}");
+    assert_eq!(state["loaded"], false, "{state}");
+    assert_eq!(server.create(PHONE, &acme).0, 200);
+    assert_eq!(server.create(OTHER, &globex).0, 200);
+    // A reset that arrives now waits its 300 ms budget, then: fail closed refuses...
+    let (status, body) = server.clear(PHONE, &acme).unwrap();
+    assert_eq!(status, 409, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "reset refused by plugin 'acme/python-guard': the plugin was still being compiled"
+        ) && error.contains("fail closed"),
+        "{error}"
+    );
+    // ...and fail open goes on, with the skip in its hooks.
+    let (status, body) = server.clear(OTHER, &globex).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        hook_runs(&body)[0],
+        run("globex/python-guard", "before_clear", "skipped")
+    );
+    assert!(
+        body["hooks"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not ready"),
+        "{body}"
+    );
+    let state = wait_loaded(&server, "acme/python-guard");
+    assert_eq!(state["compiledFrom"], "source", "{state}");
+    // Ready now: it runs, and counts the reset in its state.
+    let (status, body) = server.clear(PHONE, &acme).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        hook_runs(&body),
+        [
+            run("acme/python-guard", "before_clear", "ok"),
+            run("acme/python-guard", "after_clear", "ok")
+        ]
+    );
+    server.kill();
+
+    // Warm cache: the compiled code is loaded, not compiled.
+    let cache_dir = data.join("plugins/cache");
+    let cached: Vec<PathBuf> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(cached.len(), 1, "one file per component: {cached:?}");
+    let server = process::Server::start_with_config(&data, PROCESS_SECRET, CLOSED_PORT_URL);
+    let state = wait_loaded(&server, "acme/python-guard");
+    assert_eq!(state["compiledFrom"], "cache", "{state}");
+    server.kill();
+
+    // A corrupt cache file is not trusted: it is compiled again and rewritten.
+    let mut bytes = std::fs::read(&cached[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&cached[0], &bytes).unwrap();
+    let server = process::Server::start_with_config(&data, PROCESS_SECRET, CLOSED_PORT_URL);
+    let state = wait_loaded(&server, "acme/python-guard");
+    assert_eq!(state["compiledFrom"], "source", "{state}");
+    assert_ne!(
+        std::fs::read(&cached[0]).unwrap(),
+        bytes,
+        "the cache file was rewritten"
+    );
+    // It works, and its state survived the restarts: acme's phone was reset once.
+    assert_eq!(server.create(PHONE, &acme).0, 200);
+    let (status, body) = server.clear(PHONE, &acme).unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["error"],
+        format!(
+            "reset refused by plugin 'acme/python-guard': Phone +{PHONE} has already been reset 1 time(s) (python-guard allows 1)."
+        )
+    );
 }

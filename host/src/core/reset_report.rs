@@ -31,6 +31,8 @@ pub enum HookOutcome {
     Vetoed(String),
     Failed(String),
     TimedOut,
+    /// Not called: it was still compiling when the phase's budget ran out.
+    Skipped(String),
 }
 
 impl HookOutcome {
@@ -40,13 +42,14 @@ impl HookOutcome {
             HookOutcome::Vetoed(_) => "vetoed",
             HookOutcome::Failed(_) => "failed",
             HookOutcome::TimedOut => "timed_out",
+            HookOutcome::Skipped(_) => "skipped",
         }
     }
 
     /// The sentence that goes with a veto or a failure.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            HookOutcome::Vetoed(d) | HookOutcome::Failed(d) => Some(d),
+            HookOutcome::Vetoed(d) | HookOutcome::Failed(d) | HookOutcome::Skipped(d) => Some(d),
             HookOutcome::Ok | HookOutcome::TimedOut => None,
         }
     }
@@ -58,6 +61,7 @@ impl HookOutcome {
             "vetoed" => HookOutcome::Vetoed(detail.unwrap_or_default()),
             "failed" => HookOutcome::Failed(detail.unwrap_or_default()),
             "timed_out" => HookOutcome::TimedOut,
+            "skipped" => HookOutcome::Skipped(detail.unwrap_or_default()),
             _ => return None,
         })
     }

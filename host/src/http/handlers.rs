@@ -285,7 +285,9 @@ fn hooks_json(runs: &[HookRun]) -> Vec<Value> {
     runs.iter()
         .map(|r| {
             let detail = match &r.outcome {
-                crate::hooks::HookOutcome::Vetoed(reason) | crate::hooks::HookOutcome::Failed(reason) => Some(reason.clone()),
+                crate::hooks::HookOutcome::Vetoed(reason)
+                | crate::hooks::HookOutcome::Failed(reason)
+                | crate::hooks::HookOutcome::Skipped(reason) => Some(reason.clone()),
                 _ => None,
             };
             json!({ "plugin": r.plugin, "hook": r.hook, "outcome": r.outcome.as_str(), "detail": detail, "durationMs": r.duration_ms })
@@ -348,6 +350,9 @@ pub async fn list_plugins(
                 "owner": p.owner.as_ref().map(|t| t.as_str()),
                 "file": p.file.display().to_string(),
                 "loaded": p.loaded,
+                "state": p.state,
+                "compiledFrom": p.compiled_from,
+                "compileMs": p.compile_ms,
                 "sha256": p.sha256,
                 "sizeBytes": p.size_bytes,
                 "loadedAtMs": p.loaded_at_ms,

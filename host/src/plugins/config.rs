@@ -22,7 +22,7 @@ const DEFAULT_AFTER_CLEAR_TOTAL_MS: u64 = 4000;
 const MAX_TOTAL_MS: u64 = 8000;
 
 /// `[plugins]` in lila.toml, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsFile {
     /// Must be 1.
@@ -42,23 +42,29 @@ pub struct PluginsFile {
 }
 
 impl PluginsFile {
-    /// A config file without a `[plugins]` section: no operator plugins,
-    /// tenant plugins with the defaults.
-    pub fn empty() -> PluginsFile {
+    /// What a config file without a `[plugins]` section means: plugins off,
+    /// operator and tenant ones alike. This is what `serve` does when it
+    /// starts without the section, so removing the section from a running
+    /// server's config turns plugins off too instead of leaving the tenant
+    /// plugins running.
+    pub fn off() -> PluginsFile {
         PluginsFile {
             version: PLUGINS_CONFIG_VERSION,
             dir: None,
             tenant_dir: None,
             before_clear_total_ms: None,
             after_clear_total_ms: None,
-            tenant_plugins: TenantPluginsFile::default(),
+            tenant_plugins: TenantPluginsFile {
+                enabled: false,
+                ..TenantPluginsFile::default()
+            },
             plugins: Vec::new(),
         }
     }
 }
 
 /// `[[plugins.plugin]]`: one operator plugin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginFile {
     pub name: String,
@@ -80,7 +86,7 @@ pub struct PluginFile {
     pub config: Option<toml::Table>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitiesFile {
     /// URL prefixes `http-post` may reach.
@@ -93,7 +99,7 @@ pub struct CapabilitiesFile {
 }
 
 /// `[plugins.tenant_plugins]`: what tenant plugins may do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPluginsFile {
     #[serde(default = "yes")]
@@ -106,6 +112,7 @@ pub struct TenantPluginsFile {
     pub capabilities: CapabilitiesFile,
 }
 
+/// What an absent `[plugins.tenant_plugins]` means: the same as an empty one.
 impl Default for TenantPluginsFile {
     fn default() -> Self {
         TenantPluginsFile {
@@ -118,7 +125,7 @@ impl Default for TenantPluginsFile {
 }
 
 /// `{tenant_dir}/{companyId}/NAME.toml`, beside `NAME.wasm`: the tenant's own settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPluginFile {
     #[serde(default = "yes")]
@@ -128,6 +135,22 @@ pub struct TenantPluginFile {
     pub time_ms: Option<u64>,
     pub memory_mib: Option<u64>,
     pub config: Option<toml::Table>,
+}
+
+/// What an absent `NAME.toml` means: the same as an empty one, so a tenant
+/// plugin dropped in without settings runs with the documented defaults (a
+/// derived `Default` would make `enabled` false and silently skip it).
+impl Default for TenantPluginFile {
+    fn default() -> Self {
+        TenantPluginFile {
+            enabled: true,
+            hooks: None,
+            fail: None,
+            time_ms: None,
+            memory_mib: None,
+            config: None,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -263,6 +286,13 @@ fn hook_set(hooks: Option<&[String]>, who: &str) -> Result<HookSet, PluginConfig
             after_clear: true,
         });
     };
+    if hooks.is_empty() {
+        // An empty list would load the plugin and never call it: say so
+        // rather than skip a policy in silence.
+        return err(format!(
+            "{who}: hooks must name at least one hook (before-clear, after-clear); to turn the plugin off, set enabled = false"
+        ));
+    }
     let mut set = HookSet {
         before_clear: false,
         after_clear: false,
@@ -395,6 +425,11 @@ impl PluginsConfig {
             }
             let tenants = match p.tenants.as_deref() {
                 None => TenantScope::All,
+                Some([]) => {
+                    return err(format!(
+                        "{who}: tenants must name at least one tenant, or \"*\" for all; to turn the plugin off, set enabled = false"
+                    ));
+                }
                 Some(list) if list.iter().any(|t| t == "*") => TenantScope::All,
                 Some(list) => TenantScope::Only(
                     list.iter()
@@ -552,6 +587,73 @@ capabilities = { http = ["https://hooks.example.com/lila"] }
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_missing_optional_file_or_section_means_the_same_as_an_empty_one() {
+        // NAME.toml absent vs. empty: the tenant plugin is enabled either way.
+        let empty: TenantPluginFile = toml::from_str("").unwrap();
+        assert_eq!(TenantPluginFile::default(), empty);
+        assert!(TenantPluginFile::default().enabled);
+        let empty: TenantPluginsFile = toml::from_str("").unwrap();
+        assert_eq!(TenantPluginsFile::default(), empty);
+        let empty: CapabilitiesFile = toml::from_str("").unwrap();
+        assert_eq!(CapabilitiesFile::default(), empty);
+        // `[plugins.tenant_plugins]` absent vs. empty, `capabilities` absent vs. `{}`.
+        assert_eq!(
+            parse("version = 1").unwrap(),
+            parse("version = 1\n[tenant_plugins]\ncapabilities = {}").unwrap()
+        );
+        assert_eq!(
+            parse("version = 1\n[[plugin]]\nname = \"x\"").unwrap(),
+            parse("version = 1\n[[plugin]]\nname = \"x\"\ncapabilities = {}\nconfig = {}").unwrap()
+        );
+        // And the spec a tenant plugin gets without settings is the documented default.
+        let limits = parse("version = 1").unwrap().tenant_plugins.unwrap();
+        let acme = TenantId::parse("acme").unwrap();
+        let spec = limits
+            .spec(
+                &acme,
+                "guard",
+                PathBuf::from("guard.wasm"),
+                &TenantPluginFile::default(),
+            )
+            .unwrap();
+        assert!(spec.enabled);
+        assert!(spec.hooks.before_clear && spec.hooks.after_clear);
+        assert_eq!(spec.fail, FailMode::Open);
+        assert_eq!(spec.time_budget, Duration::from_millis(DEFAULT_TIME_MS));
+        assert_eq!(spec.config_json, "{}");
+    }
+
+    #[test]
+    fn a_removed_section_turns_every_plugin_off() {
+        let off = PluginsConfig::from_file(&PluginsFile::off(), Path::new("/etc/lila")).unwrap();
+        assert!(off.plugins.is_empty());
+        assert_eq!(off.tenant_plugins, None);
+        assert_eq!(off.tenant_dir, None);
+    }
+
+    #[test]
+    fn empty_hook_and_tenant_lists_are_errors_not_silent_no_ops() {
+        for bad in [
+            "version = 1\n[[plugin]]\nname = \"x\"\nhooks = []",
+            "version = 1\n[[plugin]]\nname = \"x\"\ntenants = []",
+        ] {
+            let error = parse(bad).unwrap_err().0;
+            assert!(error.contains("enabled = false"), "{error}");
+        }
+        let limits = parse("version = 1").unwrap().tenant_plugins.unwrap();
+        let no_hooks = TenantPluginFile {
+            hooks: Some(Vec::new()),
+            ..TenantPluginFile::default()
+        };
+        let acme = TenantId::parse("acme").unwrap();
+        assert!(
+            limits
+                .spec(&acme, "g", PathBuf::from("g.wasm"), &no_hooks)
+                .is_err()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! WIT-generated types live in `wit` below and never leave the `plugins` module.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 
+use super::compiled_cache::{CacheMiss, CompiledCache};
 use super::imports::{CallEnv, HostState};
 
 /// The bindings of `wit/lila-hooks-0.1.0`. Imports are async so that a sleep
@@ -46,6 +48,27 @@ pub struct CompiledPlugin {
     pub pre: wit::ResetHookPre<HostState>,
     pub sha256: String,
     pub size: u64,
+    pub origin: CodeOrigin,
+    /// How long compiling (or loading from the cache) and linking took.
+    pub compile_ms: u64,
+}
+
+/// Where a plugin's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeOrigin {
+    /// Compiled from the component's bytes by this process.
+    Source,
+    /// Loaded from `data/plugins/cache/`, compiled by an earlier start.
+    Cache,
+}
+
+impl CodeOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeOrigin::Source => "source",
+            CodeOrigin::Cache => "cache",
+        }
+    }
 }
 
 /// What a call did, before the host maps it to a `HookOutcome`.
@@ -108,11 +131,39 @@ impl PluginEngine {
         })
     }
 
-    /// Compiles and links a component. CPU-heavy: call it off the request path.
-    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledPlugin, EngineError> {
+    /// The on-disk cache of compiled code for this engine, in `dir`.
+    pub fn cache(&self, dir: PathBuf) -> CompiledCache {
+        CompiledCache::new(dir, &self.engine)
+    }
+
+    /// Compiles and links a component, or loads its compiled code from
+    /// `cache` when a valid entry exists (and stores it there after a
+    /// compile). CPU-heavy: call it off the request path.
+    pub fn compile(
+        &self,
+        bytes: &[u8],
+        cache: Option<&CompiledCache>,
+    ) -> Result<CompiledPlugin, EngineError> {
+        let started = Instant::now();
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| EngineError::Compile(wasm_error(e)))?;
+        let cached = cache.map(|cache| cache.load(&self.engine, &sha256));
+        let (component, origin) = match cached {
+            Some(Ok(component)) => (component, CodeOrigin::Cache),
+            Some(Err(miss)) => {
+                if !matches!(miss, CacheMiss::Absent) {
+                    tracing::warn!(sha256 = %sha256, reason = %miss, "compiled plugin cache entry ignored; compiling again");
+                }
+                (self.compile_source(bytes)?, CodeOrigin::Source)
+            }
+            None => (self.compile_source(bytes)?, CodeOrigin::Source),
+        };
+        if origin == CodeOrigin::Source
+            && let Some(cache) = cache
+            && let Err(error) = cache.store(&sha256, &component)
+        {
+            // A cache that cannot be written costs the next start a compile, nothing more.
+            tracing::warn!(sha256 = %sha256, error = %error, "compiled plugin could not be cached");
+        }
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -123,7 +174,13 @@ impl PluginEngine {
             pre,
             sha256,
             size: bytes.len() as u64,
+            origin,
+            compile_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    fn compile_source(&self, bytes: &[u8]) -> Result<Component, EngineError> {
+        Component::new(&self.engine, bytes).map_err(|e| EngineError::Compile(wasm_error(e)))
     }
 
     /// Runs `before-clear` in a fresh store.

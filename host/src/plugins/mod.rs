@@ -9,6 +9,7 @@
 //! `GET /api/plugins`. `watch` hot-reloads the config and the plugin files.
 
 pub mod capability;
+mod compiled_cache;
 pub mod config;
 mod engine;
 mod imports;
@@ -29,7 +30,7 @@ use self::config::{FailMode, PluginOwner, PluginsConfig, TenantScope};
 use self::engine::wit::lila::hooks::types as wit;
 use self::engine::{CallEnd, EngineError, PluginEngine};
 use self::imports::{CallEnv, HookKind};
-use self::registry::{CallCounters, LoadedPlugin, Registry};
+use self::registry::{CallCounters, LoadedPlugin, Registry, ResetPlugin};
 use self::state::{StateScope, StateStore};
 pub use self::watch::PluginWatcher;
 use crate::core::outbox::OutboxMessage;
@@ -62,9 +63,14 @@ const MAX_REASON_CHARS: usize = 500;
 /// The runtime behind `PluginHooks`.
 struct Runtime {
     engine: PluginEngine,
+    /// Compiled code on disk, `data/plugins/cache/`.
+    cache: compiled_cache::CompiledCache,
     data_root: PathBuf,
     config_file: PathBuf,
     current: RwLock<Arc<Registry>>,
+    /// Ticks each time `current` is replaced: a reset waiting for a plugin
+    /// that is still compiling wakes up on it.
+    published: tokio::sync::watch::Sender<()>,
     /// One reload at a time; also owns the call counters, which outlive reloads.
     reload_lock: Mutex<HashMap<String, Arc<CallCounters>>>,
     state: Arc<StateStore>,
@@ -78,26 +84,54 @@ pub struct PluginHooks {
 }
 
 impl PluginHooks {
-    /// Loads the `[plugins]` section of `config_file` and every plugin it
-    /// names (compiling them: call it off the request path). An invalid
-    /// section is an error here, at start-up; later, on reload, it is
-    /// reported and the previous configuration keeps serving.
+    /// Reads the `[plugins]` section of `config_file` and returns at once;
+    /// the plugins it names are compiled (or loaded from the cache) on a
+    /// thread of their own, each becoming callable as soon as it is ready. A
+    /// reset that needs a plugin still compiling waits for it within its
+    /// phase budget. An invalid section is an error here, at start-up;
+    /// later, on reload, it is reported and the previous configuration keeps
+    /// serving.
+    pub fn start(config_file: &Path, data_root: &Path) -> Result<Arc<PluginHooks>, PluginError> {
+        let runtime = Runtime::new(config_file, data_root)?;
+        let config = runtime.read_config().map_err(PluginError::Config)?;
+        let pending = registry::begin(&runtime.registry(), config, None);
+        runtime.publish(&pending.registry);
+        let compiling = runtime.clone();
+        std::thread::Builder::new()
+            .name("lila-plugin-compile".into())
+            .spawn(move || compiling.complete(pending))
+            .map_err(|e| {
+                PluginError::Config(format!("cannot start the plugin compiler thread: {e}"))
+            })?;
+        Ok(Arc::new(PluginHooks {
+            runtime,
+            watcher: Mutex::new(None),
+        }))
+    }
+
+    /// Like `start`, but returns only once every plugin is loaded (or has
+    /// failed to): for tests and tools that want a settled registry.
     pub fn load(config_file: &Path, data_root: &Path) -> Result<Arc<PluginHooks>, PluginError> {
-        let runtime = Arc::new(Runtime {
-            engine: PluginEngine::new()?,
-            data_root: data_root.to_owned(),
-            config_file: config_file.to_owned(),
-            current: RwLock::new(Arc::new(Registry::default())),
-            reload_lock: Mutex::new(HashMap::new()),
-            state: Arc::new(StateStore::default()),
-            metrics: HookMetrics::default(),
-        });
+        let runtime = Runtime::new(config_file, data_root)?;
         let config = runtime.read_config().map_err(PluginError::Config)?;
         runtime.install(config, None);
         Ok(Arc::new(PluginHooks {
             runtime,
             watcher: Mutex::new(None),
         }))
+    }
+
+    /// Waits until no plugin is compiling, or `timeout` passes; returns
+    /// whether every plugin is settled (loaded or failed).
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let registry = self
+            .runtime
+            .registry_when(
+                |r| r.entries.iter().any(|e| e.compiling),
+                Instant::now() + timeout,
+            )
+            .await;
+        !registry.entries.iter().any(|e| e.compiling)
     }
 
     /// Re-reads the config and the plugin files now (the watcher calls this).
@@ -124,6 +158,22 @@ impl PluginHooks {
 }
 
 impl Runtime {
+    fn new(config_file: &Path, data_root: &Path) -> Result<Arc<Runtime>, PluginError> {
+        let engine = PluginEngine::new()?;
+        let cache = engine.cache(data_root.join("plugins").join("cache"));
+        Ok(Arc::new(Runtime {
+            engine,
+            cache,
+            data_root: data_root.to_owned(),
+            config_file: config_file.to_owned(),
+            current: RwLock::new(Arc::new(Registry::default())),
+            published: tokio::sync::watch::Sender::new(()),
+            reload_lock: Mutex::new(HashMap::new()),
+            state: Arc::new(StateStore::default()),
+            metrics: HookMetrics::default(),
+        }))
+    }
+
     fn registry(&self) -> Arc<Registry> {
         self.current
             .read()
@@ -131,11 +181,38 @@ impl Runtime {
             .clone()
     }
 
+    fn publish(&self, registry: &Registry) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry.clone());
+        self.published.send_replace(());
+    }
+
+    /// The current registry once `waiting` no longer holds for it, or at
+    /// `deadline`, whichever comes first.
+    async fn registry_when(
+        &self,
+        waiting: impl Fn(&Registry) -> bool,
+        deadline: Instant,
+    ) -> Arc<Registry> {
+        // Subscribed before the first look, so a publish in between is not missed.
+        let mut changes = self.published.subscribe();
+        loop {
+            let registry = self.registry();
+            if !waiting(&registry) {
+                return registry;
+            }
+            match tokio::time::timeout_at(deadline.into(), changes.changed()).await {
+                Ok(Ok(())) => continue,
+                // Out of time, or the runtime is going away: the caller decides.
+                Ok(Err(_)) | Err(_) => return self.registry(),
+            }
+        }
+    }
+
     fn read_config(&self) -> Result<PluginsConfig, String> {
         let section =
             crate::config::read_plugins_section(&self.config_file).map_err(|e| e.to_string())?;
         let base = self.config_file.parent().unwrap_or(Path::new("."));
-        let file = section.unwrap_or_else(config::PluginsFile::empty);
+        let file = section.unwrap_or_else(config::PluginsFile::off);
         PluginsConfig::from_file(&file, base).map_err(|e| e.to_string())
     }
 
@@ -149,11 +226,10 @@ impl Runtime {
                 match config {
                     Some(config) => self.install(config, Some(error)),
                     None => {
-                        let next = Registry {
+                        self.publish(&Registry {
                             config_error: Some(error),
                             ..Registry::default()
-                        };
-                        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                        });
                     }
                 }
             }
@@ -161,10 +237,35 @@ impl Runtime {
     }
 
     fn install(&self, config: PluginsConfig, config_error: Option<String>) {
+        let pending = registry::begin(&self.registry(), config, config_error);
+        self.publish(&pending.registry);
+        self.complete(pending);
+    }
+
+    /// Compiles what `pending` needs, publishing as plugins become ready.
+    fn complete(&self, pending: registry::PendingBuild) {
         let mut counters = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // The registry as it is now: a reload that ran while this one waited
+        // for the lock may have compiled some plugins already.
         let previous = self.registry();
-        let next = registry::build(&self.engine, &previous, config, config_error, &mut counters);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        let started = Instant::now();
+        let next = registry::finish(
+            &self.engine,
+            Some(&self.cache),
+            &previous,
+            pending,
+            &mut counters,
+            &|r| self.publish(r),
+        );
+        self.publish(&next);
+        self.cache.prune(&next.component_sha256s());
+        let loaded = next.entries.iter().filter(|e| e.loaded.is_some()).count();
+        info!(
+            plugins = next.entries.len(),
+            loaded,
+            ready_ms = elapsed_ms(started),
+            "plugins ready"
+        );
     }
 
     fn env(
@@ -205,7 +306,7 @@ impl Runtime {
         let counter = match run.outcome {
             HookOutcome::Ok => &c.ok,
             HookOutcome::Vetoed(_) => &c.vetoed,
-            HookOutcome::Failed(_) => &c.failed,
+            HookOutcome::Failed(_) | HookOutcome::Skipped(_) => &c.failed,
             HookOutcome::TimedOut => &c.timed_out,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -219,7 +320,33 @@ impl Runtime {
             HookOutcome::TimedOut => {
                 warn!(plugin = %run.plugin, tenant = %tenant, phone = %phone, hook = run.hook, outcome = "timed_out", duration_ms = run.duration_ms, "plugin hook ran out of time")
             }
+            // `not_ready` logs these: a skipped plugin never reaches `record`.
+            HookOutcome::Skipped(_) => {}
         }
+    }
+
+    /// The run of a plugin a reset could not call because it was still
+    /// compiling when the phase's budget ran out; logged and counted.
+    fn not_ready(
+        &self,
+        spec: &config::PluginSpec,
+        hook: HookKind,
+        phase_started: Instant,
+        tenant: &str,
+        phone: &Phone,
+    ) -> HookRun {
+        let waited_ms = elapsed_ms(phase_started);
+        let detail =
+            format!("not ready: still being compiled after the reset waited {waited_ms} ms for it");
+        warn!(plugin = %spec.key, tenant = %tenant, phone = %phone, hook = hook.as_str(), outcome = "skipped", detail = %detail, "plugin hook skipped");
+        let run = HookRun {
+            plugin: spec.key.clone(),
+            hook: hook.as_str(),
+            outcome: HookOutcome::Skipped(detail),
+            duration_ms: waited_ms,
+        };
+        self.metrics.record(run.hook, &run.outcome, run.duration_ms);
+        run
     }
 }
 
@@ -299,7 +426,8 @@ fn wit_outcome(run: &HookRun) -> wit::PluginOutcome {
     let (outcome, detail) = match &run.outcome {
         HookOutcome::Ok => (wit::Outcome::Ok, None),
         HookOutcome::Vetoed(r) => (wit::Outcome::Vetoed, Some(r.clone())),
-        HookOutcome::Failed(m) => (wit::Outcome::Failed, Some(m.clone())),
+        // lila:hooks@0.1.0 has no "skipped": a plugin that could not run failed to do its job.
+        HookOutcome::Failed(m) | HookOutcome::Skipped(m) => (wit::Outcome::Failed, Some(m.clone())),
         HookOutcome::TimedOut => (wit::Outcome::TimedOut, None),
     };
     wit::PluginOutcome {
@@ -373,14 +501,46 @@ impl ResetHooks for PluginHooks {
         let Some(config) = &registry.config else {
             return verdict;
         };
-        let plugins = registry.callable(ctx.tenant.as_ref(), |s| s.hooks.before_clear);
+        let phase_started = Instant::now();
+        let phase_deadline = phase_started + config.before_clear_total;
+        let wanted = |s: &config::PluginSpec| s.hooks.before_clear;
+        let registry = rt
+            .registry_when(
+                |r| r.waits_for_compiling(ctx.tenant.as_ref(), wanted),
+                phase_deadline,
+            )
+            .await;
+        let plugins = registry.for_reset(ctx.tenant.as_ref(), wanted);
         if plugins.is_empty() {
             return verdict;
         }
         let wit_ctx = wit_context(ctx, &reset_id, requested_at_ms, session, outbox);
         let tenant = wit_ctx.tenant.clone();
-        let phase_deadline = Instant::now() + config.before_clear_total;
         for plugin in plugins {
+            let plugin = match plugin {
+                ResetPlugin::Ready(plugin) => plugin,
+                ResetPlugin::Compiling(spec) => {
+                    let run = rt.not_ready(
+                        &spec,
+                        HookKind::BeforeClear,
+                        phase_started,
+                        &tenant,
+                        &ctx.phone,
+                    );
+                    verdict.runs.push(run);
+                    if spec.fail == FailMode::Closed {
+                        verdict.refusal = Some((
+                            spec.key.clone(),
+                            format!(
+                                "the plugin was still being compiled (lila started or the plugin changed moments ago) and was not ready within the reset's {} ms; it is set to fail closed, so nothing was changed. Try again in a few seconds.",
+                                config.before_clear_total.as_millis()
+                            ),
+                        ));
+                        break;
+                    }
+                    continue;
+                }
+            };
             let started = Instant::now();
             let deadline = (started + plugin.spec.time_budget).min(phase_deadline);
             let env = rt.env(
@@ -436,16 +596,37 @@ impl ResetHooks for PluginHooks {
         let Some(config) = &registry.config else {
             return Vec::new();
         };
-        let plugins = registry.callable(report.tenant.as_ref(), |s| s.hooks.after_clear);
+        let phase_started = Instant::now();
+        let phase_deadline = phase_started + config.after_clear_total;
+        let wanted = |s: &config::PluginSpec| s.hooks.after_clear;
+        let registry = rt
+            .registry_when(
+                |r| r.waits_for_compiling(report.tenant.as_ref(), wanted),
+                phase_deadline,
+            )
+            .await;
+        let plugins = registry.for_reset(report.tenant.as_ref(), wanted);
         if plugins.is_empty() {
             return Vec::new();
         }
         let reset_id = report.reset_id.clone();
         let wit_report = wit_report(report);
         let tenant = wit_report.tenant.clone();
-        let phase_deadline = Instant::now() + config.after_clear_total;
         let mut runs = Vec::new();
         for plugin in plugins {
+            let plugin = match plugin {
+                ResetPlugin::Ready(plugin) => plugin,
+                ResetPlugin::Compiling(spec) => {
+                    runs.push(rt.not_ready(
+                        &spec,
+                        HookKind::AfterClear,
+                        phase_started,
+                        &tenant,
+                        &report.phone,
+                    ));
+                    continue;
+                }
+            };
             let started = Instant::now();
             let deadline = (started + plugin.spec.time_budget).min(phase_deadline);
             let env = rt.env(
@@ -497,6 +678,13 @@ impl ResetHooks for PluginHooks {
                     owner,
                     file: spec.path.clone(),
                     loaded: loaded.is_some(),
+                    state: match (loaded, entry.compiling) {
+                        (Some(_), _) => "loaded",
+                        (None, true) => "compiling",
+                        (None, false) => "failed",
+                    },
+                    compiled_from: loaded.map(|l| l.code.origin.as_str()),
+                    compile_ms: loaded.map(|l| l.code.compile_ms),
                     sha256: loaded.map(|l| l.code.sha256.clone()),
                     size_bytes: loaded.map(|l| l.code.size),
                     loaded_at_ms: loaded.map(|l| l.loaded_at_ms),

@@ -5,12 +5,12 @@
 //! an `Arc`. A call holds the `Arc<LoadedPlugin>` it started with, so a
 //! reload never changes the code under a running call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
+use super::compiled_cache::CompiledCache;
 use super::config::{PluginSpec, PluginsConfig, TenantPluginFile};
 use super::engine::{CompiledPlugin, PluginEngine};
 use crate::core::tenant::TenantId;
@@ -46,14 +46,25 @@ pub struct LoadedPlugin {
 }
 
 /// One plugin entry as `GET /api/plugins` shows it.
+#[derive(Clone)]
 pub struct PluginEntry {
     pub spec: PluginSpec,
-    /// `None` when it never loaded (then `last_error` says why).
+    /// `None` while it is compiling, or when it never loaded (then `last_error` says why).
     pub loaded: Option<Arc<LoadedPlugin>>,
     pub last_error: Option<String>,
+    /// No version of it is loaded yet and its code is being compiled (at
+    /// start, or when it was just added): a reset that needs it waits.
+    pub compiling: bool,
 }
 
-#[derive(Default)]
+/// A plugin a reset should call, in order.
+pub enum ResetPlugin {
+    Ready(Arc<LoadedPlugin>),
+    /// Still compiling: not callable yet.
+    Compiling(PluginSpec),
+}
+
+#[derive(Default, Clone)]
 pub struct Registry {
     pub config: Option<PluginsConfig>,
     pub config_error: Option<String>,
@@ -62,16 +73,47 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The plugins to call for `hook`, in order, for a session of `tenant`.
-    pub fn callable(
+    /// The plugins a reset of a session owned by `tenant` calls for `hook`,
+    /// in order, those still compiling included.
+    pub fn for_reset(
         &self,
         tenant: Option<&TenantId>,
         hook: impl Fn(&PluginSpec) -> bool,
-    ) -> Vec<Arc<LoadedPlugin>> {
+    ) -> Vec<ResetPlugin> {
         self.entries
             .iter()
-            .filter_map(|e| e.loaded.clone())
-            .filter(|p| p.spec.enabled && hook(&p.spec) && p.spec.runs_for(tenant))
+            .filter_map(|e| match &e.loaded {
+                Some(loaded) => Some(ResetPlugin::Ready(loaded.clone())),
+                None if e.compiling => Some(ResetPlugin::Compiling(e.spec.clone())),
+                None => None,
+            })
+            .filter(|p| {
+                let spec = match p {
+                    ResetPlugin::Ready(loaded) => &loaded.spec,
+                    ResetPlugin::Compiling(spec) => spec,
+                };
+                spec.enabled && hook(spec) && spec.runs_for(tenant)
+            })
+            .collect()
+    }
+
+    /// Whether a reset of `tenant` for `hook` would find a plugin still compiling.
+    pub fn waits_for_compiling(
+        &self,
+        tenant: Option<&TenantId>,
+        hook: impl Fn(&PluginSpec) -> bool,
+    ) -> bool {
+        self.for_reset(tenant, hook)
+            .iter()
+            .any(|p| matches!(p, ResetPlugin::Compiling(_)))
+    }
+
+    /// The components the registry uses, by SHA-256 (what the cache keeps).
+    pub fn component_sha256s(&self) -> HashSet<String> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.loaded.as_ref())
+            .map(|l| l.code.sha256.clone())
             .collect()
     }
 }
@@ -142,17 +184,80 @@ pub fn scan_tenant_plugins(config: &PluginsConfig) -> (Vec<PluginSpec>, Vec<(Str
     (specs, errors)
 }
 
-/// Builds the next registry from `config` and the files on disk. Code whose
-/// bytes did not change is reused; a file that fails to load leaves the
-/// previous version of that plugin serving, with the error recorded.
-pub fn build(
-    engine: &PluginEngine,
+/// A registry being built: published at once, so `GET /api/plugins` and
+/// resets see the new config and which plugins are still compiling, then
+/// completed plugin by plugin by `finish`.
+pub struct PendingBuild {
+    pub registry: Registry,
+    /// What each of the first `specs.len()` entries of `registry` will become.
+    specs: Vec<PluginSpec>,
+}
+
+/// Starts the next registry from `config` and the tenant folders (fast: no
+/// compiling). Until `finish` reaches it, a plugin the previous registry
+/// had keeps its previous entry (and code); a new one shows as compiling.
+pub fn begin(
     previous: &Registry,
     config: PluginsConfig,
     config_error: Option<String>,
-    counters: &mut HashMap<String, Arc<CallCounters>>,
-) -> Registry {
+) -> PendingBuild {
     let (tenant_specs, tenant_errors) = scan_tenant_plugins(&config);
+    let specs: Vec<PluginSpec> = config.plugins.iter().cloned().chain(tenant_specs).collect();
+    let mut entries: Vec<PluginEntry> = specs
+        .iter()
+        .map(
+            |spec| match previous.entries.iter().find(|e| e.spec.key == spec.key) {
+                Some(prev) => prev.clone(),
+                None => PluginEntry {
+                    spec: spec.clone(),
+                    loaded: None,
+                    last_error: None,
+                    compiling: true,
+                },
+            },
+        )
+        .collect();
+    for (key, error) in tenant_errors {
+        // A tenant plugin whose settings do not parse keeps its previous version.
+        let prev = previous.entries.iter().find(|e| e.spec.key == key);
+        if let Some(prev) = prev {
+            tracing::warn!(plugin = %key, error = %error, "tenant plugin settings are invalid; the previous version keeps serving");
+            entries.push(PluginEntry {
+                last_error: Some(error),
+                compiling: false,
+                ..prev.clone()
+            });
+        } else {
+            tracing::warn!(plugin = %key, error = %error, "tenant plugin settings are invalid");
+        }
+    }
+    PendingBuild {
+        registry: Registry {
+            config: Some(config),
+            config_error,
+            entries,
+        },
+        specs,
+    }
+}
+
+/// Loads every plugin of `pending`, publishing the registry after each one
+/// that had to be compiled, so a plugin that is ready serves while a slower
+/// one still compiles. Code whose bytes did not change is reused; a file
+/// that fails to load leaves the previous version of that plugin serving,
+/// with the error recorded. Returns the finished registry.
+pub fn finish(
+    engine: &PluginEngine,
+    cache: Option<&CompiledCache>,
+    previous: &Registry,
+    pending: PendingBuild,
+    counters: &mut HashMap<String, Arc<CallCounters>>,
+    publish: &dyn Fn(&Registry),
+) -> Registry {
+    let PendingBuild {
+        mut registry,
+        specs,
+    } = pending;
     // Compiled code by content: one file under several names, or unchanged
     // files, are compiled once.
     let mut compiled: HashMap<String, Arc<CompiledPlugin>> = previous
@@ -161,39 +266,26 @@ pub fn build(
         .filter_map(|e| e.loaded.as_ref())
         .map(|l| (l.code.sha256.clone(), l.code.clone()))
         .collect();
-    let mut entries = Vec::new();
-    for spec in config.plugins.iter().cloned().chain(tenant_specs) {
+    for (index, spec) in specs.into_iter().enumerate() {
         let prev = previous
             .entries
             .iter()
             .find(|e| e.spec.key == spec.key)
             .and_then(|e| e.loaded.clone());
         let counter = counters.entry(spec.key.clone()).or_default().clone();
-        entries.push(load_one(engine, spec, prev, counter, &mut compiled));
-    }
-    for (key, error) in tenant_errors {
-        // A tenant plugin whose settings do not parse keeps its previous version.
-        let prev = previous.entries.iter().find(|e| e.spec.key == key);
-        if let Some(prev) = prev {
-            tracing::warn!(plugin = %key, error = %error, "tenant plugin settings are invalid; the previous version keeps serving");
-            entries.push(PluginEntry {
-                spec: prev.spec.clone(),
-                loaded: prev.loaded.clone(),
-                last_error: Some(error),
-            });
-        } else {
-            tracing::warn!(plugin = %key, error = %error, "tenant plugin settings are invalid");
+        let known = compiled.len();
+        let entry = load_one(engine, cache, spec, prev, counter, &mut compiled);
+        registry.entries[index] = entry;
+        if compiled.len() != known {
+            publish(&registry);
         }
     }
-    Registry {
-        config: Some(config),
-        config_error,
-        entries,
-    }
+    registry
 }
 
 fn load_one(
     engine: &PluginEngine,
+    cache: Option<&CompiledCache>,
     spec: PluginSpec,
     prev: Option<Arc<LoadedPlugin>>,
     counters: Arc<CallCounters>,
@@ -208,6 +300,7 @@ fn load_one(
                 spec,
                 loaded: None,
                 last_error: Some(error),
+                compiling: false,
             };
         }
     };
@@ -226,14 +319,14 @@ fn load_one(
             })),
             spec,
             last_error: None,
+            compiling: false,
         };
     }
-    let started = Instant::now();
-    match engine.compile(&bytes) {
+    match engine.compile(&bytes, cache) {
         Ok(code) => {
             let code = Arc::new(code);
             compiled.insert(sha, code.clone());
-            tracing::info!(plugin = %spec.key, sha256 = %code.sha256, bytes = code.size, compile_ms = started.elapsed().as_millis() as u64, "plugin loaded");
+            tracing::info!(plugin = %spec.key, sha256 = %code.sha256, bytes = code.size, compile_ms = code.compile_ms, compiled_from = code.origin.as_str(), "plugin loaded");
             PluginEntry {
                 loaded: Some(Arc::new(LoadedPlugin {
                     spec: spec.clone(),
@@ -243,6 +336,7 @@ fn load_one(
                 })),
                 spec,
                 last_error: None,
+                compiling: false,
             }
         }
         Err(e) => {
@@ -259,6 +353,7 @@ fn load_one(
                         })),
                         spec,
                         last_error: Some(error),
+                        compiling: false,
                     }
                 }
                 None => {
@@ -267,6 +362,7 @@ fn load_one(
                         spec,
                         loaded: None,
                         last_error: Some(error),
+                        compiling: false,
                     }
                 }
             }

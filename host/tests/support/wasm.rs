@@ -61,3 +61,28 @@ pub fn component(name: &str) -> PathBuf {
     assert!(path.is_file(), "{} is missing", path.display());
     path
 }
+
+/// The Python and JavaScript example plugins, as `plugins/build-examples.sh`
+/// builds them into `plugins/dist/examples/`.
+pub const EXAMPLES: [&str; 2] = ["python-guard", "js-guard"];
+
+/// The path of `plugins/dist/examples/{name}.wasm`. Unlike the Rust plugins
+/// these are not built on demand (their toolchains come from PyPI and npm,
+/// which a test must not reach): a missing one fails the test and says how
+/// to build it.
+pub fn example(name: &str) -> PathBuf {
+    let path = dist_dir().join("examples").join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the example plugins with `bash plugins/build-examples.sh` \
+         (its toolchains are installed by .ci/run; the script says how if they are missing)",
+        path.display()
+    );
+    path
+}
+
+/// The source of an example plugin, as committed in `plugins/examples/`.
+pub fn example_source(relative: &str) -> String {
+    let path = workspace_dir().join("plugins/examples").join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

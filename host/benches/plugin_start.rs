@@ -149,7 +149,9 @@ fn main() {
         .mint(None, true, Duration::from_secs(3600))
         .expect("token");
     let cache = data.join("plugins/cache");
-    println!("| cache | start → first answered request, median ({runs} runs) | start → plugin ready, median ({runs} runs) |");
+    println!(
+        "| cache | start → first answered request, median ({runs} runs) | start → plugin ready, median ({runs} runs) |"
+    );
     println!("| --- | ---: | ---: |");
     let cold = (0..runs)
         .map(|_| {

@@ -204,3 +204,86 @@ impl CompiledCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid component: just the preamble.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn engine() -> Engine {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        Engine::new(&config).unwrap()
+    }
+
+    fn stored() -> (tempfile::TempDir, Engine, CompiledCache, String, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine();
+        let cache = CompiledCache::new(dir.path().join("cache"), &engine);
+        let sha = hex::encode(Sha256::digest(EMPTY_COMPONENT));
+        let component = Component::new(&engine, EMPTY_COMPONENT).unwrap();
+        cache.store(&sha, &component).unwrap();
+        let path = cache.dir.join(cache.file_name(&sha));
+        (dir, engine, cache, sha, path)
+    }
+
+    #[test]
+    fn a_stored_component_loads_back() {
+        let (_dir, engine, cache, sha, _) = stored();
+        assert!(cache.load(&engine, &sha).is_ok());
+        assert!(matches!(
+            cache.load(&engine, &"0".repeat(64)),
+            Err(CacheMiss::Absent)
+        ));
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_file_is_a_miss_never_loaded() {
+        let (_dir, engine, cache, sha, path) = stored();
+        let good = std::fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let mut other_version = good.clone();
+        other_version[MAGIC.len()] = 2;
+        let mut other_engine = good.clone();
+        other_engine[MAGIC.len() + 4 + 32] ^= 1;
+        for bad in [
+            flipped,
+            other_version,
+            other_engine,
+            good[..good.len() - 1].to_vec(),
+            good[..10].to_vec(),
+            Vec::new(),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(cache.load(&engine, &sha), Err(CacheMiss::Invalid { .. })),
+                "{} bytes",
+                bad.len()
+            );
+        }
+        // Another component's file under this name is refused too.
+        std::fs::write(&path, &good).unwrap();
+        let renamed = cache.dir.join(cache.file_name(&"1".repeat(64)));
+        std::fs::copy(&path, &renamed).unwrap();
+        assert!(matches!(
+            cache.load(&engine, &"1".repeat(64)),
+            Err(CacheMiss::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn pruning_keeps_only_what_is_installed() {
+        let (_dir, _engine, cache, sha, path) = stored();
+        let stale = cache.dir.join(cache.file_name(&"2".repeat(64)));
+        let torn = cache.dir.join(".x.cwasm.1.tmp");
+        std::fs::write(&stale, b"old").unwrap();
+        std::fs::write(&torn, b"half").unwrap();
+        cache.prune(&HashSet::from([sha]));
+        assert!(path.exists());
+        assert!(!stale.exists() && !torn.exists());
+    }
+}

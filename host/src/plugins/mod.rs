@@ -121,19 +121,6 @@ impl PluginHooks {
         }))
     }
 
-    /// Waits until no plugin is compiling, or `timeout` passes; returns
-    /// whether every plugin is settled (loaded or failed).
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        let registry = self
-            .runtime
-            .registry_when(
-                |r| r.entries.iter().any(|e| e.compiling),
-                Instant::now() + timeout,
-            )
-            .await;
-        !registry.entries.iter().any(|e| e.compiling)
-    }
-
     /// Re-reads the config and the plugin files now (the watcher calls this).
     pub fn reload(&self) {
         self.runtime.reload();

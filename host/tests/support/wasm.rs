@@ -6,6 +6,9 @@
 //! a file lock (test binaries run in parallel), into a target folder of its
 //! own (the outer cargo holds the lock on the workspace's `target/`).
 
+// Test binaries include this file for some of its helpers only.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -61,10 +64,6 @@ pub fn component(name: &str) -> PathBuf {
     assert!(path.is_file(), "{} is missing", path.display());
     path
 }
-
-/// The Python and JavaScript example plugins, as `plugins/build-examples.sh`
-/// builds them into `plugins/dist/examples/`.
-pub const EXAMPLES: [&str; 2] = ["python-guard", "js-guard"];
 
 /// The path of `plugins/dist/examples/{name}.wasm`. Unlike the Rust plugins
 /// these are not built on demand (their toolchains come from PyPI and npm,

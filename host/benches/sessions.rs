@@ -154,7 +154,11 @@ fn run(n: usize) {
     let tenant = TenantId::parse("bench").expect("tenant");
     let ws = sim.ws_url();
 
-    let server = Server::start_with_config(&root, SECRET, &ws);
+    // Warnings and errors go to a file beside the data, shown when a step fails.
+    let log = dir.path().join("lila.log");
+    let level = std::env::var("LILA_BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    let server = Server::start_logging_to(&root, SECRET, &ws, &level, &log);
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let pid = server.pid();
     let baseline = sample_rss(pid);
 
@@ -164,7 +168,7 @@ fn run(n: usize) {
         let (code, reply) = server
             .request("POST", "/api/sessions", Some(&token), Some(&body))
             .expect("create");
-        assert_eq!(code, 200, "{reply}");
+        assert_eq!(code, 200, "{reply}\n{}", show_log());
     }
     let mut pending: Vec<usize> = (0..n).collect();
     let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
@@ -207,12 +211,33 @@ fn run(n: usize) {
             shutdowns.push(server.terminate().as_secs_f64());
         }
         let started = Instant::now();
-        server = Server::start_with_config(&root, SECRET, &ws);
+        server = Server::start_logging_to(
+            &root,
+            SECRET,
+            &ws,
+            &level,
+            &dir.path().join(format!("lila-{i}.log")),
+        );
         wait_connected(&server, &token, n, Duration::from_secs(120 + n as u64));
         restarts.push(started.elapsed().as_secs_f64());
     }
     shutdowns.push(server.terminate().as_secs_f64());
     drop(sim);
+    if let Ok(keep) = std::env::var("LILA_BENCH_KEEP_LOGS") {
+        let _ = std::fs::create_dir_all(&keep);
+        for entry in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().ends_with(".log") {
+                let _ = std::fs::copy(
+                    entry.path(),
+                    std::path::Path::new(&keep).join(entry.file_name()),
+                );
+            }
+        }
+    }
 
     println!(
         "sessions={n} baseline_rss_mib={:.1} loaded_rss_mib={:.1} per_session_kib={:.0} pair_all_s={:.2} restart_to_all_connected_s(median of {RESTARTS})={:.2} restarts_s={:?} sigterm_exit_s={:?}",

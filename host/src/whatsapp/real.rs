@@ -88,7 +88,20 @@ impl WhatsApp for RealWhatsApp {
                 if let Some(notice) = translate(&event, &client) {
                     sink.emit(notice);
                 }
-                async {}
+                // The client persists its device state (the push name from the
+                // first sync among it) up to 30 s late, but the sync's version
+                // at once. A crash in between leaves a store that takes a slow
+                // first-sync path (10 s) at every later start. Saving it when
+                // the session is connected closes that window.
+                let flush =
+                    matches!(*event, Event::Connected(_)).then(|| client.persistence_manager());
+                async move {
+                    if let Some(persistence) = flush
+                        && let Err(e) = persistence.flush().await
+                    {
+                        tracing::warn!(error = %e, "could not save the client's device state");
+                    }
+                }
             });
         if let Some(version) = self.version {
             builder = builder.with_version(version);
@@ -230,6 +243,13 @@ impl WhatsAppClient for RealClient {
 
     async fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // The client saves its device state (push name, keys) in the
+        // background; make sure the latest is on disk before the process may
+        // end, or the next start takes the slow first-sync path again.
+        let persistence = self.client.persistence_manager();
+        if let Ok(Err(e)) = tokio::time::timeout(STOP_GRACE, persistence.flush()).await {
+            tracing::warn!(error = %e, "could not save the client's device state before stopping");
+        }
         let _ = tokio::time::timeout(STOP_GRACE, self.client.disconnect()).await;
         let Some(mut runner) = self.runner.lock().await.take() else {
             return;

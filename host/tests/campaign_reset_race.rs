@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use lila::core::status::SessionEvent;
 use lila::phone::Phone;
 use serde_json::json;
-use support::Harness;
+use support::{Captured, Harness};
 
 /// SplitMix64: a small, seedable generator, so a schedule can be replayed.
 struct Schedule(u64);
@@ -70,7 +70,13 @@ async fn round(h: &Arc<Harness>, token: &str, phone: &Phone, seed: u64) -> Resul
     let p = phone.as_str().to_owned();
     // Start from a paired session half the time, from nothing otherwise.
     if schedule.below(2) == 0 {
-        h.paired(&p, token).await;
+        let (status, body) = h.create(&p, token).await;
+        if status != StatusCode::OK {
+            return Err(format!("the first create answered {status}: {body}"));
+        }
+        h.wait_status(&p, token, "qr").await;
+        h.client(&p).await.scan();
+        h.wait_status(&p, token, "connected").await;
     }
     let n_ops = 3 + schedule.below(6) as usize;
     let mut tasks = Vec::with_capacity(n_ops + 1);
@@ -170,6 +176,15 @@ async fn campaign_reset_races_never_resurrect_a_session() {
             .unwrap_or(1)
     });
     println!("reset race campaign: {rounds} rounds, LILA_CAMPAIGN_SEED={base_seed}");
+    // The host's warnings and errors, shown with a failed round.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_global_default(subscriber);
     let (mut passed, mut failed) = (0u64, 0u64);
     let mut h = Arc::new(Harness::new().await);
     let mut token = h.token("acme");

@@ -278,3 +278,37 @@ pub fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .map(|p| (p.clone(), std::fs::read(root.join(&p)).unwrap_or_default()))
         .collect()
 }
+
+/// A `MakeWriter` target: every formatted line lands in a shared buffer.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Forgets what was captured so far.
+    pub fn clear(&self) {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.clear();
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}

@@ -7,6 +7,7 @@
 //! {root}/sessions/{phone}/              the session's store (whatsapp-rust's SQLite db) and contacts
 //! {root}/sessions/backups/{phone}/      consistent snapshots of that store
 //! {root}/whatsapp/outbox/{phone}.json   the durable queue of messages not yet sent
+//! {root}/whatsapp/status/{phone}.json   what became of each accepted message (sent, read, failed…)
 //! ```
 //!
 //! The host's own bookkeeping lives under `{root}/lila/`, one file per phone,
@@ -71,6 +72,14 @@ impl DataLayout {
 
     pub fn outbox_file(&self, phone: &Phone) -> PathBuf {
         self.outbox_dir().join(format!("{phone}.json"))
+    }
+
+    pub fn message_status_dir(&self) -> PathBuf {
+        self.root.join("whatsapp").join("status")
+    }
+
+    pub fn message_status_file(&self, phone: &Phone) -> PathBuf {
+        self.message_status_dir().join(format!("{phone}.json"))
     }
 
     pub fn host_dir(&self) -> PathBuf {

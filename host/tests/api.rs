@@ -424,6 +424,176 @@ async fn a_failing_send_is_retried_and_nothing_overtakes_it() {
     assert_eq!(texts, ["first", "second"]);
 }
 
+/// Polls `GET …/messages/{id}` until its status is `wanted`; returns the body.
+async fn wait_message_status(
+    h: &Harness,
+    token: &str,
+    id: &str,
+    wanted: &str,
+) -> serde_json::Value {
+    let path = format!("/api/sessions/{PHONE}/messages/{id}");
+    let mut last = serde_json::Value::Null;
+    for _ in 0..500 {
+        last = h.get(&path, token).await.1;
+        if last["status"] == wanted {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("message {id} never became {wanted}; last: {last}");
+}
+
+#[tokio::test]
+async fn a_recipient_without_whatsapp_fails_for_good_and_does_not_hold_the_queue() {
+    let h = Harness::new().await;
+    let token = h.token("acme");
+    h.create(PHONE, &token).await;
+    h.wait_status(PHONE, &token, "qr").await;
+    h.wa.set_not_on_whatsapp("51900000099@s.whatsapp.net");
+    let mut ids = Vec::new();
+    for (to, text) in [
+        ("51900000099", "lost"),
+        ("51900000001", "one"),
+        ("51900000099", "lost again"),
+        ("51900000001", "two"),
+    ] {
+        let (status, body) = h
+            .post(
+                &format!("/api/sessions/{PHONE}/messages"),
+                &token,
+                json!({"to": to, "text": text}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let queued = wait_message_status(&h, &token, &ids[0], "queued").await;
+    assert_eq!(queued["success"], true);
+    assert!(queued.get("error").is_none(), "{queued}");
+    h.client(PHONE).await.scan();
+    h.wait_for("both sends to the contact", || h.wa.sent().len() == 2)
+        .await;
+    let texts: Vec<_> = h.wa.sent().into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["one", "two"]);
+    for lost in [&ids[0], &ids[2]] {
+        let failed = wait_message_status(&h, &token, lost, "failed").await;
+        assert_eq!(
+            failed["error"], "51900000099@s.whatsapp.net is not on WhatsApp",
+            "{failed}"
+        );
+    }
+    wait_message_status(&h, &token, &ids[1], "sent").await;
+    // Each recipient was asked about once; the second message used the cached answer.
+    let mut checks = h.wa.recipient_checks();
+    checks.sort();
+    assert_eq!(
+        checks,
+        ["51900000001@s.whatsapp.net", "51900000099@s.whatsapp.net"]
+    );
+    h.wait_for("the outbox to empty", || {
+        !h.layout()
+            .outbox_file(&Phone::parse(PHONE).unwrap())
+            .exists()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn receipts_move_a_status_forward_and_statuses_follow_the_api_conventions() {
+    let h = Harness::new().await;
+    let token = h.token("acme");
+    h.paired(PHONE, &token).await;
+    let (_, body) = h
+        .post(
+            &format!("/api/sessions/{PHONE}/messages"),
+            &token,
+            json!({"to": "51900000001", "text": "hola"}),
+        )
+        .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    wait_message_status(&h, &token, &id, "sent").await;
+    let client = h.client(PHONE).await;
+    client.receipt(&[&id], lila::core::message_status::ReceiptKind::Delivered);
+    let delivered = wait_message_status(&h, &token, &id, "delivered").await;
+    assert!(delivered["deliveredAtMs"].is_u64(), "{delivered}");
+    assert!(delivered["readAtMs"].is_null(), "{delivered}");
+    client.receipt(&[&id], lila::core::message_status::ReceiptKind::Read);
+    let read = wait_message_status(&h, &token, &id, "read").await;
+    assert_eq!(read["to"], "51900000001@s.whatsapp.net");
+    // A late delivery receipt does not move it back.
+    client.receipt(&[&id], lila::core::message_status::ReceiptKind::Delivered);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let path = format!("/api/sessions/{PHONE}/messages/{id}");
+    assert_eq!(h.get(&path, &token).await.1["status"], "read");
+
+    let (status, body) = h
+        .get(
+            &format!("/api/sessions/{PHONE}/messages/3EB000000000000000000000"),
+            &token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["success"], false);
+    assert!(body["error"].is_string());
+    for bad in ["nope", "3eb0abcdef", "3EB0%2F..%2F..%2Fetc"] {
+        let (status, body) = h
+            .get(&format!("/api/sessions/{PHONE}/messages/{bad}"), &token)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["success"], false);
+    }
+    // Another tenant gets the same 404 as for a missing session.
+    let other = h.token("tenant-b");
+    let (status, body) = h.get(&path, &other).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "no session for this phone number");
+
+    // A reset removes the statuses with the phone's other files.
+    let file = h
+        .layout()
+        .message_status_file(&Phone::parse(PHONE).unwrap());
+    assert!(file.exists());
+    let (status, body) = h
+        .call(
+            Method::POST,
+            &format!("/api/sessions/{PHONE}/clear"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!file.exists(), "the statuses survived the reset");
+}
+
+#[tokio::test]
+async fn a_transient_send_error_is_retried_and_ends_sent_not_failed() {
+    let h = Harness::new().await;
+    let token = h.token("acme");
+    h.paired(PHONE, &token).await;
+    h.wa.behaviour
+        .fail_sends
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_, body) = h
+        .post(
+            &format!("/api/sessions/{PHONE}/messages"),
+            &token,
+            json!({"to": "51900000001", "text": "x"}),
+        )
+        .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    h.wait_for("a failed attempt", || {
+        std::fs::read_to_string(h.layout().outbox_file(&Phone::parse(PHONE).unwrap()))
+            .is_ok_and(|s| s.contains("\"attempts\":1"))
+    })
+    .await;
+    let path = format!("/api/sessions/{PHONE}/messages/{id}");
+    assert_eq!(h.get(&path, &token).await.1["status"], "queued");
+    h.wa.behaviour
+        .fail_sends
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_message_status(&h, &token, &id, "sent").await;
+}
+
 #[tokio::test]
 async fn bad_message_bodies_get_400_with_a_sentence() {
     let h = Harness::new().await;

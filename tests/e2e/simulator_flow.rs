@@ -164,6 +164,11 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
         ]
     );
 
+    assert!(
+        layout.message_status_file(phone).exists(),
+        "statuses are kept on disk until the reset"
+    );
+
     // A restart resumes from disk without a new QR.
     server.kill();
     let server = stage.lila();
@@ -184,6 +189,7 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
         layout.session_dir(phone),
         layout.backup_dir(phone),
         layout.outbox_file(phone),
+        layout.message_status_file(phone),
     ] {
         assert!(!path.exists(), "{} survived the reset", path.display());
     }
@@ -216,6 +222,109 @@ async fn qr_to_connected_to_messages_to_reset_to_a_fresh_qr() {
                 .is_ok_and(|(c, b)| c == 200 && b["qr"].is_string())
         })
     });
+    server.kill();
+    stage.finish().await;
+}
+
+/// `GET /api/sessions/{PHONE}/messages/{id}`: the HTTP code and body.
+fn message_status(server: &Server, token: &str, id: &str) -> (u16, Value) {
+    server
+        .request(
+            "GET",
+            &format!("/api/sessions/{PHONE}/messages/{id}"),
+            Some(token),
+            None,
+        )
+        .unwrap_or((0, Value::Null))
+}
+
+/// Polls a message's status until it is `wanted`; returns the last body.
+fn wait_message_status(server: &Server, token: &str, id: &str, wanted: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..1000 {
+        last = message_status(server, token, id).1;
+        if last["status"] == wanted {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("message {id} never became {wanted}; last: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_without_whatsapp_fails_with_a_reason_and_the_next_message_is_delivered_then_read()
+{
+    const NOT_ON_WHATSAPP: &str = "51900000099";
+    let stage = Stage::new().await;
+    let sim = &stage.sim;
+    let token = stage.token.clone();
+    let server = stage.lila();
+    tokio::task::block_in_place(|| pair(&server, sim, &token));
+
+    let (code, body) = server.send_text(PHONE, &token, NOT_ON_WHATSAPP, "hola");
+    assert_eq!(code, 202, "{body}");
+    let lost = body["id"].as_str().unwrap().to_owned();
+    let (code, body) = server.send_text(PHONE, &token, CONTACT, "hola Ana");
+    assert_eq!(code, 202, "{body}");
+    let kept = body["id"].as_str().unwrap().to_owned();
+
+    let failed =
+        tokio::task::block_in_place(|| wait_message_status(&server, &token, &lost, "failed"));
+    assert_eq!(failed["success"], true, "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not on WhatsApp")),
+        "{failed}"
+    );
+    assert!(failed["failedAtMs"].is_u64(), "{failed}");
+    let delivered =
+        tokio::task::block_in_place(|| wait_message_status(&server, &token, &kept, "delivered"));
+    assert!(delivered["sentAtMs"].is_u64(), "{delivered}");
+    assert!(delivered.get("error").is_none(), "{delivered}");
+    let received = sim.control().messages();
+    assert_eq!(received.len(), 1, "only the contact received a message");
+    assert_eq!(received[0].id, kept);
+
+    sim.control()
+        .read_message(&kept)
+        .expect("the contact reads it");
+    let read = tokio::task::block_in_place(|| wait_message_status(&server, &token, &kept, "read"));
+    assert!(read["readAtMs"].is_u64(), "{read}");
+
+    // The queue holds neither; an unknown id is a 404 and a malformed one a 400.
+    let (_, outbox) = server
+        .request(
+            "GET",
+            &format!("/api/sessions/{PHONE}/outbox"),
+            Some(&token),
+            None,
+        )
+        .expect("outbox");
+    assert_eq!(outbox["count"], 0, "{outbox}");
+    let (code, body) = message_status(&server, &token, "3EB000000000000000000000");
+    assert_eq!(
+        (code, body["success"].clone()),
+        (404, json!(false)),
+        "{body}"
+    );
+    assert!(body["error"].is_string());
+    let (code, body) = message_status(&server, &token, "not-an-id");
+    assert_eq!(
+        (code, body["success"].clone()),
+        (400, json!(false)),
+        "{body}"
+    );
+
+    // A restart keeps the statuses.
+    server.kill();
+    let server = stage.lila();
+    let (code, body) = message_status(&server, &token, &kept);
+    assert_eq!(
+        (code, body["status"].clone()),
+        (200, json!("read")),
+        "{body}"
+    );
     server.kill();
     stage.finish().await;
 }

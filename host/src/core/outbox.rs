@@ -2,8 +2,9 @@
 //!
 //! Messages leave strictly in the order they were accepted, one at a time: a
 //! message is removed only when the head of the queue is confirmed sent, so a
-//! failure retries the same head instead of letting a later message overtake
-//! it. The id given to the caller is also the WhatsApp message id, so a resend
+//! transient failure retries the same head instead of letting a later message
+//! overtake it. A head that can never be delivered (a permanent failure) is
+//! given up and leaves the queue as failed, so it holds nothing behind it. The id given to the caller is also the WhatsApp message id, so a resend
 //! after a crash is recognised by the recipient's client as the same message.
 
 use std::collections::VecDeque;
@@ -130,6 +131,16 @@ impl Outbox {
     /// Removes the head if it is `id`. A confirmation for anything else (a
     /// late answer for a message already handled) changes nothing.
     pub fn confirm_sent(&mut self, id: &str) -> bool {
+        self.remove_head(id)
+    }
+
+    /// Removes the head if it is `id` because it can never be delivered (not
+    /// on WhatsApp, invalid JID): the messages behind it are not held up.
+    pub fn give_up(&mut self, id: &str) -> bool {
+        self.remove_head(id)
+    }
+
+    fn remove_head(&mut self, id: &str) -> bool {
         if self.messages.front().is_some_and(|m| m.id == id) {
             self.messages.pop_front();
             true
@@ -193,6 +204,9 @@ mod tests {
         );
         let rest: Vec<_> = outbox.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(rest, ["b", "c"]);
+        assert!(!outbox.give_up("c"), "only the head can be given up");
+        assert!(outbox.give_up("b"));
+        assert_eq!(outbox.head().map(|m| m.id.as_str()), Some("c"));
     }
 
     #[test]

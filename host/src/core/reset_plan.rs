@@ -4,7 +4,8 @@
 //! correctness: the purge journal is written before the first deletion, so a
 //! crash anywhere is finished at the next start. Credentials go first (they
 //! are what could bring the old session back), then the backups that could
-//! restore them, then the queue of messages that must not be sent.
+//! restore them, then the queue of messages that must not be sent, then the record of
+//! what became of the messages sent (it names their recipients).
 
 use std::path::PathBuf;
 
@@ -19,6 +20,8 @@ pub enum PurgeTargetKind {
     Backups,
     /// `whatsapp/outbox/{phone}.json`: messages accepted but not yet sent.
     Outbox,
+    /// `whatsapp/status/{phone}.json`: what became of the messages sent (ids, recipients, receipts).
+    MessageStatuses,
 }
 
 impl PurgeTargetKind {
@@ -27,6 +30,7 @@ impl PurgeTargetKind {
             PurgeTargetKind::SessionDir => "session",
             PurgeTargetKind::Backups => "backups",
             PurgeTargetKind::Outbox => "outbox",
+            PurgeTargetKind::MessageStatuses => "message-statuses",
         }
     }
 
@@ -35,6 +39,7 @@ impl PurgeTargetKind {
             PurgeTargetKind::SessionDir,
             PurgeTargetKind::Backups,
             PurgeTargetKind::Outbox,
+            PurgeTargetKind::MessageStatuses,
         ]
         .into_iter()
         .find(|k| k.as_str() == raw)
@@ -72,17 +77,19 @@ impl ResetStep {
             ResetStep::Removed(PurgeTargetKind::SessionDir) => "session-removed",
             ResetStep::Removed(PurgeTargetKind::Backups) => "backups-removed",
             ResetStep::Removed(PurgeTargetKind::Outbox) => "outbox-removed",
+            ResetStep::Removed(PurgeTargetKind::MessageStatuses) => "message-statuses-removed",
             ResetStep::Purged => "purged",
             ResetStep::Completed => "completed",
         }
     }
 
-    pub const ALL: [ResetStep; 7] = [
+    pub const ALL: [ResetStep; 8] = [
         ResetStep::JournalWritten,
         ResetStep::ClientStopped,
         ResetStep::Removed(PurgeTargetKind::SessionDir),
         ResetStep::Removed(PurgeTargetKind::Backups),
         ResetStep::Removed(PurgeTargetKind::Outbox),
+        ResetStep::Removed(PurgeTargetKind::MessageStatuses),
         ResetStep::Purged,
         ResetStep::Completed,
     ];
@@ -109,6 +116,10 @@ impl ResetPlan {
                     kind: PurgeTargetKind::Outbox,
                     path: layout.outbox_file(phone),
                 },
+                PurgeTarget {
+                    kind: PurgeTargetKind::MessageStatuses,
+                    path: layout.message_status_file(phone),
+                },
             ],
         }
     }
@@ -119,7 +130,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_plan_removes_exactly_the_three_places_of_one_phone_credentials_first() {
+    fn the_plan_removes_exactly_the_four_places_of_one_phone_credentials_first() {
         let layout = DataLayout::new("/data");
         let phone = Phone::parse("51987654321").unwrap();
         let plan = ResetPlan::for_phone(&layout, &phone);
@@ -129,7 +140,8 @@ mod tests {
             [
                 PurgeTargetKind::SessionDir,
                 PurgeTargetKind::Backups,
-                PurgeTargetKind::Outbox
+                PurgeTargetKind::Outbox,
+                PurgeTargetKind::MessageStatuses
             ]
         );
         for target in &plan.targets {

@@ -43,7 +43,9 @@ impl From<AuthError> for ApiError {
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> ApiError {
         match e {
-            SessionError::NotFound => ApiError::NotFound(e.to_string()),
+            SessionError::NotFound | SessionError::MessageNotFound => {
+                ApiError::NotFound(e.to_string())
+            }
             SessionError::Conflict(m) => ApiError::Conflict(m),
             SessionError::Invalid(m) => ApiError::BadRequest(m),
             SessionError::Vetoed { .. } => ApiError::Conflict(e.to_string()),

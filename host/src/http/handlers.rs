@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::qr::png_data_url;
 use super::{ApiError, AppState};
+use crate::core::message_status::is_message_id;
 use crate::core::tenant::{Caller, TenantId};
 use crate::hooks::{HookRun, RemovedTarget};
 use crate::phone::Phone;
@@ -50,12 +51,40 @@ impl FromRequestParts<AppState> for PhoneParam {
     ) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| {
-                ApiError::BadRequest("the phone number in the path is not valid".into())
-            })?;
-        Phone::parse(&raw)
-            .map(PhoneParam)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
+            .map_err(|_| bad_phone_path())?;
+        parse_phone_param(&raw).map(PhoneParam)
+    }
+}
+
+fn bad_phone_path() -> ApiError {
+    ApiError::BadRequest("the phone number in the path is not valid".into())
+}
+
+fn parse_phone_param(raw: &str) -> Result<Phone, ApiError> {
+    Phone::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// The `{phone}` and `{id}` segments of `/api/sessions/{phone}/messages/{id}`.
+pub struct PhoneAndMessageId(pub Phone, pub String);
+
+impl FromRequestParts<AppState> for PhoneAndMessageId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path((raw_phone, id)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad_phone_path())?;
+        let phone = parse_phone_param(&raw_phone)?;
+        if !is_message_id(&id) {
+            return Err(ApiError::BadRequest(
+                "the message id in the path is not valid (it looks like 3EB0 and 20 hex digits)"
+                    .into(),
+            ));
+        }
+        Ok(PhoneAndMessageId(phone, id))
     }
 }
 
@@ -251,6 +280,32 @@ pub async fn enqueue_message(
         .await?;
     let body = ok(json!({ "id": message.id, "to": message.to.as_jid(), "status": "queued" }));
     Ok((StatusCode::ACCEPTED, body).into_response())
+}
+
+pub async fn message_status(
+    State(state): State<AppState>,
+    AuthCaller(caller): AuthCaller,
+    PhoneAndMessageId(phone, id): PhoneAndMessageId,
+) -> Result<Json<Value>, ApiError> {
+    let status = state
+        .gateway
+        .lookup(&phone)?
+        .message_status(caller, id)
+        .await?;
+    let mut body = json!({
+        "id": status.id,
+        "to": status.to,
+        "status": status.state.as_str(),
+        "queuedAtMs": status.queued_at_ms,
+        "sentAtMs": status.sent_at_ms,
+        "deliveredAtMs": status.delivered_at_ms,
+        "readAtMs": status.read_at_ms,
+        "failedAtMs": status.failed_at_ms,
+    });
+    if let (Some(error), Some(map)) = (status.error, body.as_object_mut()) {
+        map.insert("error".into(), Value::String(error));
+    }
+    Ok(ok(body))
 }
 
 pub async fn outbox(

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{phone}/groups", get(groups))
         .route("/{phone}/contacts", get(contacts))
         .route("/{phone}/messages", post(enqueue_message))
+        .route("/{phone}/messages/{id}", get(message_status))
         .route("/{phone}/outbox", get(outbox))
         .route("/{phone}/clear", post(clear_session));
     Router::new()

@@ -388,7 +388,7 @@ fn wit_context(
                 }))
             }
             PurgeTargetKind::Backups => backup_count += target.files.len() as u32,
-            PurgeTargetKind::Outbox => {}
+            PurgeTargetKind::Outbox | PurgeTargetKind::MessageStatuses => {}
         }
     }
     wit::ResetContext {

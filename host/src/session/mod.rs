@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::config::Config;
+use crate::core::message_status::MessageStatus;
 use crate::core::outbox::OutboxMessage;
 use crate::core::tenant::{Caller, TenantId};
 use crate::hooks::{HookRun, ResetHooks, ResetReport};
@@ -51,6 +52,10 @@ pub enum SessionError {
     /// Unknown, cleared, or another tenant's: the same answer for all three.
     #[error("no session for this phone number")]
     NotFound,
+    /// The phone is the caller's but no status is kept for that message id
+    /// (never accepted here, expired, or removed by a reset).
+    #[error("no message with this id is known for this phone")]
+    MessageNotFound,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -120,6 +125,11 @@ pub(crate) enum Command {
         caller: Caller,
         reply: Reply<Vec<OutboxMessage>>,
     },
+    MessageStatus {
+        caller: Caller,
+        id: String,
+        reply: Reply<MessageStatus>,
+    },
     Disconnect {
         caller: Caller,
         reply: Reply<DisconnectReport>,
@@ -149,6 +159,7 @@ impl Command {
             Command::Contacts { .. } => "contacts",
             Command::Enqueue { .. } => "enqueue",
             Command::Outbox { .. } => "outbox",
+            Command::MessageStatus { .. } => "message_status",
             Command::Disconnect { .. } => "disconnect",
             Command::Clear { .. } => "clear",
             Command::Resume => "resume",
@@ -254,6 +265,16 @@ impl SessionHandle {
 
     pub async fn outbox(&self, caller: Caller) -> Result<Vec<OutboxMessage>, SessionError> {
         self.ask(|reply| Command::Outbox { caller, reply }).await
+    }
+
+    /// What became of message `id` (queued, sent, delivered, read or failed).
+    pub async fn message_status(
+        &self,
+        caller: Caller,
+        id: String,
+    ) -> Result<MessageStatus, SessionError> {
+        self.ask(|reply| Command::MessageStatus { caller, id, reply })
+            .await
     }
 
     pub async fn disconnect(&self, caller: Caller) -> Result<DisconnectReport, SessionError> {

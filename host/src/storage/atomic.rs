@@ -42,6 +42,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     result
 }
 
+/// Stores `value` as JSON at `path` atomically, or, when there is nothing to
+/// keep (`None`), removes the file durably: "empty" is stored as no file.
+pub fn write_json_or_remove<T: serde::Serialize>(
+    path: &Path,
+    value: Option<&T>,
+    what: &'static str,
+) -> Result<(), StorageError> {
+    let Some(value) = value else {
+        return match fs::remove_file(path) {
+            Ok(()) => path.parent().map_or(Ok(()), sync_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(path, e)),
+        };
+    };
+    let bytes = serde_json::to_vec(value).map_err(|e| StorageError::Corrupt {
+        path: path.to_owned(),
+        what,
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
 /// Makes a rename or unlink in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)

@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod backups;
 pub mod contacts;
+pub mod message_status_file;
 pub mod outbox_file;
 pub mod phone_records;
 pub mod purge;

@@ -9,7 +9,7 @@ use std::fs;
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use super::atomic::{sync_dir, write_atomic};
+use super::atomic::write_json_or_remove;
 use crate::core::outbox::{Outbox, OutboxMessage, Recipient};
 use crate::layout::DataLayout;
 use crate::phone::Phone;
@@ -63,14 +63,6 @@ pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Outbox, StorageError> 
 }
 
 pub fn save(layout: &DataLayout, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
-    let path = layout.outbox_file(phone);
-    if outbox.is_empty() {
-        return match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&layout.outbox_dir()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io(&path, e)),
-        };
-    }
     let file = OutboxFile {
         version: VERSION,
         messages: outbox
@@ -84,12 +76,8 @@ pub fn save(layout: &DataLayout, phone: &Phone, outbox: &Outbox) -> Result<(), S
             })
             .collect(),
     };
-    let bytes = serde_json::to_vec(&file).map_err(|e| StorageError::Corrupt {
-        path: path.clone(),
-        what: "outbox",
-        reason: e.to_string(),
-    })?;
-    write_atomic(&path, &bytes)
+    let keep = (!outbox.is_empty()).then_some(&file);
+    write_json_or_remove(&layout.outbox_file(phone), keep, "outbox")
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::core::message_status::ReceiptKind;
 use crate::core::status::SessionEvent;
 use crate::phone::Phone;
 
@@ -32,6 +33,19 @@ pub enum WhatsAppError {
     Request(String),
     #[error("WhatsApp did not answer in time")]
     Timeout,
+    /// The message can never be delivered as addressed (the number is not on
+    /// WhatsApp, the JID is invalid, no device of the recipient is known):
+    /// retrying would not help, so the outbox fails it and moves on.
+    #[error("{0}")]
+    Undeliverable(String),
+}
+
+impl WhatsAppError {
+    /// Whether retrying the same request can never succeed. Everything else
+    /// (not connected, a timeout, a refused request) is retried with back-off.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, WhatsAppError::Undeliverable(_))
+    }
 }
 
 /// What a client tells its session, beyond the state machine's events.
@@ -47,6 +61,11 @@ pub enum ClientNotice {
         jid: String,
         name: String,
         from_address_book: bool,
+    },
+    /// The recipient's phone confirmed messages of ours as delivered or read.
+    Receipt {
+        message_ids: Vec<String>,
+        kind: ReceiptKind,
     },
 }
 
@@ -88,7 +107,12 @@ pub trait WhatsApp: Send + Sync + 'static {
 /// One running client. Every method is bounded in time by its caller.
 #[async_trait]
 pub trait WhatsAppClient: Send + Sync + 'static {
-    /// Sends a text with the given message id (so a resend is recognised as the same message).
+    /// Asks WhatsApp (usync) whether the user `jid` (`digits@s.whatsapp.net`)
+    /// has an account. The caller remembers the answer for a while.
+    async fn is_on_whatsapp(&self, user_jid: &str) -> Result<bool, WhatsAppError>;
+    /// Sends a text with the given message id (so a resend is recognised as
+    /// the same message). A send that would reach no device of the recipient
+    /// is an [`WhatsAppError::Undeliverable`] error, never an `Ok`.
     async fn send_text(
         &self,
         to_jid: &str,

@@ -18,6 +18,7 @@ use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::net::WHATSAPP_WEB_WS_URL;
 
 use super::{ClientNotice, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError};
+use crate::core::message_status::ReceiptKind;
 use crate::core::status::{ConnectFailureCause, SessionEvent};
 use crate::phone::Phone;
 
@@ -157,6 +158,7 @@ fn translate(event: &Event, client: &Arc<Client>) -> Option<ClientNotice> {
                 from_address_book: true,
             })
         }
+        Event::Receipt(receipt) => translate_receipt(receipt),
         Event::PushNameUpdate(update) => Some(ClientNotice::Contact {
             jid: update.jid.to_string(),
             name: update.new_push_name.clone(),
@@ -166,8 +168,74 @@ fn translate(event: &Event, client: &Arc<Client>) -> Option<ClientNotice> {
     }
 }
 
+/// Delivery and read receipts for messages of ours; the rest (our own other
+/// devices reading, retries, played, server errors) do not change a status.
+fn translate_receipt(receipt: &whatsapp_rust::types::events::Receipt) -> Option<ClientNotice> {
+    use whatsapp_rust::types::presence::ReceiptType;
+    let kind = match receipt.r#type {
+        ReceiptType::Delivered => ReceiptKind::Delivered,
+        ReceiptType::Read => ReceiptKind::Read,
+        _ => return None,
+    };
+    Some(ClientNotice::Receipt {
+        message_ids: receipt
+            .message_ids
+            .iter()
+            .map(|id| id.to_string())
+            .collect(),
+        kind,
+    })
+}
+
+/// Parses a recipient JID; one that does not parse can never be delivered.
+fn recipient_jid(to_jid: &str) -> Result<whatsapp_rust::Jid, WhatsAppError> {
+    to_jid
+        .parse()
+        .map_err(|_| WhatsAppError::Undeliverable(format!("{to_jid} is not a valid WhatsApp JID")))
+}
+
+impl RealClient {
+    /// whatsapp-rust skips a device it cannot encrypt for and still reports
+    /// the send as done, so a user with no device known to WhatsApp would get
+    /// a message "sent" to nobody. Asking for the device list first turns
+    /// that into an error with a reason.
+    async fn ensure_recipient_devices(&self, to: &whatsapp_rust::Jid) -> Result<(), WhatsAppError> {
+        if whatsapp_rust::wacore_binary::JidExt::is_group(to) {
+            return Ok(());
+        }
+        let devices = self
+            .client
+            .signal()
+            .get_user_devices(std::slice::from_ref(to))
+            .await
+            .map_err(|e| WhatsAppError::Request(e.to_string()))?;
+        if devices.is_empty() {
+            return Err(WhatsAppError::Undeliverable(format!(
+                "WhatsApp knows no device of {to} to deliver to"
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl WhatsAppClient for RealClient {
+    async fn is_on_whatsapp(&self, user_jid: &str) -> Result<bool, WhatsAppError> {
+        if !self.client.is_logged_in() {
+            return Err(WhatsAppError::NotConnected);
+        }
+        let jid = recipient_jid(user_jid)?;
+        let answers = self
+            .client
+            .contacts()
+            .is_on_whatsapp(std::slice::from_ref(&jid))
+            .await
+            .map_err(|e| WhatsAppError::Request(e.to_string()))?;
+        Ok(answers
+            .iter()
+            .any(|a| a.is_registered && a.jid.user == jid.user))
+    }
+
     async fn send_text(
         &self,
         to_jid: &str,
@@ -179,9 +247,8 @@ impl WhatsAppClient for RealClient {
         if !self.client.is_logged_in() {
             return Err(WhatsAppError::NotConnected);
         }
-        let to: whatsapp_rust::Jid = to_jid
-            .parse()
-            .map_err(|_| WhatsAppError::Request(format!("bad recipient {to_jid}")))?;
+        let to = recipient_jid(to_jid)?;
+        self.ensure_recipient_devices(&to).await?;
         let message = whatsapp_rust::waproto::whatsapp::Message::text(text);
         self.client
             .send_message_with_options(

@@ -6,7 +6,7 @@
 //! real client. Tests drive everything else by hand: scan the QR, drop the
 //! socket, log out from the server side, make sends fail or logouts hang.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
 use super::{ClientNotice, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError};
+use crate::core::message_status::ReceiptKind;
 use crate::core::status::{ConnectFailureCause, SessionEvent};
 use crate::phone::Phone;
 
@@ -24,6 +25,10 @@ struct Shared {
     clients: HashMap<Phone, Vec<Arc<ScriptedClient>>>,
     sent: Vec<SentMessage>,
     groups: Vec<GroupInfo>,
+    /// User JIDs that usync reports as having no WhatsApp account.
+    not_on_whatsapp: HashSet<String>,
+    /// Every usync "is on WhatsApp" question asked, in order.
+    recipient_checks: Vec<String>,
 }
 
 /// A message the fake "delivered".
@@ -114,6 +119,18 @@ impl ScriptedWhatsApp {
         lock(&self.shared).sent.clone()
     }
 
+    /// From now on usync says `user_jid` has no WhatsApp account.
+    pub fn set_not_on_whatsapp(&self, user_jid: &str) {
+        lock(&self.shared)
+            .not_on_whatsapp
+            .insert(user_jid.to_owned());
+    }
+
+    /// The recipients the host asked about, in order.
+    pub fn recipient_checks(&self) -> Vec<String> {
+        lock(&self.shared).recipient_checks.clone()
+    }
+
     pub fn set_groups(&self, groups: Vec<GroupInfo>) {
         lock(&self.shared).groups = groups;
     }
@@ -136,6 +153,16 @@ impl ScriptedClient {
         // A stopped client emits nothing, like the real one after disconnect().
         if !self.is_stopped() {
             self.events.emit(ClientNotice::Session(event));
+        }
+    }
+
+    /// The recipient's phone reports messages of ours delivered or read.
+    pub fn receipt(&self, message_ids: &[&str], kind: ReceiptKind) {
+        if !self.is_stopped() {
+            self.events.emit(ClientNotice::Receipt {
+                message_ids: message_ids.iter().map(|id| (*id).to_owned()).collect(),
+                kind,
+            });
         }
     }
 
@@ -299,6 +326,15 @@ impl WhatsApp for ScriptedWhatsApp {
 
 #[async_trait]
 impl WhatsAppClient for ScriptedClient {
+    async fn is_on_whatsapp(&self, user_jid: &str) -> Result<bool, WhatsAppError> {
+        if self.is_stopped() || !self.connected.load(Ordering::SeqCst) {
+            return Err(WhatsAppError::NotConnected);
+        }
+        let mut shared = lock(&self.shared);
+        shared.recipient_checks.push(user_jid.to_owned());
+        Ok(!shared.not_on_whatsapp.contains(user_jid))
+    }
+
     async fn send_text(
         &self,
         to_jid: &str,

@@ -44,6 +44,7 @@ pub fn router(control: SimControl) -> Router {
         .route("/admin/devices/{jid}/drop", post(drop_socket))
         .route("/admin/devices/{jid}/replace", post(replace))
         .route("/admin/messages", get(messages))
+        .route("/admin/messages/{id}/read", post(read_message))
         .route("/admin/removed", get(removed))
         .route("/admin/attempts/{phone}", get(attempts))
         .route("/admin/contacts", get(contacts).post(add_contact))
@@ -105,6 +106,14 @@ async fn replace(
 async fn messages(State(control): State<SimControl>) -> Json<serde_json::Value> {
     let by_recipient: BTreeMap<_, _> = control.messages_by_recipient();
     Json(json!({ "success": true, "messages": by_recipient }))
+}
+
+async fn read_message(
+    State(control): State<SimControl>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, SimError> {
+    control.read_message(&id)?;
+    Ok(Json(json!({ "success": true })))
 }
 
 async fn removed(State(control): State<SimControl>) -> Json<serde_json::Value> {

@@ -200,6 +200,23 @@ impl SimControl {
 
     /// Tells the device's socket that another session replaced it
     /// (`<stream:error><conflict type="replaced"/>`).
+    /// The recipient of message `id` reads it: a `type="read"` receipt goes
+    /// to the device that sent it (which must be connected).
+    pub fn read_message(&self, id: &str) -> Result<(), SimError> {
+        let message = self
+            .messages()
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| SimError::NotFound(format!("no message {id} reached a contact")))?;
+        let receipt = messages::receipt_for(
+            &message.id,
+            &message.to,
+            &message.recipient_device,
+            Some("read"),
+        );
+        self.command_device(&message.from, ConnCommand::Send(receipt))
+    }
+
     pub fn replace_stream(&self, jid: &str) -> Result<(), SimError> {
         self.command_device(
             jid,

@@ -267,16 +267,24 @@ impl Session {
                 copies.push((to.clone(), kind, bytes.to_vec()));
             }
         }
+        let mut reached_contact = None;
         for (device_jid, kind, bytes) in copies {
-            if let Err(e) = self
+            match self
                 .receive_copy(&sender, &id, &to, &device_jid, &kind, &bytes)
                 .await
             {
-                tracing::warn!(%device_jid, "could not decrypt a message copy: {e}");
+                Ok(true) => reached_contact = Some(device_jid),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%device_jid, "could not decrypt a message copy: {e}"),
             }
         }
         if let Some(ack) = stanza::ack_for(node, "message") {
             self.send(&ack).await?;
+        }
+        // A simulated contact's phone is always online: it confirms delivery
+        // at once. The read receipt waits for `POST /admin/messages/{id}/read`.
+        if let Some(device_jid) = reached_contact {
+            self.send(&receipt_for(&id, &to, &device_jid, None)).await?;
         }
         Ok(())
     }
@@ -289,23 +297,23 @@ impl Session {
         device_jid: &str,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<(), SimError> {
+    ) -> Result<bool, SimError> {
         let Some(addr) = parse_addr(device_jid) else {
-            return Ok(());
+            return Ok(false);
         };
         let (party, is_contact) = match self.shared.with_world(|w| {
             let user = pn_user(w, &addr);
             (target(w, &addr), w.contacts.contains_key(&user))
         }) {
             (Some(Target::Party(p)), c) => (p, c),
-            _ => return Ok(()),
+            _ => return Ok(false),
         };
         let peer = signal::address(&sender.user, "s.whatsapp.net", sender.device);
         let plaintext = party.lock().await.decrypt(&peer, kind, bytes).await?;
         let message = wa::Message::decode_from_slice(&signal::unpad(plaintext))
             .map_err(|e| SimError::Protocol(format!("message proto: {e}")))?;
         if !is_contact {
-            return Ok(());
+            return Ok(false);
         }
         self.shared.with_world(|w| {
             w.messages.push(ReceivedMessage {
@@ -317,8 +325,28 @@ impl Session {
             });
         });
         self.shared.changed();
-        Ok(())
+        Ok(true)
     }
+}
+
+/// The `<receipt>` a recipient's phone sends for message `id` in chat `to`:
+/// a delivery receipt (no `type`) or, with `kind`, e.g. `read`. In a group the
+/// contact that received it is named as `participant`.
+pub(crate) fn receipt_for(id: &str, to: &str, recipient_device: &str, kind: Option<&str>) -> Node {
+    let mut attrs = vec![
+        ("id", id.to_string()),
+        ("from", to.to_string()),
+        ("t", stanza::now_secs().to_string()),
+    ];
+    if to.ends_with("@g.us")
+        && let Some(addr) = parse_addr(recipient_device)
+    {
+        attrs.push(("participant", format!("{}@s.whatsapp.net", addr.user)));
+    }
+    if let Some(kind) = kind {
+        attrs.push(("type", kind.to_string()));
+    }
+    NodeBuilder::new("receipt").attrs(attrs).build()
 }
 
 fn text_of(message: &wa::Message) -> Option<String> {

@@ -117,6 +117,7 @@ impl SessionActor {
             ClientNotice::PairingCode { code } => {
                 self.pairing_code = Some((code, Instant::now() + PAIRING_CODE_VALIDITY));
             }
+            ClientNotice::Receipt { message_ids, kind } => self.on_receipt(&message_ids, kind),
             ClientNotice::Session(event) => self.on_session_event(event).await,
         }
     }

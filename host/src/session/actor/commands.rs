@@ -102,6 +102,9 @@ impl SessionActor {
                         .map(|()| self.outbox.iter().cloned().collect()),
                 );
             }
+            Command::MessageStatus { caller, id, reply } => {
+                let _ = reply.send(self.message_status(&caller, &id));
+            }
             Command::Disconnect { caller, reply } => {
                 let _ = reply.send(self.disconnect(&caller).await);
             }

@@ -31,12 +31,13 @@ use self::client::StartResult;
 use super::{
     Command, Envelope, IndexEntry, SessionContext, SessionError, SessionHandle, SessionView,
 };
+use crate::core::message_status::{MessageStatuses, RecipientChecks};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::status::SessionState;
 use crate::core::tenant::TenantId;
 use crate::phone::Phone;
-use crate::storage::{StorageError, contacts, outbox_file, phone_records};
+use crate::storage::{StorageError, contacts, message_status_file, outbox_file, phone_records};
 use crate::whatsapp::{ClientNotice, WhatsAppClient, WhatsAppError};
 
 /// How many commands may wait in one session's mailbox.
@@ -51,13 +52,17 @@ struct SessionActor {
     /// Set when the outbox file could not be read: the queue is then refused
     /// rather than overwritten, so nothing in the damaged file is lost by us.
     outbox_damaged: Option<String>,
+    /// What became of each accepted message, for `GET …/messages/{id}`.
+    statuses: MessageStatuses,
+    /// Recent usync answers: is this recipient on WhatsApp?
+    recipient_checks: RecipientChecks,
     contacts: BTreeMap<String, String>,
     /// Bumped whenever the client is replaced or stopped: notices carrying an
     /// older generation come from a client that no longer counts.
     generation: u64,
     client: Option<Arc<dyn WhatsAppClient>>,
     start_task: Option<JoinHandle<StartResult>>,
-    send_task: Option<JoinHandle<(String, Result<(), WhatsAppError>)>>,
+    send_task: Option<JoinHandle<outbox::SendOutcome>>,
     backup_task: Option<JoinHandle<Result<PathBuf, StorageError>>>,
     /// Pairing-code and groups requests in flight; aborted when the client goes.
     requests: JoinSet<()>,
@@ -179,6 +184,11 @@ impl SessionActor {
                 (Outbox::default(), Some(e.to_string()))
             }
         };
+        let statuses = message_status_file::load(&ctx.layout, &phone).unwrap_or_else(|e| {
+            // Statuses only inform the Portal; losing them never loses a message.
+            error!(error = %e, "message status file is damaged; starting with none");
+            MessageStatuses::default()
+        });
         let contacts = contacts::load(&ctx.layout, &phone).unwrap_or_else(|e| {
             warn!(error = %e, "contacts file is damaged; starting with none");
             BTreeMap::new()
@@ -190,6 +200,8 @@ impl SessionActor {
             state: SessionState::default(),
             outbox,
             outbox_damaged,
+            statuses,
+            recipient_checks: RecipientChecks::default(),
             contacts,
             generation: 0,
             client: None,
@@ -264,8 +276,8 @@ impl SessionActor {
                 }
                 sent = join_opt(&mut self.send_task) => {
                     self.send_task = None;
-                    if let Ok((id, result)) = sent {
-                        self.on_sent(id, result);
+                    if let Ok(outcome) = sent {
+                        self.on_sent(outcome);
                     }
                 }
                 backed_up = join_opt(&mut self.backup_task) => {

@@ -1,16 +1,18 @@
-//! The outbox pump: queueing durably, sending the head, confirming it.
+//! The outbox pump: queueing durably, checking the recipient, sending the
+//! head, confirming or failing it, and the statuses the Portal reads.
 
 use std::time::Duration;
 
 use tokio::time::{Instant, timeout};
-use tracing::{Instrument, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use super::{SessionActor, backoff};
+use crate::core::message_status::{MessageStatus, ReceiptKind};
 use crate::core::outbox::{OutboxMessage, Recipient, message_id};
 use crate::core::tenant::Caller;
 use crate::metrics::Metrics;
 use crate::session::SessionError;
-use crate::storage::{StorageError, now_ms, outbox_file};
+use crate::storage::{StorageError, message_status_file, now_ms, outbox_file};
 use crate::whatsapp::WhatsAppError;
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -51,6 +53,9 @@ impl SessionActor {
         // synced, so a crash right after the response loses nothing.
         outbox_file::save(&self.ctx.layout, &self.phone, &next)?;
         self.outbox = next;
+        self.statuses
+            .queued(&message.id, message.to.as_jid(), message.created_at_ms);
+        self.save_statuses();
         Metrics::inc(&self.ctx.metrics.messages_enqueued);
         info!(message_id = %message.id, pending = self.outbox.len(), "message queued");
         self.pump_outbox();
@@ -64,25 +69,61 @@ impl SessionActor {
         let (Some(client), Some(head)) = (self.client.clone(), self.outbox.head().cloned()) else {
             return;
         };
+        // Only users are checked: a group's existence shows in the send itself.
+        let jid = head.to.as_jid().to_owned();
+        let known = if jid.ends_with("@s.whatsapp.net") {
+            self.recipient_checks.lookup(&jid, now_ms())
+        } else {
+            Some(true)
+        };
         let limit = self.ctx.config.sessions.request_timeout;
         self.send_task = Some(tokio::spawn(
             async move {
-                let result = match timeout(
-                    limit,
-                    client.send_text(head.to.as_jid(), &head.text, &head.id),
-                )
-                .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(WhatsAppError::Timeout),
+                let mut checked = None;
+                let on_whatsapp = match known {
+                    Some(answer) => Ok(answer),
+                    None => match timeout(limit, client.is_on_whatsapp(&jid)).await {
+                        Ok(Ok(answer)) => {
+                            checked = Some(answer);
+                            Ok(answer)
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(WhatsAppError::Timeout),
+                    },
                 };
-                (head.id, result)
+                let result = match on_whatsapp {
+                    Ok(true) => {
+                        match timeout(limit, client.send_text(&jid, &head.text, &head.id)).await {
+                            Ok(result) => result,
+                            Err(_) => Err(WhatsAppError::Timeout),
+                        }
+                    }
+                    Ok(false) => Err(WhatsAppError::Undeliverable(format!(
+                        "{jid} is not on WhatsApp"
+                    ))),
+                    Err(e) => Err(e),
+                };
+                SendOutcome {
+                    id: head.id,
+                    jid,
+                    checked,
+                    result,
+                }
             }
             .in_current_span(),
         ));
     }
 
-    pub(super) fn on_sent(&mut self, id: String, result: Result<(), WhatsAppError>) {
+    pub(super) fn on_sent(&mut self, outcome: SendOutcome) {
+        let SendOutcome {
+            id,
+            jid,
+            checked,
+            result,
+        } = outcome;
+        if let Some(on_whatsapp) = checked {
+            self.recipient_checks.remember(&jid, on_whatsapp, now_ms());
+        }
         match result {
             Ok(()) => {
                 if self.outbox.confirm_sent(&id) {
@@ -93,6 +134,23 @@ impl SessionActor {
                         // restart resends it under the same id, which the
                         // recipient's client recognises as a duplicate.
                         error!(error = %e, "could not record a sent message");
+                    }
+                    if self.statuses.sent(&id, now_ms()) {
+                        self.save_statuses();
+                    }
+                }
+                self.pump_outbox();
+            }
+            Err(e) if e.is_permanent() => {
+                if self.outbox.give_up(&id) {
+                    Metrics::inc(&self.ctx.metrics.message_send_failures);
+                    warn!(message_id = %id, error = %e, pending = self.outbox.len(), "message failed for good; it leaves the queue");
+                    if let Err(e) = outbox_file::save(&self.ctx.layout, &self.phone, &self.outbox) {
+                        // Still listed: after a restart it fails again the same way.
+                        error!(error = %e, "could not record a failed message");
+                    }
+                    if self.statuses.failed(&id, &e.to_string(), now_ms()) {
+                        self.save_statuses();
                     }
                 }
                 self.pump_outbox();
@@ -108,4 +166,42 @@ impl SessionActor {
             }
         }
     }
+
+    /// A delivery or read receipt from the recipient's phone.
+    pub(super) fn on_receipt(&mut self, message_ids: &[String], kind: ReceiptKind) {
+        if self.statuses.receipt(message_ids, kind, now_ms()) {
+            debug!(count = message_ids.len(), kind = ?kind, "message receipt");
+            self.save_statuses();
+        }
+    }
+
+    /// The status of one accepted message.
+    pub(super) fn message_status(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<MessageStatus, SessionError> {
+        self.check_access(caller, false)?;
+        self.statuses
+            .get(id)
+            .cloned()
+            .ok_or(SessionError::MessageNotFound)
+    }
+
+    fn save_statuses(&mut self) {
+        self.statuses.prune(now_ms());
+        if let Err(e) = message_status_file::save(&self.ctx.layout, &self.phone, &self.statuses) {
+            // The message itself is unaffected; only what the Portal can read lags.
+            error!(error = %e, "could not record message statuses");
+        }
+    }
+}
+
+/// What one pass of the send pump found out about the head of the queue.
+pub(super) struct SendOutcome {
+    id: String,
+    jid: String,
+    /// A fresh usync answer for `jid`, to remember.
+    checked: Option<bool>,
+    result: Result<(), WhatsAppError>,
 }

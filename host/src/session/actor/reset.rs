@@ -10,6 +10,7 @@
 use tracing::{error, info, warn};
 
 use super::{SessionActor, blocking};
+use crate::core::message_status::{MessageStatuses, RecipientChecks};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
 use crate::core::reset_plan::{ResetPlan, ResetStep};
@@ -165,6 +166,8 @@ impl SessionActor {
         self.state = SessionState::default();
         self.outbox = Outbox::default();
         self.outbox_damaged = None;
+        self.statuses = MessageStatuses::default();
+        self.recipient_checks = RecipientChecks::default();
         self.contacts.clear();
         self.contacts_save_at = None;
     }

@@ -67,7 +67,7 @@ async fn checklist_portal_reset_button_gets_a_success_response() {
         .iter()
         .map(|r| r["kind"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(kinds, ["session", "backups", "outbox"]);
+    assert_eq!(kinds, ["session", "backups", "outbox", "message-statuses"]);
     assert!(
         body["removed"]
             .as_array()

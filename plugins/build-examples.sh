@@ -3,7 +3,10 @@
 # components, plugins/dist/examples/{python-guard,js-guard}.wasm. The host's
 # tests install them as tenant plugins.
 #
-# Needs the pinned toolchains in plugins/examples/ (.ci/run installs them):
+# Needs the pinned toolchains in plugins/examples/. With `--install` the
+# script installs them first when they are missing (from PyPI and npm, at
+# the versions pinned in requirements.txt and package-lock.json), which is
+# what .ci/run and the tests (on a fresh machine) do:
 #   python3 -m venv plugins/examples/.venv
 #   plugins/examples/.venv/bin/pip install -r plugins/examples/requirements.txt
 #   npm ci --prefix plugins/examples
@@ -11,6 +14,15 @@ set -euo pipefail
 
 plugins_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 examples="$plugins_dir/examples"
+if [ "${1:-}" = "--install" ]; then
+    if [ ! -x "$examples/.venv/bin/componentize-py" ]; then
+        python3 -m venv "$examples/.venv"
+        "$examples/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$examples/requirements.txt"
+    fi
+    if [ ! -d "$examples/node_modules/@bytecodealliance/componentize-js" ]; then
+        npm ci --prefix "$examples" --no-audit --no-fund --silent
+    fi
+fi
 wit="$(dirname "$plugins_dir")/wit/lila-hooks-0.1.0"
 dist="$plugins_dir/dist/examples"
 componentize_py="$examples/.venv/bin/componentize-py"

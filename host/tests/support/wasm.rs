@@ -65,18 +65,41 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
-/// The path of `plugins/dist/examples/{name}.wasm`. Unlike the Rust plugins
-/// these are not built on demand (their toolchains come from PyPI and npm,
-/// which a test must not reach): a missing one fails the test and says how
-/// to build it.
+/// The path of `plugins/dist/examples/{name}.wasm`, building the examples
+/// first if needed: `plugins/build-examples.sh --install` installs their
+/// pinned toolchains (componentize-py from PyPI, componentize-js from npm)
+/// when missing, so the README's test command works on a fresh machine.
 pub fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
     let path = dist_dir().join("examples").join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the example plugins with `bash plugins/build-examples.sh` \
-         (its toolchains are installed by .ci/run; the script says how if they are missing)",
-        path.display()
-    );
+    BUILT.get_or_init(|| {
+        let built = || {
+            ["python-guard", "js-guard"]
+                .iter()
+                .all(|n| dist_dir().join("examples").join(format!("{n}.wasm")).is_file())
+        };
+        if built() {
+            return;
+        }
+        let target = workspace_dir().join("target");
+        std::fs::create_dir_all(&target).expect("target folder");
+        let lock = std::fs::File::create(target.join(".example-build.lock")).expect("lock file");
+        lock.lock().expect("lock the example build");
+        if !built() {
+            let status = Command::new("bash")
+                .arg(workspace_dir().join("plugins/build-examples.sh"))
+                .arg("--install")
+                .status()
+                .expect("run plugins/build-examples.sh");
+            assert!(
+                status.success(),
+                "plugins/build-examples.sh --install failed: the example plugins need \
+                 componentize-py (PyPI) and componentize-js (npm); see the script"
+            );
+        }
+        let _ = lock.unlock();
+    });
+    assert!(path.is_file(), "{} is missing", path.display());
     path
 }
 

@@ -223,6 +223,25 @@ fn session_on_disk(root: &std::path::Path, token: &str) {
     server.kill();
 }
 
+/// Starts lila over `root` and checks that the receiver hears of the reset
+/// exactly once, under a reset id.
+fn start_and_expect_one_after_clear(
+    root: &std::path::Path,
+    receiver: &WebhookReceiver,
+    label: &str,
+) -> Server {
+    let server = Server::start_with_config(root, SECRET, CLOSED_PORT_URL);
+    wait_until("the after_clear webhook", || {
+        receiver.reset_ids().len() == 1
+    });
+    // Give a wrongly repeated notice time to arrive, then check there is none.
+    std::thread::sleep(Duration::from_millis(700));
+    let ids = receiver.reset_ids();
+    assert_eq!(ids.len(), 1, "{label}: {ids:?}");
+    assert!(ids[0].starts_with('r'), "{label}: {ids:?}");
+    server
+}
+
 // Regression: a crash after the commit point used to finish the purge at boot
 // but never run `after_clear`, so the webhook never heard of that reset.
 #[test]
@@ -244,15 +263,7 @@ fn after_clear_runs_exactly_once_per_reset_whichever_step_a_crash_cuts_it_at() {
         );
         server.wait_for_exit();
 
-        let server = Server::start_with_config(&root, SECRET, CLOSED_PORT_URL);
-        wait_until("the after_clear webhook", || {
-            receiver.reset_ids().len() == 1
-        });
-        // Give a wrongly repeated notice time to arrive, then check there is none.
-        std::thread::sleep(Duration::from_millis(700));
-        let ids = receiver.reset_ids();
-        assert_eq!(ids.len(), 1, "{}: {ids:?}", step.name());
-        assert!(ids[0].starts_with('r'), "{}: {ids:?}", step.name());
+        let server = start_and_expect_one_after_clear(&root, &receiver, step.name());
         let record = std::fs::read_to_string(
             DataLayout::new(&root).phone_record_file(&Phone::parse(PHONE).unwrap()),
         )
@@ -292,13 +303,7 @@ fn a_second_crash_while_boot_finishes_a_reset_still_gives_one_after_clear() {
         server.wait_for_exit();
         Server::crash_during_boot(&root, SECRET, CLOSED_PORT_URL, boot_crash.name());
 
-        let server = Server::start_with_config(&root, SECRET, CLOSED_PORT_URL);
-        wait_until("the after_clear webhook", || {
-            receiver.reset_ids().len() == 1
-        });
-        std::thread::sleep(Duration::from_millis(700));
-        let ids = receiver.reset_ids();
-        assert_eq!(ids.len(), 1, "{}: {ids:?}", boot_crash.name());
+        let server = start_and_expect_one_after_clear(&root, &receiver, boot_crash.name());
         let (status, _) = server
             .request(
                 "GET",

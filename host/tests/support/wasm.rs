@@ -74,9 +74,12 @@ pub fn example(name: &str) -> PathBuf {
     let path = dist_dir().join("examples").join(format!("{name}.wasm"));
     BUILT.get_or_init(|| {
         let built = || {
-            ["python-guard", "js-guard"]
-                .iter()
-                .all(|n| dist_dir().join("examples").join(format!("{n}.wasm")).is_file())
+            ["python-guard", "js-guard"].iter().all(|n| {
+                dist_dir()
+                    .join("examples")
+                    .join(format!("{n}.wasm"))
+                    .is_file()
+            })
         };
         if built() {
             return;

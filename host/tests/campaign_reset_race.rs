@@ -91,7 +91,7 @@ async fn round(h: &Arc<Harness>, token: &str, phone: &Phone, seed: u64) -> Resul
         let (h, token, p, phone) = (h.clone(), token.to_owned(), p.clone(), phone.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            match op {
+            let status = match op {
                 Op::Create => h.create(&p, &token).await.0,
                 Op::Clear => h.clear(&p, &token).await.0,
                 Op::Send => {
@@ -110,15 +110,16 @@ async fn round(h: &Arc<Harness>, token: &str, phone: &Phone, seed: u64) -> Resul
                     }
                     StatusCode::OK
                 }
-            }
+            };
+            (op, status)
         }));
     }
     for task in tasks {
-        let status = task
+        let (op, status) = task
             .await
             .map_err(|e| format!("an operation panicked: {e}"))?;
         if status.is_server_error() {
-            return Err(format!("an operation answered {status}"));
+            return Err(format!("{op:?} answered {status}"));
         }
     }
 

@@ -36,7 +36,7 @@ pub fn remove_target(root: &Path, target: &Path) -> Result<Removed, StorageError
     };
     if meta.is_dir() {
         inventory(target, Path::new(""), &mut removed);
-        fs::remove_dir_all(target).map_err(|e| StorageError::io(target, e))?;
+        remove_dir_all_settled(target)?;
     } else {
         removed
             .files
@@ -48,6 +48,30 @@ pub fn remove_target(root: &Path, target: &Path) -> Result<Removed, StorageError
         sync_dir(parent)?;
     }
     Ok(removed)
+}
+
+/// How many times a directory that gained an entry while it was being
+/// emptied is emptied again.
+const REMOVE_DIR_ATTEMPTS: u32 = 20;
+
+/// `remove_dir_all`, again when something wrote into the directory while it
+/// was being emptied (a writer that had not yet stopped): the purge must not
+/// fail, nor leave that file behind.
+fn remove_dir_all_settled(target: &Path) -> Result<(), StorageError> {
+    let mut attempt = 1;
+    loop {
+        match fs::remove_dir_all(target) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
+                    && attempt < REMOVE_DIR_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(StorageError::io(target, e)),
+        }
+    }
 }
 
 /// Lists the files under `dir` for the report. Symbolic links are listed, not followed.
@@ -73,6 +97,34 @@ fn inventory(dir: &Path, relative: &Path, removed: &mut Removed) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Regression (found by the reset race campaign): a file written into the
+    // session directory while it was being emptied made the purge fail with
+    // "directory not empty", and the reset answer 500.
+    #[test]
+    fn a_file_written_during_the_purge_does_not_fail_it_nor_survive_it() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("sessions/51987654321");
+        for round in 0..50 {
+            fs::create_dir_all(&target).unwrap();
+            for i in 0..50 {
+                fs::write(target.join(format!("old-{i}")), b"x").unwrap();
+            }
+            let writer = {
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10 {
+                        let _ = fs::write(target.join(format!("late-{i}")), b"y");
+                    }
+                })
+            };
+            let result = remove_target(root.path(), &target);
+            writer.join().unwrap();
+            assert!(result.is_ok(), "round {round}: {result:?}");
+            // A write after the directory is gone fails; nothing recreates it.
+            assert!(!target.exists(), "round {round}");
+        }
+    }
 
     #[test]
     fn removes_a_tree_and_reports_its_files() {

@@ -156,7 +156,7 @@ fn campaign_kills_during_resets_never_bring_credentials_back() {
         // A kill anywhere in the first 60 ms of the reset.
         let delay_us = (seed
             .wrapping_mul(6364136223846793005)
-            .wrapping_add(run * 1442695040888963407)
+            .wrapping_add(run.wrapping_mul(1442695040888963407))
             >> 33)
             % 60_000;
         let data = tempfile::tempdir().expect("temp dir");

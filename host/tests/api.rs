@@ -503,13 +503,7 @@ async fn receipts_move_a_status_forward_and_statuses_follow_the_api_conventions(
     let h = Harness::new().await;
     let token = h.token("acme");
     h.paired(PHONE, &token).await;
-    let (_, body) = h
-        .post(
-            &format!("/api/sessions/{PHONE}/messages"),
-            &token,
-            json!({"to": "51900000001", "text": "hola"}),
-        )
-        .await;
+    let (_, body) = h.send_text(PHONE, &token, "51900000001", "hola").await;
     let id = body["id"].as_str().unwrap().to_owned();
     wait_message_status(&h, &token, &id, "sent").await;
     let client = h.client(PHONE).await;
@@ -573,13 +567,7 @@ async fn a_transient_send_error_is_retried_and_ends_sent_not_failed() {
     h.wa.behaviour
         .fail_sends
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let (_, body) = h
-        .post(
-            &format!("/api/sessions/{PHONE}/messages"),
-            &token,
-            json!({"to": "51900000001", "text": "x"}),
-        )
-        .await;
+    let (_, body) = h.send_text(PHONE, &token, "51900000001", "x").await;
     let id = body["id"].as_str().unwrap().to_owned();
     h.wait_for("a failed attempt", || {
         std::fs::read_to_string(h.layout().outbox_file(&Phone::parse(PHONE).unwrap()))
@@ -636,12 +624,7 @@ async fn disconnect_logs_out_keeps_the_queue_and_never_reconnects() {
     h.wa.behaviour
         .fail_sends
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    h.post(
-        &format!("/api/sessions/{PHONE}/messages"),
-        &token,
-        json!({"to": "51900000001", "text": "later"}),
-    )
-    .await;
+    h.send_text(PHONE, &token, "51900000001", "later").await;
     let (status, body) = h
         .call(
             Method::DELETE,

@@ -188,6 +188,22 @@ impl Harness {
         .await
     }
 
+    /// `POST /api/sessions/{phone}/messages {to, text}`.
+    pub async fn send_text(
+        &self,
+        phone: &str,
+        token: &str,
+        to: &str,
+        text: &str,
+    ) -> (StatusCode, Value) {
+        self.post(
+            &format!("/api/sessions/{phone}/messages"),
+            token,
+            serde_json::json!({ "to": to, "text": text }),
+        )
+        .await
+    }
+
     pub async fn clear(&self, phone: &str, token: &str) -> (StatusCode, Value) {
         self.call(
             Method::POST,

@@ -266,7 +266,12 @@ fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    parse_config_text(path, &text)
+}
+
+/// The config file at `path` whose contents are `text`.
+pub fn parse_config_text(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         reason: e.to_string(),
     })

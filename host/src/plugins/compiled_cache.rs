@@ -105,7 +105,7 @@ impl CompiledCache {
             path: path.clone(),
             reason,
         };
-        let payload = self.check(&bytes, component_sha256).map_err(invalid)?;
+        let payload = check_header(&bytes, component_sha256, &self.engine_key).map_err(invalid)?;
         // SAFETY: `Component::deserialize` requires bytes that wasmtime's own
         // `serialize` produced; arbitrary bytes could make it run arbitrary
         // machine code. These bytes qualify:
@@ -127,36 +127,6 @@ impl CompiledCache {
         })
     }
 
-    /// The payload of `bytes` if its header is right and its checksum holds.
-    fn check<'a>(&self, bytes: &'a [u8], component_sha256: &str) -> Result<&'a [u8], &'static str> {
-        if bytes.len() < HEADER_LEN || !bytes.starts_with(MAGIC) {
-            return Err("bad magic or truncated header");
-        }
-        let mut at = MAGIC.len();
-        let mut take = |n: usize| {
-            let part = &bytes[at..at + n];
-            at += n;
-            part
-        };
-        let mut version = [0u8; 4];
-        version.copy_from_slice(take(4));
-        if u32::from_le_bytes(version) != CACHE_FORMAT_VERSION {
-            return Err("unknown format version");
-        }
-        if hex::encode(take(32)) != component_sha256 {
-            return Err("compiled from another component");
-        }
-        if take(32) != self.engine_key {
-            return Err("compiled by another engine configuration");
-        }
-        let checksum = take(32).to_vec();
-        let payload = &bytes[HEADER_LEN..];
-        if Sha256::digest(payload).as_slice() != checksum.as_slice() {
-            return Err("checksum mismatch (corrupt or torn file)");
-        }
-        Ok(payload)
-    }
-
     /// Writes the serialized `component` for `component_sha256`, atomically.
     pub fn store(&self, component_sha256: &str, component: &Component) -> Result<(), String> {
         let payload = component.serialize().map_err(|e| format!("{e:#}"))?;
@@ -169,11 +139,7 @@ impl CompiledCache {
         let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(MAGIC)?;
-            file.write_all(&CACHE_FORMAT_VERSION.to_le_bytes())?;
-            file.write_all(&component_sha)?;
-            file.write_all(&self.engine_key)?;
-            file.write_all(&Sha256::digest(&payload))?;
+            file.write_all(&header(&component_sha, &self.engine_key, &payload))?;
             file.write_all(&payload)?;
             file.sync_all()?;
             std::fs::rename(&tmp, &final_path)
@@ -203,6 +169,51 @@ impl CompiledCache {
             }
         }
     }
+}
+
+/// The header `store` writes before `payload` (see the module's comment).
+pub fn header(component_sha256: &[u8], engine_key: &[u8; 32], payload: &[u8]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&CACHE_FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(component_sha256);
+    header.extend_from_slice(engine_key);
+    header.extend_from_slice(&Sha256::digest(payload));
+    header
+}
+
+/// The payload of `bytes` if its header is right and its checksum holds.
+pub fn check_header<'a>(
+    bytes: &'a [u8],
+    component_sha256: &str,
+    engine_key: &[u8; 32],
+) -> Result<&'a [u8], &'static str> {
+    if bytes.len() < HEADER_LEN || !bytes.starts_with(MAGIC) {
+        return Err("bad magic or truncated header");
+    }
+    let mut at = MAGIC.len();
+    let mut take = |n: usize| {
+        let part = &bytes[at..at + n];
+        at += n;
+        part
+    };
+    let mut version = [0u8; 4];
+    version.copy_from_slice(take(4));
+    if u32::from_le_bytes(version) != CACHE_FORMAT_VERSION {
+        return Err("unknown format version");
+    }
+    if hex::encode(take(32)) != component_sha256 {
+        return Err("compiled from another component");
+    }
+    if take(32) != *engine_key {
+        return Err("compiled by another engine configuration");
+    }
+    let checksum = take(32).to_vec();
+    let payload = &bytes[HEADER_LEN..];
+    if Sha256::digest(payload).as_slice() != checksum.as_slice() {
+        return Err("checksum mismatch (corrupt or torn file)");
+    }
+    Ok(payload)
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@
 //! `GET /api/plugins`. `watch` hot-reloads the config and the plugin files.
 
 pub mod capability;
-mod compiled_cache;
+pub(crate) mod compiled_cache;
 pub mod config;
 mod engine;
 mod imports;
 mod registry;
-mod state;
+pub(crate) mod state;
 mod watch;
 
 use std::collections::HashMap;

@@ -73,10 +73,17 @@ pub fn path_segment(tenant: &str) -> String {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct StateFile {
     version: u32,
     entries: BTreeMap<String, String>,
+}
+
+/// [`StateFile`] as written, borrowing the entries instead of cloning them.
+#[derive(Serialize)]
+struct StateFileRef<'a> {
+    version: u32,
+    entries: &'a BTreeMap<String, String>,
 }
 
 /// Every scope's entries, read on first use and written through on each change.
@@ -101,11 +108,7 @@ impl StateStore {
         let entries = scopes.get_mut(scope).ok_or("state scope vanished")?;
         let (value, changed) = f(entries)?;
         if changed {
-            let file = StateFile {
-                version: STATE_FORMAT_VERSION,
-                entries: entries.clone(),
-            };
-            let bytes = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
+            let bytes = encode_state(entries)?;
             std::fs::create_dir_all(&scope.dir)
                 .map_err(|e| format!("cannot create the state folder: {e}"))?;
             crate::storage::atomic::write_atomic(&scope.state_file(), &bytes)
@@ -137,13 +140,26 @@ impl StateStore {
 }
 
 fn read_state(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(format!("cannot read the state: {e}")),
+    match std::fs::read(path) {
+        Ok(bytes) => decode_state(&bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(format!("cannot read the state: {e}")),
+    }
+}
+
+/// The bytes of a plugin's `state.json` holding `entries`.
+pub fn encode_state(entries: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    let file = StateFileRef {
+        version: STATE_FORMAT_VERSION,
+        entries,
     };
+    serde_json::to_vec(&file).map_err(|e| e.to_string())
+}
+
+/// The entries of a plugin's `state.json`, from its bytes.
+pub fn decode_state(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
     let file: StateFile =
-        serde_json::from_slice(&bytes).map_err(|e| format!("the state file is damaged: {e}"))?;
+        serde_json::from_slice(bytes).map_err(|e| format!("the state file is damaged: {e}"))?;
     if file.version != STATE_FORMAT_VERSION {
         return Err(format!(
             "the state file has unknown version {}",

@@ -6,12 +6,13 @@
 //! "queuedAtMs":1,"sentAtMs":2,"deliveredAtMs":3,"readAtMs":4,"failedAtMs":null}]}`
 //! No statuses are stored as no file at all. A reset removes the file.
 
-use std::fs;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 use super::atomic::write_json_or_remove;
+use super::versioned::{Versioned, parse, read_if_present};
 use crate::core::message_status::{DeliveryState, MessageStatus, MessageStatuses};
 use crate::layout::DataLayout;
 use crate::phone::Phone;
@@ -39,28 +40,28 @@ struct StatusEntry {
     failed_at_ms: Option<u64>,
 }
 
+impl Versioned for StatusFile {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 pub fn load(layout: &DataLayout, phone: &Phone) -> Result<MessageStatuses, StorageError> {
     let path = layout.message_status_file(phone);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(MessageStatuses::default());
-        }
-        Err(e) => return Err(StorageError::io(&path, e)),
-    };
-    let corrupt = |reason: String| StorageError::Corrupt {
-        path: path.clone(),
-        what: WHAT,
-        reason,
-    };
-    let file: StatusFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    if file.version != VERSION {
-        return Err(corrupt(format!("unknown version {}", file.version)));
+    match read_if_present(&path)? {
+        Some(bytes) => decode(&path, &bytes),
+        None => Ok(MessageStatuses::default()),
     }
+}
+
+/// The statuses stored in `bytes` (read from `path`, named in errors).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<MessageStatuses, StorageError> {
+    let file: StatusFile = parse(path, WHAT, bytes, &[VERSION])?;
     let mut entries = Vec::with_capacity(file.statuses.len());
     for e in file.statuses {
-        let state = DeliveryState::parse(&e.status)
-            .ok_or_else(|| corrupt(format!("unknown status {:?}", e.status)))?;
+        let state = DeliveryState::parse(&e.status).ok_or_else(|| {
+            StorageError::corrupt(path, WHAT, format!("unknown status {:?}", e.status))
+        })?;
         entries.push(MessageStatus {
             id: e.id,
             to: e.to,
@@ -76,11 +77,8 @@ pub fn load(layout: &DataLayout, phone: &Phone) -> Result<MessageStatuses, Stora
     Ok(MessageStatuses::from_entries(entries))
 }
 
-pub fn save(
-    layout: &DataLayout,
-    phone: &Phone,
-    statuses: &MessageStatuses,
-) -> Result<(), StorageError> {
+/// The file `save` writes (no statuses are stored as no file).
+fn encode(statuses: &MessageStatuses) -> Option<StatusFile> {
     let file = StatusFile {
         version: VERSION,
         statuses: statuses
@@ -98,8 +96,27 @@ pub fn save(
             })
             .collect(),
     };
-    let keep = (!statuses.is_empty()).then_some(&file);
-    write_json_or_remove(&layout.message_status_file(phone), keep, WHAT)
+    (!statuses.is_empty()).then_some(file)
+}
+
+/// The bytes `save` writes for `statuses`, `None` when it writes no file.
+pub fn encode_bytes(statuses: &MessageStatuses) -> Result<Option<Vec<u8>>, StorageError> {
+    encode(statuses)
+        .map(|file| serde_json::to_vec(&file))
+        .transpose()
+        .map_err(|e| StorageError::corrupt(Path::new("status"), WHAT, e))
+}
+
+pub fn save(
+    layout: &DataLayout,
+    phone: &Phone,
+    statuses: &MessageStatuses,
+) -> Result<(), StorageError> {
+    write_json_or_remove(
+        &layout.message_status_file(phone),
+        encode(statuses).as_ref(),
+        WHAT,
+    )
 }
 
 #[cfg(test)]

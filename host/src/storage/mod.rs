@@ -10,6 +10,7 @@ pub mod message_status_file;
 pub mod outbox_file;
 pub mod phone_records;
 pub mod purge;
+pub mod versioned;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,14 @@ impl StorageError {
         StorageError::Io {
             path: path.to_owned(),
             source,
+        }
+    }
+
+    pub fn corrupt(path: &Path, what: &'static str, reason: impl ToString) -> StorageError {
+        StorageError::Corrupt {
+            path: path.to_owned(),
+            what,
+            reason: reason.to_string(),
         }
     }
 }

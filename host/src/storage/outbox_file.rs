@@ -4,17 +4,19 @@
 //! `{"version":1,"messages":[{"id":"3EB0…","to":"…@s.whatsapp.net","text":"…","createdAtMs":1,"attempts":0}]}`
 //! An empty queue is stored as no file at all.
 
-use std::fs;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 use super::atomic::write_json_or_remove;
+use super::versioned::{Versioned, parse, read_if_present};
 use crate::core::outbox::{Outbox, OutboxMessage, Recipient};
 use crate::layout::DataLayout;
 use crate::phone::Phone;
 
 const VERSION: u32 = 1;
+const WHAT: &str = "outbox";
 
 #[derive(Serialize, Deserialize)]
 struct OutboxFile {
@@ -32,25 +34,26 @@ struct MessageFile {
     attempts: u32,
 }
 
+impl Versioned for OutboxFile {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Outbox, StorageError> {
     let path = layout.outbox_file(phone);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outbox::default()),
-        Err(e) => return Err(StorageError::io(&path, e)),
-    };
-    let corrupt = |reason: String| StorageError::Corrupt {
-        path: path.clone(),
-        what: "outbox",
-        reason,
-    };
-    let file: OutboxFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    if file.version != VERSION {
-        return Err(corrupt(format!("unknown version {}", file.version)));
+    match read_if_present(&path)? {
+        Some(bytes) => decode(&path, &bytes),
+        None => Ok(Outbox::default()),
     }
+}
+
+/// The outbox stored in `bytes` (read from `path`, named in errors).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Outbox, StorageError> {
+    let file: OutboxFile = parse(path, WHAT, bytes, &[VERSION])?;
     let mut messages = Vec::with_capacity(file.messages.len());
     for m in file.messages {
-        let to = Recipient::parse(&m.to).map_err(|e| corrupt(e.to_string()))?;
+        let to = Recipient::parse(&m.to).map_err(|e| StorageError::corrupt(path, WHAT, e))?;
         messages.push(OutboxMessage {
             id: m.id,
             to,
@@ -62,7 +65,8 @@ pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Outbox, StorageError> 
     Ok(Outbox::from_messages(messages))
 }
 
-pub fn save(layout: &DataLayout, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
+/// The file `save` writes for `outbox` (an empty outbox is stored as no file).
+fn encode(outbox: &Outbox) -> Option<OutboxFile> {
     let file = OutboxFile {
         version: VERSION,
         messages: outbox
@@ -76,8 +80,19 @@ pub fn save(layout: &DataLayout, phone: &Phone, outbox: &Outbox) -> Result<(), S
             })
             .collect(),
     };
-    let keep = (!outbox.is_empty()).then_some(&file);
-    write_json_or_remove(&layout.outbox_file(phone), keep, "outbox")
+    (!outbox.is_empty()).then_some(file)
+}
+
+/// The bytes `save` writes for `outbox`, `None` when it writes no file.
+pub fn encode_bytes(outbox: &Outbox) -> Result<Option<Vec<u8>>, StorageError> {
+    encode(outbox)
+        .map(|file| serde_json::to_vec(&file))
+        .transpose()
+        .map_err(|e| StorageError::corrupt(Path::new("outbox"), WHAT, e))
+}
+
+pub fn save(layout: &DataLayout, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
+    write_json_or_remove(&layout.outbox_file(phone), encode(outbox).as_ref(), WHAT)
 }
 
 #[cfg(test)]

@@ -15,11 +15,13 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 use super::atomic::write_atomic;
+use super::versioned::{Versioned, parse, read_if_present};
 use crate::core::outbox::{OutboxMessage, Recipient};
 use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
 use crate::core::reset_plan::PurgeTargetKind;
@@ -31,6 +33,7 @@ use crate::layout::DataLayout;
 use crate::phone::Phone;
 
 const VERSION: u32 = 2;
+const WHAT: &str = "phone record";
 /// Read, never written: journals without the report's first half.
 const VERSION_WITHOUT_REPORT: u32 = 1;
 
@@ -224,22 +227,23 @@ impl PurgeFile {
     }
 }
 
+impl Versioned for RecordFile {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Option<PhoneRecord>, StorageError> {
     let path = layout.phone_record_file(phone);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StorageError::io(&path, e)),
-    };
-    let corrupt = |reason: String| StorageError::Corrupt {
-        path: path.clone(),
-        what: "phone record",
-        reason,
-    };
-    let file: RecordFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    if file.version != VERSION && file.version != VERSION_WITHOUT_REPORT {
-        return Err(corrupt(format!("unknown version {}", file.version)));
-    }
+    read_if_present(&path)?
+        .map(|bytes| decode(&path, phone, &bytes))
+        .transpose()
+}
+
+/// The record of `phone` stored in `bytes` (read from `path`, named in errors).
+pub fn decode(path: &Path, phone: &Phone, bytes: &[u8]) -> Result<PhoneRecord, StorageError> {
+    let corrupt = |reason: String| StorageError::corrupt(path, WHAT, reason);
+    let file: RecordFile = parse(path, WHAT, bytes, &[VERSION, VERSION_WITHOUT_REPORT])?;
     let owner = match file.owner {
         Some(owner) => Some(TenantId::parse(&owner).map_err(|e| corrupt(e.to_string()))?),
         None => None,
@@ -250,15 +254,16 @@ pub fn load(layout: &DataLayout, phone: &Phone) -> Result<Option<PhoneRecord>, S
         Some(p) => Some(p.into_journal(phone, owner.as_ref()).map_err(corrupt)?),
         None => None,
     };
-    Ok(Some(PhoneRecord {
+    Ok(PhoneRecord {
         owner,
         desired,
         purge,
         updated_at_ms: file.updated_at_ms,
-    }))
+    })
 }
 
-pub fn save(layout: &DataLayout, phone: &Phone, record: &PhoneRecord) -> Result<(), StorageError> {
+/// The bytes `save` writes for `record`.
+pub fn encode_bytes(record: &PhoneRecord) -> Result<Vec<u8>, StorageError> {
     let file = RecordFile {
         version: VERSION,
         owner: record.owner.as_ref().map(|o| o.as_str().to_owned()),
@@ -266,12 +271,11 @@ pub fn save(layout: &DataLayout, phone: &Phone, record: &PhoneRecord) -> Result<
         purge: record.purge.as_ref().map(PurgeFile::from_journal),
         updated_at_ms: record.updated_at_ms,
     };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StorageError::Corrupt {
-        path: layout.phone_record_file(phone),
-        what: "phone record",
-        reason: e.to_string(),
-    })?;
-    write_atomic(&layout.phone_record_file(phone), &bytes)
+    serde_json::to_vec_pretty(&file).map_err(|e| StorageError::corrupt(Path::new("phone"), WHAT, e))
+}
+
+pub fn save(layout: &DataLayout, phone: &Phone, record: &PhoneRecord) -> Result<(), StorageError> {
+    write_atomic(&layout.phone_record_file(phone), &encode_bytes(record)?)
 }
 
 /// Every phone the data root knows of: those with a record, a session

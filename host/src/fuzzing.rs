@@ -1,0 +1,224 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the corpus replay
+//! test (`host/tests/fuzz_corpus.rs`), one per input the host takes from
+//! outside: the phone in a path, the JWT in a header, the TOML config and
+//! its `[plugins]` section, and each on-disk format.
+//!
+//! Each function takes arbitrary bytes and panics only when an invariant
+//! breaks, so that a panic is a bug: beyond "no panic", a format that
+//! decodes must survive being written and read back unchanged, and a parser
+//! that accepts something must accept what it produced.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::auth::JwtAuth;
+use crate::core::tenant::Caller;
+use crate::core::tenant::TenantId;
+use crate::phone::Phone;
+use crate::plugins::compiled_cache;
+use crate::storage::{contacts, message_status_file, outbox_file, phone_records};
+
+/// A fuzz target: arbitrary bytes in, a panic only when an invariant breaks.
+pub type FuzzTarget = fn(&[u8]);
+
+/// The fuzz targets by name, as `fuzz/fuzz_targets/{name}.rs` and the seed
+/// corpus folders `fuzz/corpus/{name}/` call them.
+pub const TARGETS: &[(&str, FuzzTarget)] = &[
+    ("phone", phone),
+    ("jwt", jwt),
+    ("config_toml", config_toml),
+    ("plugins_toml", plugins_toml),
+    ("phone_record", phone_record),
+    ("outbox", outbox),
+    ("message_statuses", message_statuses),
+    ("contacts", contacts),
+    ("plugin_state", plugin_state),
+    ("compiled_cache_header", compiled_cache_header),
+];
+
+/// A phone parses only as itself, and only when it is 8 to 15 ASCII digits.
+pub fn phone(data: &[u8]) {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let digits = raw.bytes().all(|b| b.is_ascii_digit());
+    match Phone::parse(raw) {
+        Ok(phone) => {
+            assert!(digits && (8..=15).contains(&raw.len()), "accepted {raw:?}");
+            assert_eq!(phone.as_str(), raw);
+            assert_eq!(Phone::parse(phone.as_str()).as_ref(), Ok(&phone));
+        }
+        Err(_) => assert!(!digits || !(8..=15).contains(&raw.len()), "refused {raw:?}"),
+    }
+}
+
+const FUZZ_SECRET: &[u8] = b"fuzzing-secret-of-32-bytes-or-so";
+
+fn fuzz_auth() -> &'static JwtAuth {
+    static AUTH: OnceLock<JwtAuth> = OnceLock::new();
+    AUTH.get_or_init(|| match JwtAuth::new(FUZZ_SECRET) {
+        Ok(auth) => auth,
+        Err(e) => panic!("the fuzz secret is refused: {e}"),
+    })
+}
+
+/// Any `Authorization` header is answered without a panic; and claims that
+/// are correctly signed name an operator, a valid tenant, or nobody.
+pub fn jwt(data: &[u8]) {
+    let auth = fuzz_auth();
+    let text = String::from_utf8_lossy(data);
+    // As a raw header, and as a token: forged, truncated or garbage.
+    let _ = auth.authenticate(Some(&text));
+    let _ = auth.authenticate(Some(&format!("Bearer {text}")));
+    // As claims, signed with the right key: only the claims decide.
+    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Ok(key) = jsonwebtoken::EncodingKey::from_secret(FUZZ_SECRET) else {
+        return;
+    };
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let Ok(token) = jsonwebtoken::encode(&header, &claims, &key) else {
+        return;
+    };
+    match auth.authenticate(Some(&format!("Bearer {token}"))) {
+        Ok(Caller::Operator) => assert_eq!(claims["role"], "operator"),
+        Ok(Caller::Tenant(tenant)) => {
+            assert_ne!(claims["role"], "operator");
+            assert!(TenantId::parse(tenant.as_str()).is_ok());
+        }
+        Err(_) => {}
+    }
+}
+
+/// The main config file: parsed and checked like `lila serve` does, with
+/// no environment.
+pub fn config_toml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(file) = crate::config::parse_config_text(Path::new("lila.toml"), text) {
+        let _ = crate::config::Config::from_parts(file, &|_| None);
+    }
+}
+
+/// A `[plugins]` section on its own, as the plugin runtime re-reads it on
+/// every reload.
+pub fn plugins_toml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(file) = toml::from_str::<crate::plugins::config::PluginsFile>(text) {
+        let _ = crate::plugins::config::PluginsConfig::from_file(&file, Path::new("/etc/lila"));
+    }
+}
+
+fn fuzz_phone() -> Phone {
+    match Phone::parse("51987654321") {
+        Ok(phone) => phone,
+        Err(e) => panic!("the fuzz phone is refused: {e}"),
+    }
+}
+
+/// Decodes `data` with `decode`; what decodes is written with `encode` and
+/// must decode again to the same value.
+fn round_trip<T: PartialEq + std::fmt::Debug, E: std::fmt::Display>(
+    data: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+    encode: impl Fn(&T) -> Result<Option<Vec<u8>>, E>,
+    empty: impl Fn(&T) -> bool,
+) {
+    let Ok(value) = decode(data) else {
+        return;
+    };
+    match encode(&value) {
+        Ok(Some(bytes)) => match decode(&bytes) {
+            Ok(again) => assert_eq!(again, value, "changed by a write and a read"),
+            Err(e) => panic!("what was written does not read back: {e}"),
+        },
+        Ok(None) => assert!(empty(&value), "a non-empty value was stored as no file"),
+        Err(e) => panic!("a decoded value cannot be written: {e}"),
+    }
+}
+
+pub fn phone_record(data: &[u8]) {
+    let (path, phone) = (Path::new("phone.json"), fuzz_phone());
+    round_trip(
+        data,
+        |bytes| phone_records::decode(path, &phone, bytes),
+        |record| phone_records::encode_bytes(record).map(Some),
+        |_| false,
+    );
+}
+
+pub fn outbox(data: &[u8]) {
+    let path = Path::new("outbox.json");
+    round_trip(
+        data,
+        |bytes| outbox_file::decode(path, bytes),
+        outbox_file::encode_bytes,
+        |outbox| outbox.is_empty(),
+    );
+}
+
+pub fn message_statuses(data: &[u8]) {
+    let path = Path::new("status.json");
+    round_trip(
+        data,
+        |bytes| message_status_file::decode(path, bytes),
+        message_status_file::encode_bytes,
+        |statuses| statuses.is_empty(),
+    );
+}
+
+pub fn contacts(data: &[u8]) {
+    let path = Path::new("contacts.json");
+    round_trip(
+        data,
+        |bytes| contacts::decode(path, bytes),
+        |contacts| contacts::encode_bytes(contacts).map(Some),
+        |_| false,
+    );
+}
+
+pub fn plugin_state(data: &[u8]) {
+    round_trip(
+        data,
+        crate::plugins::state::decode_state,
+        |entries| crate::plugins::state::encode_state(entries).map(Some),
+        |_| false,
+    );
+}
+
+/// A cache file is accepted only with its own header and checksum: a file
+/// `store` would write is accepted whole, and any one changed byte is
+/// refused (that check is what makes loading the payload sound).
+pub fn compiled_cache_header(data: &[u8]) {
+    let component = [0x5a; 32];
+    let component_hex = hex::encode(component);
+    let engine = [0xe7; 32];
+    // As a file read from disk.
+    if let Ok(payload) = compiled_cache::check_header(data, &component_hex, &engine) {
+        let mut expected = compiled_cache::header(&component, &engine, payload);
+        expected.extend_from_slice(payload);
+        assert_eq!(expected, data, "accepted a file store would not write");
+    }
+    // As a payload: the file store writes, then that file with one byte
+    // flipped at a position the input picks.
+    let (flip, payload) = match data.split_first() {
+        Some((flip, payload)) => (*flip as usize, payload),
+        None => (0, data),
+    };
+    let mut file = compiled_cache::header(&component, &engine, payload);
+    file.extend_from_slice(payload);
+    match compiled_cache::check_header(&file, &component_hex, &engine) {
+        Ok(read) => assert_eq!(read, payload),
+        Err(reason) => panic!("refused a file store writes: {reason}"),
+    }
+    let at = flip * 7919 % file.len();
+    file[at] ^= 0x01;
+    assert!(
+        compiled_cache::check_header(&file, &component_hex, &engine).is_err(),
+        "accepted a file with byte {at} changed"
+    );
+}

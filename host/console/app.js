@@ -49,8 +49,9 @@ function showSignIn(notice) {
     try {
       await signIn(input.value);
       input.value = '';
-      if (!location.hash || location.hash === '#/sign-in') location.hash = '#/sessions';
-      route();
+      // Straight to the page the address names; with none, the hash change routes.
+      if (location.hash.startsWith('#/')) route();
+      else location.hash = '#/sessions';
     } catch (e) {
       fill(message, errorBox(e.message));
       input.focus();
@@ -111,7 +112,7 @@ function signOut(notice) {
   eventsStarted = false;
   stopEvents();
   signInNotice = notice ?? null;
-  if (location.hash !== '#/sessions') location.hash = '#/sessions';
+  // The address stays, so signing in again returns to the same page.
   route();
 }
 

@@ -91,7 +91,7 @@ export function sessionPage(root, phone) {
     if (session.status === 'qr' || session.status === 'starting') {
       qrChanged = await qr.refresh();
     } else if (changed) {
-      qr.explain(session.status === 'connected' || session.status === 'reconnecting'
+      qr.explain(session.status === 'connected' || session.me
         ? 'This session is paired: there is no QR code.'
         : `There is no QR code while the session is ${session.status}.`);
     }

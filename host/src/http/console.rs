@@ -246,8 +246,16 @@ mod tests {
                 .replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
             assert!(!text.contains("http://"), "{} names http://", file.name);
             assert!(!text.contains("https://"), "{} names https://", file.name);
-            assert!(!text.contains(" style=\""), "{} has an inline style", file.name);
-            assert!(!text.contains(" onclick="), "{} has an inline handler", file.name);
+            assert!(
+                !text.contains(" style=\""),
+                "{} has an inline style",
+                file.name
+            );
+            assert!(
+                !text.contains(" onclick="),
+                "{} has an inline handler",
+                file.name
+            );
         }
     }
 }

@@ -120,8 +120,12 @@ export function sessionPage(root, phone) {
 
   function showCleared(report, heading) {
     fill(badgeSlot, statusBadge('cleared'));
+    fill(detailsSlot, el('p', {}, 'This session was reset: it is no longer among the sessions. '
+      + 'Creating it again (Link a phone) starts afresh, with a new QR.'));
     qr.explain('The session was reset: there is no QR code until it is created again.');
+    fill(outboxSlot, el('p', { class: 'hint' }, 'The reset dropped the outbox.'));
     resetButton.disabled = true;
+    pairing.querySelector('button').disabled = true;
     fill(reportSlot, report ? resetReport(report, heading) : el('div', { class: 'card' }, el('h2', {}, heading)));
   }
 

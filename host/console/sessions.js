@@ -39,7 +39,7 @@ export function sessionsPage(root) {
       el('col', { class: 'w-error' })),
     el('thead', {}, el('tr', {},
       ['Phone', 'Tenant', 'Status', 'Ready', 'Own JID', 'Pending', 'Last error'].map((h, i) =>
-        el('th', { scope: 'col', class: ['', '', '', '', 'col-jid', 'num', 'col-error'][i] }, h)))),
+        el('th', { scope: 'col', class: ['', '', '', 'col-ready', 'col-jid', 'num col-pending', 'col-error'][i] }, h)))),
     tbody);
 
   fill(root,
@@ -161,8 +161,8 @@ export function sessionsPage(root) {
 function newRow() {
   const link = el('a', {});
   return el('tr', {},
-    el('td', {}, link), el('td', {}), el('td', {}), el('td', {}),
-    el('td', { class: 'col-jid mono' }), el('td', { class: 'num' }), el('td', { class: 'col-error' }));
+    el('td', {}, link), el('td', {}), el('td', {}), el('td', { class: 'col-ready' }),
+    el('td', { class: 'col-jid mono' }), el('td', { class: 'num col-pending' }), el('td', { class: 'col-error' }));
 }
 
 function updateRow(row, session) {

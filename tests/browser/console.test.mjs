@@ -256,6 +256,8 @@ test('sign in, link a phone from the QR on the page, see it connect live, reset 
   assert.match(await report.locator('table.removed').textContent(), /credentials|session/);
   const hook = report.locator('table.hooks tbody tr', { hasText: 'tenant-policy' });
   assert.match(await hook.textContent(), /before_clearok/);
+  assert.match(await page.locator('.details-slot').textContent(), /This session was reset/);
+  assert.equal(await page.locator('#pairing-code').isDisabled(), true);
   await shot(page, 'session-reset-report');
 
   await page.locator('#nav a[data-page="sessions"]').click();
@@ -342,6 +344,37 @@ test('10,000 sessions: one page of rows in the DOM, filters by tenant and status
   await page.getByRole('button', { name: 'Next →' }).click();
   await page.locator('#sessions-summary', { hasText: '51–100 of 500' }).waitFor();
   assert.equal(await page.locator('table.sessions tbody tr').count(), 50);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('with the event stream, a status shows as soon as its event arrives, and a reconnect resumes after the last id', async () => {
+  const page = await newPage();
+  const phone = '51922222222';
+  // The listing always says `qr`: only the event can turn the row connected.
+  await page.route('**/api/sessions', (route) => route.fulfill({
+    contentType: 'application/json',
+    body: JSON.stringify({ success: true, sessions: [{ phoneNumber: phone, companyId: 'acme', status: 'qr', ready: false, me: null, lastError: null, pendingMessages: 0 }] }),
+  }));
+  const streamRequests = [];
+  await page.route('**/api/events', async (route) => {
+    streamRequests.push(route.request().headers());
+    // After the first listing, so that the event has a row to change.
+    await new Promise((r) => setTimeout(r, 800));
+    const data = { type: 'session.status', id: '7', at: Date.now(), tenant: 'acme', phone, status: 'connected', ready: true, lastError: null };
+    await route.fulfill({
+      status: 200,
+      contentType: 'text/event-stream',
+      body: `: keep-alive\n\nevent: session.status\nid: 7\ndata: ${JSON.stringify(data)}\n\n`,
+    });
+  });
+  await signIn(page, operatorToken);
+  await page.locator(`tr[data-phone="${phone}"][data-status="connected"]`).waitFor({ timeout: 5000 });
+  await waitFor('a second connection to the stream', () => streamRequests.length >= 2, 10_000);
+  assert.equal(streamRequests[0].authorization, `Bearer ${operatorToken}`, 'the token goes in the header');
+  assert.equal(streamRequests[0].accept, 'text/event-stream');
+  assert.equal(streamRequests[0]['last-event-id'], undefined);
+  assert.equal(streamRequests[1]['last-event-id'], '7', 'the reconnect resumes after the last event');
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });

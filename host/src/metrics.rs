@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
 
 use crate::core::status::ConnectFailureCause;
 use crate::hooks::HookOutcome;
@@ -30,6 +31,25 @@ pub struct Metrics {
     pub open_files_limit: AtomicU64,
     /// Failed connection attempts, in the order of `ConnectFailureCause::ALL`.
     connection_failures: [AtomicU64; ConnectFailureCause::ALL.len()],
+    /// When these counters started, i.e. when `serve` built its gateway.
+    started: StartedAt,
+}
+
+/// The moment the metrics were created, for `lila_uptime_seconds` (measured
+/// on the monotonic clock) and `process_start_time_seconds` (wall clock).
+#[derive(Debug)]
+struct StartedAt {
+    monotonic: Instant,
+    wall: SystemTime,
+}
+
+impl Default for StartedAt {
+    fn default() -> StartedAt {
+        StartedAt {
+            monotonic: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
 }
 
 impl Metrics {
@@ -159,6 +179,18 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP lila_uptime_seconds Seconds since this process started serving.\n# TYPE lila_uptime_seconds gauge\nlila_uptime_seconds {}",
+            self.started.monotonic.elapsed().as_secs()
+        );
+        if let Ok(since_epoch) = self.started.wall.duration_since(SystemTime::UNIX_EPOCH) {
+            let _ = writeln!(
+                out,
+                "# HELP process_start_time_seconds Start time of the process since the Unix epoch, in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
+                since_epoch.as_secs()
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP lila_sessions_connected Sessions connected right now.\n# TYPE lila_sessions_connected gauge\nlila_sessions_connected {}",
             self.sessions_connected.load(Ordering::Relaxed)
         );
@@ -245,6 +277,28 @@ impl HookMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(text: &str, name: &str) -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    #[test]
+    fn uptime_counts_from_when_the_metrics_were_made() {
+        let mut m = Metrics::default();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(sample(&m.render(), "lila_uptime_seconds"), 0);
+        let start = sample(&m.render(), "process_start_time_seconds");
+        assert!(start.abs_diff(now) <= 1, "{start} vs {now}");
+        // As if the process had been serving for 90 s.
+        m.started.monotonic -= std::time::Duration::from_secs(90);
+        assert_eq!(sample(&m.render(), "lila_uptime_seconds"), 90);
+    }
 
     #[test]
     fn connection_failures_are_counted_by_cause() {

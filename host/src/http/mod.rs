@@ -4,6 +4,7 @@
 //! Portal shows in a toast. Handlers validate input (phone, token, body),
 //! then hand the request to the phone's session actor.
 
+mod console;
 mod error;
 mod handlers;
 mod qr;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/plugins", get(list_plugins))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(log_request))

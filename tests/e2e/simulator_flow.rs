@@ -67,46 +67,18 @@ impl Stage {
 }
 
 fn status(server: &Server, token: &str) -> Value {
-    server
-        .request(
-            "GET",
-            &format!("/api/sessions/{PHONE}/status"),
-            Some(token),
-            None,
-        )
-        .map(|(_, b)| b)
-        .unwrap_or(Value::Null)
+    server.status(PHONE, token)
 }
 
 fn wait_status(server: &Server, token: &str, wanted: &str) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..1000 {
-        last = status(server, token);
-        if last["status"] == wanted {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("status never became {wanted}; last: {last}");
+    server.wait_status(PHONE, token, wanted)
 }
 
 /// Creates the session, has the simulated phone scan the QR the API shows, and waits for `connected`.
 fn pair(server: &Server, sim: &SimHandle, token: &str) -> Value {
     let (code, body) = server.create(PHONE, token);
     assert_eq!(code, 200, "{body}");
-    let mut qr = Value::Null;
-    wait_until("a QR from the API", || {
-        qr = server
-            .request(
-                "GET",
-                &format!("/api/sessions/{PHONE}/qr"),
-                Some(token),
-                None,
-            )
-            .map(|(_, b)| b)
-            .unwrap_or(Value::Null);
-        qr["qr"].is_string()
-    });
+    let qr = server.wait_qr(PHONE, token);
     assert!(
         qr["qrImage"]
             .as_str()

@@ -229,6 +229,49 @@ impl Server {
         )
     }
 
+    /// `GET /api/sessions/{phone}/status`'s body (`null` when it failed).
+    pub fn status(&self, phone: &str, token: &str) -> Value {
+        self.request(
+            "GET",
+            &format!("/api/sessions/{phone}/status"),
+            Some(token),
+            None,
+        )
+        .map(|(_, body)| body)
+        .unwrap_or(Value::Null)
+    }
+
+    /// Waits (bounded, 20 s) until the session's status is `wanted`; its body.
+    pub fn wait_status(&self, phone: &str, token: &str, wanted: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..1000 {
+            last = self.status(phone, token);
+            if last["status"] == wanted {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("status never became {wanted}; last: {last}");
+    }
+
+    /// Waits (bounded) for `GET /api/sessions/{phone}/qr` to show a QR; its body.
+    pub fn wait_qr(&self, phone: &str, token: &str) -> Value {
+        let mut qr = Value::Null;
+        wait_until("a QR from the API", || {
+            qr = self
+                .request(
+                    "GET",
+                    &format!("/api/sessions/{phone}/qr"),
+                    Some(token),
+                    None,
+                )
+                .map(|(_, body)| body)
+                .unwrap_or(Value::Null);
+            qr["qr"].is_string()
+        });
+        qr
+    }
+
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

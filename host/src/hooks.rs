@@ -115,6 +115,10 @@ pub trait ResetHooks: Send + Sync + 'static {
         None
     }
 
+    /// Starts delivering the bus's events to the plugins' `on-event` hooks
+    /// (the gateway calls it once); nothing when there is no plugin runtime.
+    fn attach_events(&self, _events: &std::sync::Arc<crate::events::EventBus>) {}
+
     /// Hook call counters for `GET /metrics`; `None` when there is no plugin runtime.
     fn hook_metrics(&self) -> Option<&crate::metrics::HookMetrics> {
         None

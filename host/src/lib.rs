@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod events;
 pub mod gateway;
 pub mod hooks;
 pub mod http;

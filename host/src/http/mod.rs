@@ -5,6 +5,7 @@
 //! then hand the request to the phone's session actor.
 
 mod error;
+pub mod events;
 mod handlers;
 mod qr;
 
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/sessions", sessions)
         .route("/api/plugins", get(list_plugins))
+        .route("/api/events", get(events::event_stream))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

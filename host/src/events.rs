@@ -20,6 +20,8 @@ use crate::storage::now_ms;
 
 pub struct EventBus {
     inner: Mutex<Ring>,
+    /// How many events may wait for one plugin's `on-event`.
+    plugin_queue: usize,
     fan_out: broadcast::Sender<Arc<Event>>,
 }
 
@@ -72,7 +74,12 @@ impl EventBus {
                 recent: VecDeque::new(),
             }),
             fan_out,
+            plugin_queue: config.plugin_queue.max(1),
         }
+    }
+
+    pub fn plugin_queue(&self) -> usize {
+        self.plugin_queue
     }
 
     fn ring(&self) -> MutexGuard<'_, Ring> {

@@ -60,6 +60,8 @@ pub struct CallCounts {
     pub vetoed: u64,
     pub failed: u64,
     pub timed_out: u64,
+    /// Events the plugin's `on-event` never got (its queue was full).
+    pub events_dropped: u64,
 }
 
 /// One plugin as `GET /api/plugins` shows it.

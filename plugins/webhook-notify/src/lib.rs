@@ -92,11 +92,7 @@ pub fn on_event(
     transport: &mut impl Transport,
 ) -> Result<Vec<EndpointDelivery>, String> {
     let config = WebhookConfig::parse(config_json).map_err(|error| error.to_string())?;
-    if !config
-        .events
-        .iter()
-        .any(|wanted| *wanted == event.event_type)
-    {
+    if !config.events.contains(&event.event_type) {
         return Ok(Vec::new());
     }
     let body = event::stream_event_body(event)

@@ -22,6 +22,7 @@ pub struct Config {
     pub whatsapp: WhatsAppConfig,
     pub backups: BackupConfig,
     pub sessions: SessionConfig,
+    pub events: EventsConfig,
     /// The TOML file this configuration was read from, if any: the plugin
     /// runtime re-reads its `[plugins]` section on change.
     pub config_file: Option<PathBuf>,
@@ -61,6 +62,32 @@ pub struct SessionConfig {
     pub shutdown_deadline: Duration,
 }
 
+/// The event stream (`GET /api/events`) and the plugins' event hooks.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// How many recent events are kept for `Last-Event-ID` resumes.
+    pub buffer: usize,
+    /// How many events a stream subscriber may fall behind before it loses
+    /// some (it is then told how many with `events.dropped`).
+    pub subscriber_lag: usize,
+    /// How often an idle stream sends a comment line, so proxies keep it open.
+    pub heartbeat: Duration,
+    /// How many events may wait for one plugin's `on-event` before new ones
+    /// are dropped (and counted).
+    pub plugin_queue: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            buffer: 4_096,
+            subscriber_lag: 1_024,
+            heartbeat: Duration::from_secs(15),
+            plugin_queue: 256,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -79,6 +106,7 @@ impl Default for Config {
                 max_concurrent_starts: 16,
                 shutdown_deadline: Duration::from_secs(4),
             },
+            events: EventsConfig::default(),
             config_file: None,
             plugins_configured: false,
             crash_at: None,
@@ -113,6 +141,8 @@ pub struct ConfigFile {
     pub backups: BackupsFile,
     #[serde(default)]
     pub sessions: SessionsFile,
+    #[serde(default)]
+    pub events: EventsFile,
     /// The plugin runtime's section (`plugins::config` checks it).
     pub plugins: Option<crate::plugins::config::PluginsFile>,
 }
@@ -140,6 +170,15 @@ pub struct SessionsFile {
     pub max_restart_backoff_secs: Option<u64>,
     pub max_concurrent_starts: Option<usize>,
     pub shutdown_deadline_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsFile {
+    pub buffer: Option<usize>,
+    pub subscriber_lag: Option<usize>,
+    pub heartbeat_secs: Option<u64>,
+    pub plugin_queue: Option<usize>,
 }
 
 /// The version the client announces when it is pointed at a custom URL (a
@@ -247,6 +286,19 @@ impl Config {
         }
         if let Some(secs) = file.sessions.shutdown_deadline_secs {
             s.shutdown_deadline = Duration::from_secs(secs.max(1));
+        }
+        let e = &mut config.events;
+        if let Some(n) = file.events.buffer {
+            e.buffer = n.max(1);
+        }
+        if let Some(n) = file.events.subscriber_lag {
+            e.subscriber_lag = n.max(1);
+        }
+        if let Some(secs) = file.events.heartbeat_secs {
+            e.heartbeat = Duration::from_secs(secs.max(1));
+        }
+        if let Some(n) = file.events.plugin_queue {
+            e.plugin_queue = n.max(1);
         }
         config.crash_at = env("LILA_CRASH_AT").filter(|s| !s.is_empty());
         Ok(config)

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::core::recovery::{BootAction, boot_action};
 use crate::core::tenant::Caller;
+use crate::events::EventBus;
 use crate::hooks::ResetHooks;
 use crate::layout::DataLayout;
 use crate::metrics::Metrics;
@@ -65,6 +66,7 @@ impl Gateway {
         whatsapp: Arc<dyn WhatsApp>,
         hooks: Arc<dyn ResetHooks>,
     ) -> Arc<Gateway> {
+        let events = Arc::new(EventBus::new(&config.events));
         let ctx = SessionContext {
             layout: DataLayout::new(config.data_dir.clone()),
             start_permits: Semaphore::new(config.sessions.max_concurrent_starts),
@@ -73,12 +75,24 @@ impl Gateway {
             hooks,
             metrics: Arc::new(Metrics::default()),
             index: SessionIndex::default(),
+            events: events.clone(),
         };
+        // The plugins' event hooks listen on the same bus.
+        ctx.hooks.attach_events(&events);
         Arc::new(Gateway {
             ctx: Arc::new(ctx),
             sessions: Mutex::new(HashMap::new()),
             progress: Mutex::new(None),
         })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.ctx.config
+    }
+
+    /// The bus every session's events go through (`GET /api/events`).
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.ctx.events
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -60,6 +60,8 @@ pub struct CallCounts {
     pub vetoed: u64,
     pub failed: u64,
     pub timed_out: u64,
+    /// Events the plugin's `on-event` never got (its queue was full).
+    pub events_dropped: u64,
 }
 
 /// One plugin as `GET /api/plugins` shows it.
@@ -114,6 +116,10 @@ pub trait ResetHooks: Send + Sync + 'static {
     fn plugins(&self) -> Option<PluginsView> {
         None
     }
+
+    /// Starts delivering the bus's events to the plugins' `on-event` hooks
+    /// (the gateway calls it once); nothing when there is no plugin runtime.
+    fn attach_events(&self, _events: &std::sync::Arc<crate::events::EventBus>) {}
 
     /// Hook call counters for `GET /metrics`; `None` when there is no plugin runtime.
     fn hook_metrics(&self) -> Option<&crate::metrics::HookMetrics> {

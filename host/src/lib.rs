@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

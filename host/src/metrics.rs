@@ -200,18 +200,21 @@ impl Metrics {
 
 /// Upper bounds (ms) of the hook latency histogram's buckets.
 const HOOK_LATENCY_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000];
-const HOOKS: [&str; 2] = ["before_clear", "after_clear"];
+const HOOKS: [&str; 3] = ["before_clear", "after_clear", "on_event"];
 const OUTCOMES: [&str; 5] = ["ok", "vetoed", "failed", "timed_out", "skipped"];
 
 /// Plugin hook calls: counts by hook and outcome, and a latency histogram by hook.
 #[derive(Debug, Default)]
 pub struct HookMetrics {
     /// `[hook][outcome]`, in the order of `HOOKS` and `OUTCOMES`.
-    calls: [[AtomicU64; OUTCOMES.len()]; 2],
+    calls: [[AtomicU64; OUTCOMES.len()]; HOOKS.len()],
     /// `[hook][bucket]`, cumulative counts are computed when rendering.
-    latency_buckets: [[AtomicU64; HOOK_LATENCY_BUCKETS_MS.len()]; 2],
-    latency_sum_ms: [AtomicU64; 2],
-    latency_count: [AtomicU64; 2],
+    latency_buckets: [[AtomicU64; HOOK_LATENCY_BUCKETS_MS.len()]; HOOKS.len()],
+    latency_sum_ms: [AtomicU64; HOOKS.len()],
+    latency_count: [AtomicU64; HOOKS.len()],
+    /// Events no `on-event` hook got: its queue was full, or the dispatcher
+    /// fell behind the bus. By plugin key (`*` for the dispatcher).
+    events_dropped: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl HookMetrics {
@@ -235,6 +238,15 @@ impl HookMetrics {
         }
         self.latency_sum_ms[h].fetch_add(duration_ms, Ordering::Relaxed);
         Metrics::inc(&self.latency_count[h]);
+    }
+
+    /// Counts `count` events that plugin `key` (or `*`: every event hook) never got.
+    pub fn events_dropped(&self, key: &str, count: u64) {
+        let mut dropped = self
+            .events_dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *dropped.entry(key.to_owned()).or_default() += count;
     }
 
     /// The Prometheus text of these metrics (all zero when `metrics` is `None`).
@@ -268,6 +280,14 @@ impl HookMetrics {
                 out,
                 "lila_hook_duration_ms_bucket{{hook=\"{hook}\",le=\"+Inf\"}} {count}\nlila_hook_duration_ms_sum{{hook=\"{hook}\"}} {}\nlila_hook_duration_ms_count{{hook=\"{hook}\"}} {count}",
                 get(&m.latency_sum_ms[h])
+            );
+        }
+        out.push_str("# HELP lila_plugin_events_dropped_total Events an on-event hook never got (its queue was full; plugin \"*\": the dispatcher fell behind).\n# TYPE lila_plugin_events_dropped_total counter\n");
+        let dropped = m.events_dropped.lock().unwrap_or_else(|p| p.into_inner());
+        for (plugin, count) in dropped.iter() {
+            let _ = writeln!(
+                out,
+                "lila_plugin_events_dropped_total{{plugin=\"{plugin}\"}} {count}"
             );
         }
         out

@@ -446,7 +446,10 @@ async fn a_tenant_plugin_without_a_settings_file_runs_with_the_defaults() {
     assert_eq!(guard["name"], "acme/guard", "{listed}");
     assert_eq!(guard["loaded"], true, "{listed}");
     assert_eq!(guard["enabled"], true, "{listed}");
-    assert_eq!(guard["hooks"], json!(["before_clear", "after_clear"]));
+    assert_eq!(
+        guard["hooks"],
+        json!(["before_clear", "after_clear", "on_event"])
+    );
     assert_eq!(guard["failMode"], "open");
     let acme = s.h.token("acme");
     s.h.create(PHONE, &acme).await;
@@ -616,10 +619,14 @@ async fn plugins_are_listed_to_operators_only_and_counted_in_metrics() {
     let listed = s.plugins().await;
     let p = &listed["plugins"][0];
     assert_eq!(p["name"], "misbehave");
-    assert_eq!(p["hooks"], json!(["before_clear", "after_clear"]));
+    assert_eq!(
+        p["hooks"],
+        json!(["before_clear", "after_clear", "on_event"])
+    );
     assert_eq!(p["tenants"], json!(["*"]));
     assert_eq!(p["failMode"], "open");
     assert_eq!(p["calls"]["ok"], 2);
+    assert_eq!(p["calls"]["eventsDropped"], 0);
     assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
     let (_, metrics) =
         s.h.call(axum::http::Method::GET, "/metrics", None, None)
@@ -893,4 +900,79 @@ fn a_python_plugin_compiles_in_the_background_and_is_cached_for_the_next_start()
             "reset refused by plugin 'acme/python-guard': Phone +{PHONE} has already been reset 1 time(s) (python-guard allows 1)."
         )
     );
+}
+
+fn signature_of(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"whsec_test").unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn chosen_events_reach_the_webhook_in_order_signed_and_once_each() {
+    let (url, seen) = receiver().await;
+    let s = Setup::new(
+        &[("webhook-notify", "webhook-notify.wasm")],
+        &format!(
+            "[[plugins.plugin]]\nname = \"webhook-notify\"\nhooks = [\"on-event\"]\ncapabilities = {{ http = [\"{url}\"] }}\nconfig = {{ endpoints = [{{ url = \"{url}\", secret = \"whsec_test\" }}], events = [\"session.status\", \"session.cleared\"] }}\n"
+        ),
+    )
+    .await;
+    let token = s.h.token("acme");
+    s.h.paired(PHONE, &token).await;
+    let (status, body) = s.h.clear(PHONE, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // An event-only plugin has no part in the reset itself.
+    assert!(hook_runs(&body).is_empty(), "{body}");
+    s.h.wait_for("the session.cleared event at the receiver", || {
+        seen.lock().unwrap().iter().any(|(b, _)| {
+            serde_json::from_slice::<Value>(b).is_ok_and(|e| e["event"] == "session.cleared")
+        })
+    })
+    .await;
+    // Give a duplicate, if there were one, the time to arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = seen.lock().unwrap().clone();
+    let events: Vec<Value> = seen
+        .iter()
+        .map(|(body, signature)| {
+            assert_eq!(*signature, signature_of(body));
+            serde_json::from_slice(body).unwrap()
+        })
+        .collect();
+    let ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "out of order or repeated: {ids:?}"
+    );
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["event"].as_str().unwrap(),
+                e["status"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let at = |kind: &str| {
+        kinds
+            .iter()
+            .position(|k| k == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {kinds:?}"))
+    };
+    assert!(at("session.status:qr") < at("session.status:connected"));
+    assert!(at("session.status:connected") < at("session.cleared:"));
+    // Only the chosen types, for the owner's phone.
+    assert!(
+        events
+            .iter()
+            .all(|e| e["event"] == "session.status" || e["event"] == "session.cleared")
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["tenant"] == "acme" && e["phone"] == PHONE)
+    );
+    assert_eq!(events[at("session.cleared:")]["report"]["phone"], PHONE);
 }

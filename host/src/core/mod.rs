@@ -5,6 +5,7 @@
 //! handlers in `http` carry out what these types decide, and most of the
 //! host's rules are tested here without touching a disk.
 
+pub mod event;
 pub mod message_status;
 pub mod outbox;
 pub mod record;

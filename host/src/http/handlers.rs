@@ -424,6 +424,7 @@ pub async fn list_plugins(
                     "vetoed": p.calls.vetoed,
                     "failed": p.calls.failed,
                     "timedOut": p.calls.timed_out,
+                    "eventsDropped": p.calls.events_dropped,
                 },
             })
         })

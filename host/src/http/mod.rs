@@ -6,6 +6,7 @@
 
 mod console;
 mod error;
+pub mod events;
 mod handlers;
 mod qr;
 
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/sessions", sessions)
         .route("/api/plugins", get(list_plugins))
+        .route("/api/events", get(events::event_stream))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(console::routes())

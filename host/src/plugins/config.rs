@@ -176,6 +176,8 @@ impl FailMode {
 pub struct HookSet {
     pub before_clear: bool,
     pub after_clear: bool,
+    /// `on-event` (lila:hooks@0.2.0); called only if the component exports it.
+    pub on_event: bool,
 }
 
 impl HookSet {
@@ -186,6 +188,9 @@ impl HookSet {
         }
         if self.after_clear {
             names.push("after_clear");
+        }
+        if self.on_event {
+            names.push("on_event");
         }
         names
     }
@@ -284,26 +289,29 @@ fn hook_set(hooks: Option<&[String]>, who: &str) -> Result<HookSet, PluginConfig
         return Ok(HookSet {
             before_clear: true,
             after_clear: true,
+            on_event: true,
         });
     };
     if hooks.is_empty() {
         // An empty list would load the plugin and never call it: say so
         // rather than skip a policy in silence.
         return err(format!(
-            "{who}: hooks must name at least one hook (before-clear, after-clear); to turn the plugin off, set enabled = false"
+            "{who}: hooks must name at least one hook (before-clear, after-clear, on-event); to turn the plugin off, set enabled = false"
         ));
     }
     let mut set = HookSet {
         before_clear: false,
         after_clear: false,
+        on_event: false,
     };
     for hook in hooks {
         match hook.as_str() {
             "before-clear" | "before_clear" => set.before_clear = true,
             "after-clear" | "after_clear" => set.after_clear = true,
+            "on-event" | "on_event" => set.on_event = true,
             other => {
                 return err(format!(
-                    "{who}: unknown hook {other:?} (before-clear, after-clear)"
+                    "{who}: unknown hook {other:?} (before-clear, after-clear, on-event)"
                 ));
             }
         }

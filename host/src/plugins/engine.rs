@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 
 use super::compiled_cache::{CacheMiss, CompiledCache};
@@ -27,6 +27,26 @@ pub mod wit {
     });
 }
 
+/// The bindings of `wit/lila-hooks-0.2.0`: the 0.1.0 interfaces under the
+/// new version, plus `events` (`on-event`). Its `types` are 0.1.0's Rust
+/// types (the WIT records are identical, and values are checked by shape),
+/// so one translation of a reset serves both versions.
+pub mod wit2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/lila-hooks-0.2.0",
+        world: "reset-and-event-hook",
+        imports: { default: async },
+        exports: { default: async },
+        with: { "lila:hooks/types@0.2.0": super::wit::lila::hooks::types },
+    });
+}
+
+/// Which `reset` interface a component exports.
+pub enum ResetExport {
+    V1(wit::exports::lila::hooks::reset::GuestIndices),
+    V2(wit2::exports::lila::hooks::reset::GuestIndices),
+}
+
 /// How often the epoch advances: the granularity of time budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Extra time the async timeout allows over the budget, so that the
@@ -39,13 +59,17 @@ const MAX_WASM_STACK: usize = 1 << 20;
 pub enum EngineError {
     #[error("the wasm engine could not be set up: {0}")]
     Setup(String),
-    #[error("not a loadable lila:hooks@0.1.0 component: {0}")]
+    #[error("not a loadable lila:hooks component: {0}")]
     Compile(String),
 }
 
 /// A compiled component, ready to be instantiated cheaply for each call.
 pub struct CompiledPlugin {
-    pub pre: wit::ResetHookPre<HostState>,
+    pub pre: InstancePre<HostState>,
+    /// `before-clear`/`after-clear`, when the component exports them (0.1.0 or 0.2.0).
+    pub reset: Option<ResetExport>,
+    /// `on-event` (0.2.0), when the component exports it.
+    pub events: Option<wit2::exports::lila::hooks::events::GuestIndices>,
     pub sha256: String,
     pub size: u64,
     pub origin: CodeOrigin,
@@ -110,6 +134,11 @@ impl PluginEngine {
             .map_err(|e| EngineError::Setup(wasm_error(e)))?;
         wit::ResetHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut HostState| state)
             .map_err(|e| EngineError::Setup(wasm_error(e)))?;
+        wit2::ResetAndEventHook::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state: &mut HostState| state,
+        )
+        .map_err(|e| EngineError::Setup(wasm_error(e)))?;
         // The ticker is a plain thread: on the async executor it could be
         // starved by the very plugin it has to interrupt.
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -168,10 +197,24 @@ impl PluginEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| EngineError::Compile(wasm_error(e)))?;
-        let pre = wit::ResetHookPre::new(instance_pre)
-            .map_err(|e| EngineError::Compile(wasm_error(e)))?;
+        // A component exports the reset hooks (0.1.0 or 0.2.0), the event
+        // hook (0.2.0), or both; anything else is not a plugin.
+        let reset = match wit::exports::lila::hooks::reset::GuestIndices::new(&instance_pre) {
+            Ok(indices) => Some(ResetExport::V1(indices)),
+            Err(_) => wit2::exports::lila::hooks::reset::GuestIndices::new(&instance_pre)
+                .ok()
+                .map(ResetExport::V2),
+        };
+        let events = wit2::exports::lila::hooks::events::GuestIndices::new(&instance_pre).ok();
+        if reset.is_none() && events.is_none() {
+            return Err(EngineError::Compile(
+                "it exports neither lila:hooks/reset@0.1.0, lila:hooks/reset@0.2.0 nor lila:hooks/events@0.2.0".into(),
+            ));
+        }
         Ok(CompiledPlugin {
-            pre,
+            pre: instance_pre,
+            reset,
+            events,
             sha256,
             size: bytes.len() as u64,
             origin,
@@ -191,12 +234,22 @@ impl PluginEngine {
         memory_bytes: usize,
         ctx: &wit::lila::hooks::types::ResetContext,
     ) -> CallEnd<wit::lila::hooks::types::Decision> {
-        self.run(plugin, env, memory_bytes, async |bindings, store| {
-            bindings
-                .lila_hooks_reset()
-                .call_before_clear(store, ctx)
-                .await
-        })
+        self.run(
+            plugin,
+            env,
+            memory_bytes,
+            async |instance, store| match &plugin.reset {
+                Some(ResetExport::V1(indices)) => {
+                    let guest = indices.load(&mut *store, instance)?;
+                    guest.call_before_clear(store, ctx).await
+                }
+                Some(ResetExport::V2(indices)) => {
+                    let guest = indices.load(&mut *store, instance)?;
+                    guest.call_before_clear(store, ctx).await
+                }
+                None => Ok(wit::lila::hooks::types::Decision::Allow),
+            },
+        )
         .await
     }
 
@@ -208,12 +261,45 @@ impl PluginEngine {
         memory_bytes: usize,
         report: &wit::lila::hooks::types::ResetReport,
     ) -> CallEnd<()> {
-        self.run(plugin, env, memory_bytes, async |bindings, store| {
-            bindings
-                .lila_hooks_reset()
-                .call_after_clear(store, report)
-                .await
-        })
+        self.run(
+            plugin,
+            env,
+            memory_bytes,
+            async |instance, store| match &plugin.reset {
+                Some(ResetExport::V1(indices)) => {
+                    let guest = indices.load(&mut *store, instance)?;
+                    guest.call_after_clear(store, report).await
+                }
+                Some(ResetExport::V2(indices)) => {
+                    let guest = indices.load(&mut *store, instance)?;
+                    guest.call_after_clear(store, report).await
+                }
+                None => Ok(()),
+            },
+        )
+        .await
+    }
+
+    /// Runs `on-event` in a fresh store (nothing when the component has no event hook).
+    pub async fn on_event(
+        &self,
+        plugin: &CompiledPlugin,
+        env: CallEnv,
+        memory_bytes: usize,
+        event: &wit2::exports::lila::hooks::events::Event,
+    ) -> CallEnd<()> {
+        self.run(
+            plugin,
+            env,
+            memory_bytes,
+            async |instance, store| match &plugin.events {
+                Some(indices) => {
+                    let guest = indices.load(&mut *store, instance)?;
+                    guest.call_on_event(store, event).await
+                }
+                None => Ok(()),
+            },
+        )
         .await
     }
 
@@ -222,7 +308,7 @@ impl PluginEngine {
         plugin: &CompiledPlugin,
         env: CallEnv,
         memory_bytes: usize,
-        call: impl AsyncFnOnce(&wit::ResetHook, &mut Store<HostState>) -> wasmtime::Result<T>,
+        call: impl AsyncFnOnce(&Instance, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> CallEnd<T> {
         let deadline = env.deadline;
         let budget = deadline.saturating_duration_since(Instant::now());
@@ -245,8 +331,8 @@ impl PluginEngine {
             }
         });
         let work = async {
-            let bindings = plugin.pre.instantiate_async(&mut store).await?;
-            call(&bindings, &mut store).await
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            call(&instance, &mut store).await
         };
         // Host imports are bounded by the deadline too; this outer timeout
         // is the backstop for any await the engine cannot interrupt.

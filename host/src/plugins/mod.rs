@@ -12,6 +12,7 @@ pub mod capability;
 pub(crate) mod compiled_cache;
 pub mod config;
 mod engine;
+mod event_hooks;
 mod imports;
 mod registry;
 pub(crate) mod state;
@@ -692,6 +693,10 @@ impl ResetHooks for PluginHooks {
             config_error: registry.config_error.clone(),
             plugins,
         })
+    }
+
+    fn attach_events(&self, events: &Arc<crate::events::EventBus>) {
+        event_hooks::start(self.runtime.clone(), events);
     }
 
     fn hook_metrics(&self) -> Option<&HookMetrics> {

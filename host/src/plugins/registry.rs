@@ -24,6 +24,8 @@ pub struct CallCounters {
     pub vetoed: AtomicU64,
     pub failed: AtomicU64,
     pub timed_out: AtomicU64,
+    /// Events this plugin's `on-event` never got: its queue was full.
+    pub events_dropped: AtomicU64,
 }
 
 impl CallCounters {
@@ -33,6 +35,7 @@ impl CallCounters {
             vetoed: self.vetoed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
+            events_dropped: self.events_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -83,6 +86,8 @@ impl Registry {
         self.entries
             .iter()
             .filter_map(|e| match &e.loaded {
+                // An event-only component (0.2.0) has no reset hooks to call.
+                Some(loaded) if loaded.code.reset.is_none() => None,
                 Some(loaded) => Some(ResetPlugin::Ready(loaded.clone())),
                 None if e.compiling => Some(ResetPlugin::Compiling(e.spec.clone())),
                 None => None,
@@ -93,6 +98,20 @@ impl Registry {
                     ResetPlugin::Compiling(spec) => spec,
                 };
                 spec.enabled && hook(spec) && spec.runs_for(tenant)
+            })
+            .collect()
+    }
+
+    /// The loaded plugins whose `on-event` hears an event of `tenant`'s session.
+    pub fn for_events(&self, tenant: Option<&TenantId>) -> Vec<Arc<LoadedPlugin>> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.loaded.clone())
+            .filter(|l| {
+                l.code.events.is_some()
+                    && l.spec.enabled
+                    && l.spec.hooks.on_event
+                    && l.spec.runs_for(tenant)
             })
             .collect()
     }

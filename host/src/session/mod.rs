@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::core::message_status::MessageStatus;
 use crate::core::outbox::OutboxMessage;
 use crate::core::tenant::{Caller, TenantId};
+use crate::events::EventBus;
 use crate::hooks::{HookRun, ResetHooks, ResetReport};
 use crate::layout::DataLayout;
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub struct SessionContext {
     pub start_permits: Semaphore,
     /// Which phones exist and who owns them; written by each phone's actor.
     pub index: SessionIndex,
+    /// Where actors publish what changed (status, QR, resets, message statuses).
+    pub events: Arc<EventBus>,
 }
 
 #[derive(Debug, thiserror::Error)]

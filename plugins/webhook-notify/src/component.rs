@@ -1,15 +1,18 @@
-//! The WebAssembly component: binds the `reset-hook` world's exports to the
-//! plain logic in the crate root, and the `Transport` trait to the host imports.
+//! The WebAssembly component: binds the `reset-and-event-hook` world's
+//! exports (lila:hooks@0.2.0) to the plain logic in the crate root, and the
+//! `Transport` trait to the host imports.
 
 wit_bindgen::generate!({
-    world: "reset-hook",
-    path: "../../wit/lila-hooks-0.1.0",
+    world: "reset-and-event-hook",
+    path: "../../wit/lila-hooks-0.2.0",
 });
 
+use exports::lila::hooks::events::{self, EventKind};
 use exports::lila::hooks::reset::Guest;
 use lila::hooks::host::{self, LogLevel};
 use lila::hooks::http;
 use lila::hooks::types::{self, Decision, ResetContext, ResetReport};
+use serde_json::{Map, Value, json};
 
 use crate::delivery::Transport;
 use crate::{Outcome, PluginOutcome};
@@ -98,7 +101,57 @@ impl Guest for WebhookNotify {
                 Ok(results) => results,
                 Err(message) => fail(&message),
             };
-        for result in &results {
+        report_deliveries(&results);
+    }
+}
+
+/// The type's fields, named as lila's event stream names them.
+fn payload(kind: EventKind) -> Map<String, Value> {
+    let value = match kind {
+        EventKind::SessionStatus(s) => {
+            json!({ "status": s.status, "ready": s.ready, "lastError": s.last_error })
+        }
+        EventKind::SessionQr(available) => json!({ "available": available }),
+        EventKind::SessionCleared(report) => {
+            let report = crate::event::event_body(&plain_report(report))
+                .ok()
+                .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
+                .unwrap_or(Value::Null);
+            json!({ "report": report })
+        }
+        EventKind::SessionLoggedOut(reason) => json!({ "reason": reason }),
+        EventKind::MessageStatus(m) => {
+            json!({ "messageId": m.message_id, "status": m.status, "error": m.error })
+        }
+    };
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+impl events::Guest for WebhookNotify {
+    fn on_event(event: events::Event) {
+        let event = crate::StreamEvent {
+            id: event.id,
+            at_ms: event.at_ms,
+            event_type: event.event_type,
+            tenant: event.tenant,
+            phone: event.phone,
+            payload: payload(event.kind),
+        };
+        let results = match crate::on_event(&host::config(), &event, &mut WitTransport) {
+            Ok(results) => results,
+            Err(message) => fail(&message),
+        };
+        report_deliveries(&results);
+    }
+}
+
+/// Logs each endpoint's outcome; traps when any endpoint did not get the event.
+fn report_deliveries(results: &[crate::delivery::EndpointDelivery]) {
+    {
+        for result in results {
             let level = if result.delivery.is_delivered() {
                 LogLevel::Info
             } else {
@@ -106,7 +159,7 @@ impl Guest for WebhookNotify {
             };
             host::log(level, &crate::describe(result));
         }
-        if let Some(summary) = crate::failure_summary(&results) {
+        if let Some(summary) = crate::failure_summary(results) {
             fail(&summary);
         }
     }

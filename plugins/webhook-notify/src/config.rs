@@ -48,7 +48,21 @@ pub struct WebhookConfig {
     /// Per attempt; the host also cuts it to what is left of the call's budget.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u32,
+    /// Event types the `on-event` hook forwards (`session.status`,
+    /// `session.qr`, `session.cleared`, `session.logged_out`,
+    /// `message.status`); none unless listed.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
+
+/// The event types lila's `on-event` hook delivers.
+pub const EVENT_TYPES: [&str; 5] = [
+    "session.status",
+    "session.qr",
+    "session.cleared",
+    "session.logged_out",
+    "message.status",
+];
 
 // A secret must never end up in a log line, so Debug is written by hand.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -123,6 +137,16 @@ impl WebhookConfig {
                 )))
             }
         };
+        if let Some(unknown) = self
+            .events
+            .iter()
+            .find(|e| !EVENT_TYPES.contains(&e.as_str()))
+        {
+            return Err(ConfigError(format!(
+                "unknown event type {unknown:?} (expected one of {})",
+                EVENT_TYPES.join(", ")
+            )));
+        }
         in_range("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS)?;
         in_range("backoff_ms", self.backoff_ms, 0, MAX_BACKOFF_MS)?;
         in_range("timeout_ms", self.timeout_ms, 1, MAX_TIMEOUT_MS)?;
@@ -172,6 +196,7 @@ mod tests {
         assert!(error(r#"{"max_attempts": 11}"#).contains("max_attempts"));
         assert!(error(r#"{"timeout_ms": 0}"#).contains("timeout_ms"));
         assert!(error(r#"{"backoff": 10}"#).contains("unknown field"));
+        assert!(error(r#"{"events": ["session.connected"]}"#).contains("unknown event type"));
     }
 
     #[test]

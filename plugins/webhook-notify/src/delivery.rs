@@ -10,7 +10,6 @@
 //! instead of being cut off.
 
 use crate::config::{Endpoint, WebhookConfig};
-use crate::event::EVENT_NAME;
 use crate::signature::{SIGNATURE_HEADER, signature_value};
 
 /// The host imports delivery needs.
@@ -65,6 +64,7 @@ pub struct EndpointDelivery {
 /// de-duplicate retries: it is the reset id, the same on every attempt.
 pub fn request_headers(
     endpoint: &Endpoint,
+    event_name: &str,
     delivery_id: &str,
     body: &[u8],
 ) -> Vec<(String, String)> {
@@ -74,7 +74,7 @@ pub fn request_headers(
             "User-Agent".to_owned(),
             concat!("lila-webhook-notify/", env!("CARGO_PKG_VERSION")).to_owned(),
         ),
-        ("X-Lila-Event".to_owned(), EVENT_NAME.to_owned()),
+        ("X-Lila-Event".to_owned(), event_name.to_owned()),
         ("X-Lila-Delivery".to_owned(), delivery_id.to_owned()),
         (
             SIGNATURE_HEADER.to_owned(),
@@ -106,6 +106,7 @@ struct Pending<'a> {
 /// Sends `body` to every configured endpoint and says how each ended.
 pub fn deliver(
     config: &WebhookConfig,
+    event_name: &str,
     delivery_id: &str,
     body: &[u8],
     transport: &mut impl Transport,
@@ -115,7 +116,7 @@ pub fn deliver(
         .iter()
         .map(|endpoint| Pending {
             endpoint,
-            headers: request_headers(endpoint, delivery_id, body),
+            headers: request_headers(endpoint, event_name, delivery_id, body),
             attempts: 0,
             last_error: None,
             finished: None,
@@ -182,6 +183,7 @@ mod tests {
     use std::collections::{BTreeMap, VecDeque};
 
     use super::*;
+    use crate::event::EVENT_NAME;
 
     /// A virtual clock and scripted answers per URL. Each post takes
     /// `latency_ms` of virtual time; an unscripted post answers 200.
@@ -293,7 +295,7 @@ mod tests {
     #[test]
     fn first_try_success_sends_signed_event_headers() {
         let mut transport = FakeTransport::new(10_000);
-        let results = deliver(&config(&[A]), "r-42", BODY, &mut transport);
+        let results = deliver(&config(&[A]), EVENT_NAME, "r-42", BODY, &mut transport);
         assert_eq!(
             only(results),
             Delivery::Delivered {
@@ -318,7 +320,7 @@ mod tests {
     fn server_errors_are_retried_with_doubling_backoff() {
         let mut transport =
             FakeTransport::new(10_000).script(A, &[Ok(500), Err("connection refused"), Ok(204)]);
-        let results = deliver(&config(&[A]), "r-42", BODY, &mut transport);
+        let results = deliver(&config(&[A]), EVENT_NAME, "r-42", BODY, &mut transport);
         assert_eq!(
             only(results),
             Delivery::Delivered {
@@ -333,7 +335,7 @@ mod tests {
     fn persistent_failure_gives_up_after_max_attempts_with_the_last_error() {
         let mut transport =
             FakeTransport::new(10_000).script(A, &[Ok(503), Ok(429), Ok(502), Ok(200)]);
-        let results = deliver(&config(&[A]), "r-42", BODY, &mut transport);
+        let results = deliver(&config(&[A]), EVENT_NAME, "r-42", BODY, &mut transport);
         assert_eq!(
             only(results),
             Delivery::GaveUp {
@@ -352,7 +354,7 @@ mod tests {
                 "denied: https://b.example/hook is not on the allow-list",
             )],
         );
-        let results = deliver(&config(&[A, B]), "r-42", BODY, &mut transport);
+        let results = deliver(&config(&[A, B]), EVENT_NAME, "r-42", BODY, &mut transport);
         assert_eq!(
             results[0].delivery,
             Delivery::Rejected {
@@ -373,7 +375,7 @@ mod tests {
     #[test]
     fn a_dead_endpoint_does_not_delay_a_healthy_one() {
         let mut transport = FakeTransport::new(10_000).script(A, &[Ok(500), Ok(500), Ok(500)]);
-        let results = deliver(&config(&[A, B]), "r-42", BODY, &mut transport);
+        let results = deliver(&config(&[A, B]), EVENT_NAME, "r-42", BODY, &mut transport);
         assert_eq!(
             results[1].delivery,
             Delivery::Delivered {
@@ -387,7 +389,7 @@ mod tests {
     #[test]
     fn each_endpoint_is_signed_with_its_own_secret() {
         let mut transport = FakeTransport::new(10_000);
-        deliver(&config(&[A, B]), "r-42", BODY, &mut transport);
+        deliver(&config(&[A, B]), EVENT_NAME, "r-42", BODY, &mut transport);
         let signatures: Vec<_> = transport
             .posts
             .iter()
@@ -409,7 +411,7 @@ mod tests {
         // waiting 400 more would leave no room for attempt 3.
         let mut transport = FakeTransport::new(600).script(A, &[Ok(500), Ok(500), Ok(200)]);
         transport.latency_ms = 10;
-        let results = deliver(&config(&[A]), "r-42", BODY, &mut transport);
+        let results = deliver(&config(&[A]), EVENT_NAME, "r-42", BODY, &mut transport);
         assert_eq!(
             only(results),
             Delivery::GaveUp {
@@ -427,7 +429,7 @@ mod tests {
     #[test]
     fn no_budget_means_no_attempt() {
         let mut transport = FakeTransport::new(20);
-        let results = deliver(&config(&[A]), "r-42", BODY, &mut transport);
+        let results = deliver(&config(&[A]), EVENT_NAME, "r-42", BODY, &mut transport);
         assert_eq!(
             only(results),
             Delivery::GaveUp {
@@ -441,7 +443,7 @@ mod tests {
     #[test]
     fn no_endpoints_sends_nothing() {
         let mut transport = FakeTransport::new(10_000);
-        assert!(deliver(&config(&[]), "r-42", BODY, &mut transport).is_empty());
+        assert!(deliver(&config(&[]), EVENT_NAME, "r-42", BODY, &mut transport).is_empty());
         assert!(transport.posts.is_empty());
     }
 }

@@ -123,6 +123,23 @@ pub fn event_body(report: &ResetReport) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&event)
 }
 
+/// The body of a forwarded stream event: `event` (its type), `id`, `tenant`,
+/// `phone`, `occurred_at(_ms)`, then the type's own fields, as lila's
+/// `GET /api/events` names them.
+pub fn stream_event_body(event: &crate::StreamEvent) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = serde_json::Map::new();
+    body.insert("event".into(), event.event_type.clone().into());
+    body.insert("id".into(), event.id.into());
+    body.insert("tenant".into(), event.tenant.clone().into());
+    body.insert("phone".into(), event.phone.clone().into());
+    body.insert("occurred_at".into(), rfc3339_utc(event.at_ms).into());
+    body.insert("occurred_at_ms".into(), event.at_ms.into());
+    for (key, value) in &event.payload {
+        body.insert(key.clone(), value.clone());
+    }
+    serde_json::to_vec(&body)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};

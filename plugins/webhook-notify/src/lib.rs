@@ -64,7 +64,43 @@ pub fn after_clear(
         .map_err(|error| format!("could not encode the event: {error}"))?;
     Ok(delivery::deliver(
         &config,
+        event::EVENT_NAME,
         &report.reset_id,
+        &body,
+        transport,
+    ))
+}
+
+/// An event of lila's event stream (the `on-event` hook of lila:hooks@0.2.0),
+/// with its type's fields as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    pub id: u64,
+    pub at_ms: u64,
+    pub event_type: String,
+    pub tenant: String,
+    pub phone: String,
+    pub payload: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The `on-event` hook: forwards the event to every endpoint when its type
+/// is one of the config's `events`; `Ok(empty)` when it is not. The delivery
+/// id (`X-Lila-Delivery`) is the event's id, the same on every retry.
+pub fn on_event(
+    config_json: &str,
+    event: &StreamEvent,
+    transport: &mut impl Transport,
+) -> Result<Vec<EndpointDelivery>, String> {
+    let config = WebhookConfig::parse(config_json).map_err(|error| error.to_string())?;
+    if !config.events.contains(&event.event_type) {
+        return Ok(Vec::new());
+    }
+    let body = event::stream_event_body(event)
+        .map_err(|error| format!("could not encode the event: {error}"))?;
+    Ok(delivery::deliver(
+        &config,
+        &event.event_type,
+        &event.id.to_string(),
         &body,
         transport,
     ))
@@ -99,7 +135,7 @@ pub fn failure_summary(results: &[EndpointDelivery]) -> Option<String> {
         return None;
     }
     Some(format!(
-        "the session.cleared event reached {} of {} endpoint(s); not delivered to: {}",
+        "the event reached {} of {} endpoint(s); not delivered to: {}",
         results.len() - failed.len(),
         results.len(),
         failed.join(", ")
@@ -170,9 +206,40 @@ mod tests {
         assert_eq!(
             failure_summary(&results).as_deref(),
             Some(
-                "the session.cleared event reached 1 of 2 endpoint(s); \
+                "the event reached 1 of 2 endpoint(s); \
                  not delivered to: https://down.example"
             )
+        );
+    }
+
+    fn stream_event(event_type: &str) -> StreamEvent {
+        let mut payload = serde_json::Map::new();
+        payload.insert("status".into(), "connected".into());
+        StreamEvent {
+            id: 7,
+            at_ms: 1_777_664_579_999,
+            event_type: event_type.to_owned(),
+            tenant: "acme".to_owned(),
+            phone: "5511999998888".to_owned(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn only_the_chosen_event_types_are_forwarded() {
+        let config = r#"{"endpoints": [{"url": "https://up.example", "secret": "s"}],
+                         "events": ["session.status"]}"#;
+        let sent = on_event(config, &stream_event("session.status"), &mut AlwaysDown).unwrap();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].delivery.is_delivered());
+        let skipped = on_event(config, &stream_event("message.status"), &mut AlwaysDown).unwrap();
+        assert!(skipped.is_empty());
+        // No `events`: nothing is forwarded (after-clear still works as before).
+        let none = r#"{"endpoints": [{"url": "https://up.example", "secret": "s"}]}"#;
+        assert!(
+            on_event(none, &stream_event("session.status"), &mut AlwaysDown)
+                .unwrap()
+                .is_empty()
         );
     }
 

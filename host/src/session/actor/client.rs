@@ -115,6 +115,7 @@ impl SessionActor {
                 }
             }
             ClientNotice::PairingCode { code } => {
+                self.publish_pairing_code(&code);
                 self.pairing_code = Some((code, Instant::now() + PAIRING_CODE_VALIDITY));
             }
             ClientNotice::Receipt { message_ids, kind } => self.on_receipt(&message_ids, kind),

@@ -8,7 +8,8 @@
 //! - `outbox`: queueing durably, the send pump, confirmations;
 //! - `backup`: periodic snapshots, and restoring a store before a start;
 //! - `disconnect`: `DELETE /api/sessions/{phone}`;
-//! - `reset`: `clear`, and finishing an interrupted one at boot.
+//! - `reset`: `clear`, and finishing an interrupted one at boot;
+//! - `session_events`: the events a change makes, onto the gateway's bus.
 
 mod backup;
 mod client;
@@ -16,6 +17,7 @@ mod commands;
 mod disconnect;
 mod outbox;
 mod reset;
+mod session_events;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -322,13 +324,15 @@ impl SessionActor {
         self.record.as_ref().and_then(|r| r.owner.as_ref())
     }
 
-    /// Publishes the view for listings, when it changed.
+    /// Publishes the view for listings, when it changed, and the events the
+    /// change makes (`session_events`).
     fn publish_view(&self) {
         let view = self.view();
         self.view_tx.send_if_modified(|current| {
             if *current == view {
                 return false;
             }
+            self.publish_view_events(current, &view);
             *current = view;
             true
         });

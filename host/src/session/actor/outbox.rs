@@ -56,6 +56,7 @@ impl SessionActor {
         self.statuses
             .queued(&message.id, message.to.as_jid(), message.created_at_ms);
         self.save_statuses();
+        self.publish_message_status(&message.id);
         Metrics::inc(&self.ctx.metrics.messages_enqueued);
         info!(message_id = %message.id, pending = self.outbox.len(), "message queued");
         self.pump_outbox();
@@ -137,6 +138,7 @@ impl SessionActor {
                     }
                     if self.statuses.sent(&id, now_ms()) {
                         self.save_statuses();
+                        self.publish_message_status(&id);
                     }
                 }
                 self.pump_outbox();
@@ -151,6 +153,7 @@ impl SessionActor {
                     }
                     if self.statuses.failed(&id, &e.to_string(), now_ms()) {
                         self.save_statuses();
+                        self.publish_message_status(&id);
                     }
                 }
                 self.pump_outbox();
@@ -169,9 +172,18 @@ impl SessionActor {
 
     /// A delivery or read receipt from the recipient's phone.
     pub(super) fn on_receipt(&mut self, message_ids: &[String], kind: ReceiptKind) {
+        let before: Vec<_> = message_ids
+            .iter()
+            .map(|id| self.statuses.get(id).map(|s| s.state))
+            .collect();
         if self.statuses.receipt(message_ids, kind, now_ms()) {
             debug!(count = message_ids.len(), kind = ?kind, "message receipt");
             self.save_statuses();
+            for (id, was) in message_ids.iter().zip(before) {
+                if self.statuses.get(id).map(|s| s.state) != was {
+                    self.publish_message_status(id);
+                }
+            }
         }
     }
 

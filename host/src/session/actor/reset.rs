@@ -158,6 +158,7 @@ impl SessionActor {
             duration_ms = report.duration_ms,
             "session cleared"
         );
+        self.publish_cleared(&report);
         Ok(report)
     }
 
@@ -252,6 +253,7 @@ impl SessionActor {
     /// Runs the owed `after_clear` of an interrupted reset and closes its journal.
     pub(super) async fn finish_interrupted_notice(&mut self, report: ResetReport) {
         let report = self.notify_after_clear(report).await;
+        self.publish_cleared(&report);
         info!(
             reset_id = %report.reset_id,
             hooks = %describe_hook_runs(&report.hooks),

@@ -1,0 +1,312 @@
+//! `GET /api/events`: the session and message events as Server-Sent Events,
+//! and the JSON types of their payloads.
+//!
+//! A tenant sees the events of its own sessions, an operator every event;
+//! a QR or pairing code goes only to the session's owner. `Last-Event-ID`
+//! resumes from the bus's buffer (`events.missed` says what it no longer
+//! has); a client that reads too slowly loses events (`events.dropped` says
+//! how many), never slows a session. An SSE comment line every
+//! `events.heartbeat` keeps proxies from closing an idle stream.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde::Serialize;
+
+use super::handlers::AuthCaller;
+use super::{ApiError, AppState};
+use crate::core::event::{Event, EventKind};
+use crate::core::tenant::Caller;
+use crate::events::{Missed, Received, Subscription};
+use crate::hooks::{HookOutcome, HookRun, RemovedTarget, ResetReport};
+
+/// One event as the stream's `data:` line carries it: the common fields,
+/// then the payload of its type.
+#[derive(Debug, Serialize)]
+pub struct EventBody {
+    /// `session.status`, `session.qr`, `session.cleared`,
+    /// `session.logged_out` or `message.status` (also the `event:` line).
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    /// The same as the `id:` line: increases with every event of this node.
+    pub id: u64,
+    /// Unix milliseconds, UTC.
+    pub at: u64,
+    /// The session's owner; `null` for a phone without one (operators only).
+    pub tenant: Option<String>,
+    pub phone: String,
+    #[serde(flatten)]
+    pub payload: EventPayload,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum EventPayload {
+    Status(SessionStatusPayload),
+    Qr(SessionQrPayload),
+    Cleared(SessionClearedPayload),
+    LoggedOut(SessionLoggedOutPayload),
+    MessageStatus(MessageStatusPayload),
+}
+
+/// `session.status`: the same names and values as `GET /api/sessions/{phone}/status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatusPayload {
+    pub status: &'static str,
+    pub ready: bool,
+    pub last_error: Option<String>,
+}
+
+/// `session.qr`: a new QR code or pairing code is available. The codes
+/// themselves go only to the session's owner; others get both `null`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionQrPayload {
+    pub qr: Option<String>,
+    pub pairing_code: Option<String>,
+    /// Whether a code is available (false once the QR went away).
+    pub available: bool,
+}
+
+/// `session.cleared`: the report, as the reset's response shows it.
+#[derive(Debug, Serialize)]
+pub struct SessionClearedPayload {
+    pub report: ClearReportBody,
+}
+
+/// The body of `POST /api/sessions/{phone}/clear`, without `success`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClearReportBody {
+    pub phone_number: String,
+    pub message: String,
+    pub logged_out: bool,
+    pub removed: Vec<RemovedTargetBody>,
+    pub outbox_messages_dropped: usize,
+    pub hooks: Vec<HookRunBody>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RemovedTargetBody {
+    pub kind: &'static str,
+    pub path: String,
+    pub existed: bool,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRunBody {
+    pub plugin: String,
+    pub hook: &'static str,
+    pub outcome: &'static str,
+    pub detail: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// `session.logged_out`: WhatsApp ended the session.
+#[derive(Debug, Serialize)]
+pub struct SessionLoggedOutPayload {
+    pub reason: String,
+}
+
+/// `message.status`: a message moved on.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageStatusPayload {
+    pub message_id: String,
+    /// `queued`, `sent`, `delivered`, `read` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `events.missed` (no `id:`): a resume asked for events the buffer no
+/// longer holds; ids `from` through `to` are gone.
+#[derive(Debug, Serialize)]
+pub struct EventsMissedBody {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// `events.dropped` (no `id:`): this stream fell behind and lost `count`
+/// events (of every tenant: at most that many of yours).
+#[derive(Debug, Serialize)]
+pub struct EventsDroppedBody {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub count: u64,
+}
+
+fn removed_body(removed: &[RemovedTarget]) -> Vec<RemovedTargetBody> {
+    removed
+        .iter()
+        .map(|r| RemovedTargetBody {
+            kind: r.kind.as_str(),
+            path: r.path.to_string_lossy().into_owned(),
+            existed: r.existed,
+            files: r.files,
+            bytes: r.bytes,
+        })
+        .collect()
+}
+
+fn hook_body(runs: &[HookRun]) -> Vec<HookRunBody> {
+    runs.iter()
+        .map(|r| HookRunBody {
+            plugin: r.plugin.clone(),
+            hook: r.hook,
+            outcome: r.outcome.as_str(),
+            detail: match &r.outcome {
+                HookOutcome::Vetoed(d) | HookOutcome::Failed(d) | HookOutcome::Skipped(d) => {
+                    Some(d.clone())
+                }
+                HookOutcome::Ok | HookOutcome::TimedOut => None,
+            },
+            duration_ms: r.duration_ms,
+        })
+        .collect()
+}
+
+impl ClearReportBody {
+    pub fn new(report: &ResetReport) -> ClearReportBody {
+        ClearReportBody {
+            phone_number: report.phone.as_str().to_owned(),
+            message: format!("Session {} cleared completely", report.phone),
+            logged_out: report.logged_out,
+            removed: removed_body(&report.removed),
+            outbox_messages_dropped: report.outbox_messages_dropped(),
+            hooks: hook_body(&report.hooks),
+            duration_ms: report.duration_ms,
+        }
+    }
+}
+
+/// `event` as `caller` may see it; `None` when it is not theirs to see.
+pub fn event_body(event: &Event, caller: &Caller) -> Option<EventBody> {
+    if !caller.may_access(event.tenant.as_ref()) {
+        return None;
+    }
+    let is_owner = caller.tenant().is_some();
+    let payload = match &event.kind {
+        EventKind::Status {
+            status,
+            ready,
+            last_error,
+        } => EventPayload::Status(SessionStatusPayload {
+            status,
+            ready: *ready,
+            last_error: last_error.clone(),
+        }),
+        EventKind::Qr { qr, pairing_code } => EventPayload::Qr(SessionQrPayload {
+            qr: qr.clone().filter(|_| is_owner),
+            pairing_code: pairing_code.clone().filter(|_| is_owner),
+            available: qr.is_some() || pairing_code.is_some(),
+        }),
+        EventKind::Cleared { report } => EventPayload::Cleared(SessionClearedPayload {
+            report: ClearReportBody::new(report),
+        }),
+        EventKind::LoggedOut { reason } => EventPayload::LoggedOut(SessionLoggedOutPayload {
+            reason: reason.clone(),
+        }),
+        EventKind::MessageStatus {
+            message_id,
+            status,
+            error,
+        } => EventPayload::MessageStatus(MessageStatusPayload {
+            message_id: message_id.clone(),
+            status: status.as_str(),
+            error: error.clone(),
+        }),
+    };
+    Some(EventBody {
+        event_type: event.kind.type_name(),
+        id: event.id,
+        at: event.at_ms,
+        tenant: event.tenant.as_ref().map(|t| t.as_str().to_owned()),
+        phone: event.phone.as_str().to_owned(),
+        payload,
+    })
+}
+
+fn sse_json(name: &'static str, body: &impl Serialize) -> SseEvent {
+    // These types always serialize; an empty object would still be valid SSE.
+    let data = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
+    SseEvent::default().event(name).data(data)
+}
+
+/// Where one stream is: the marker still to send, then the subscription.
+struct StreamState {
+    missed: Option<Missed>,
+    subscription: Subscription,
+    caller: Caller,
+}
+
+async fn next_item(mut state: StreamState) -> Option<(Result<SseEvent, Infallible>, StreamState)> {
+    if let Some(missed) = state.missed.take() {
+        let body = EventsMissedBody {
+            event_type: "events.missed",
+            from: missed.from,
+            to: missed.to,
+        };
+        return Some((Ok(sse_json("events.missed", &body)), state));
+    }
+    loop {
+        match state.subscription.next().await? {
+            Received::Dropped(count) => {
+                let body = EventsDroppedBody {
+                    event_type: "events.dropped",
+                    count,
+                };
+                return Some((Ok(sse_json("events.dropped", &body)), state));
+            }
+            Received::Event(event) => {
+                if let Some(body) = event_body(&event, &state.caller) {
+                    let sse = sse_json(body.event_type, &body).id(event.id.to_string());
+                    return Some((Ok(sse), state));
+                }
+            }
+        }
+    }
+}
+
+/// `GET /api/events`.
+pub async fn event_stream(
+    State(state): State<AppState>,
+    AuthCaller(caller): AuthCaller,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let after = match headers.get("last-event-id") {
+        None => None,
+        Some(raw) => Some(
+            raw.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Last-Event-ID must be the id of an event this stream sent (a whole number)"
+                            .into(),
+                    )
+                })?,
+        ),
+    };
+    let (subscription, missed) = state.gateway.events().subscribe(after);
+    let heartbeat = state.gateway.config().events.heartbeat;
+    let items = stream::unfold(
+        StreamState {
+            missed,
+            subscription,
+            caller,
+        },
+        next_item,
+    );
+    Ok(Sse::new(items).keep_alive(KeepAlive::new().interval(heartbeat)))
+}

@@ -13,6 +13,8 @@
 //! `LILA_BENCH_SIM=<addr>`), so its CPU is not counted against lila's.
 //!
 //! Run: `cargo bench -p lila --bench sessions -- 100 1000`
+//! (`LILA_BENCH_STARTS` sets `max_concurrent_starts`, default 32;
+//! `LILA_BENCH_RESTARTS` the number of restarts, default 5.)
 
 #[path = "../tests/support/process.rs"]
 mod process;
@@ -37,6 +39,27 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Open file descriptors and threads of `pid`.
+fn fds_and_threads(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (fds, threads)
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -138,13 +161,15 @@ impl Drop for SimProcess {
 }
 
 fn run(n: usize) {
+    let starts = env_usize("LILA_BENCH_STARTS", 32);
+    let restart_runs = env_usize("LILA_BENCH_RESTARTS", RESTARTS);
     let sim = SimProcess::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("data");
     // Backups off: they would add snapshot threads to the idle measurement.
     std::fs::write(
         root.with_extension("toml"),
-        "[backups]\ninterval_secs = 0\n[sessions]\nmax_concurrent_starts = 32\n",
+        format!("[backups]\ninterval_secs = 0\n[sessions]\nmax_concurrent_starts = {starts}\n"),
     )
     .expect("config");
     let auth = JwtAuth::new(SECRET.as_bytes()).expect("key");
@@ -161,6 +186,7 @@ fn run(n: usize) {
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let pid = server.pid();
     let baseline = sample_rss(pid);
+    let (baseline_fds, baseline_threads) = fds_and_threads(pid);
 
     let pair_started = Instant::now();
     for i in 0..n {
@@ -199,11 +225,12 @@ fn run(n: usize) {
     std::thread::sleep(Duration::from_secs(2));
     let loaded = sample_rss(pid);
     let per_session_kib = (loaded - baseline) / n as f64;
+    let (loaded_fds, loaded_threads) = fds_and_threads(pid);
 
     let mut restarts = Vec::new();
     let mut shutdowns = Vec::new();
     let mut server = server;
-    for i in 0..RESTARTS {
+    for i in 0..restart_runs {
         // Alternate a crash and a graceful stop; both must come back whole.
         if i % 2 == 0 {
             server.kill();
@@ -240,10 +267,11 @@ fn run(n: usize) {
     }
 
     println!(
-        "sessions={n} baseline_rss_mib={:.1} loaded_rss_mib={:.1} per_session_kib={:.0} pair_all_s={:.2} restart_to_all_connected_s(median of {RESTARTS})={:.2} restarts_s={:?} sigterm_exit_s={:?}",
+        "sessions={n} max_concurrent_starts={starts} baseline_rss_mib={:.1} loaded_rss_mib={:.1} per_session_kib={:.0} fds={baseline_fds}->{loaded_fds} fds_per_session={:.2} threads={baseline_threads}->{loaded_threads} pair_all_s={:.2} restart_to_all_connected_s(median of {restart_runs})={:.2} restarts_s={:?} sigterm_exit_s={:?}",
         baseline / 1024.0,
         loaded / 1024.0,
         per_session_kib,
+        (loaded_fds as f64 - baseline_fds as f64) / n as f64,
         pair_time.as_secs_f64(),
         median(restarts.clone()),
         restarts

@@ -4,8 +4,10 @@
 //! Portal shows in a toast. Handlers validate input (phone, token, body),
 //! then hand the request to the phone's session actor.
 
+mod body;
 mod error;
 mod handlers;
+pub mod openapi;
 mod qr;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub struct AppState {
     pub auth: Arc<JwtAuth>,
 }
 
+/// Every route; each is also listed in `openapi::ApiDoc`.
 pub fn router(state: AppState) -> Router {
     use handlers::*;
     let sessions = Router::new()
@@ -31,7 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{phone}", axum::routing::delete(disconnect_session))
         .route("/{phone}/status", get(session_status))
         .route("/{phone}/qr", get(session_qr))
-        .route("/{phone}/request-pairing-code", post(pairing_code))
+        .route("/{phone}/request-pairing-code", post(request_pairing_code))
         .route("/{phone}/pairing-code", post(pairing_code))
         .route("/{phone}/groups", get(groups))
         .route("/{phone}/contacts", get(contacts))
@@ -42,6 +45,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/sessions", sessions)
         .route("/api/plugins", get(list_plugins))
+        .route("/api/openapi.json", get(openapi_json))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

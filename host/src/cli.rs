@@ -1,4 +1,4 @@
-//! The `lila` command line: `serve` (the default) and `token`. Glue only:
+//! The `lila` command line: `serve` (the default), `token` and `openapi`. Glue only:
 //! it reads the configuration, wires the pieces and reports errors.
 
 use std::future::IntoFuture;
@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::core::tenant::TenantId;
 use crate::gateway::Gateway;
 use crate::hooks::{NoHooks, ResetHooks};
-use crate::http::{AppState, router};
+use crate::http::{AppState, openapi, router};
 use crate::layout::DataLayout;
 use crate::plugins::PluginHooks;
 use crate::whatsapp::real::RealWhatsApp;
@@ -45,6 +45,9 @@ pub enum CliCommand {
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `GET
+    /// /api/openapi.json` serves; `lila openapi > docs/openapi.json` updates the committed copy).
+    Openapi,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -52,14 +55,23 @@ fn env(name: &str) -> Option<String> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(&env).context("loading the configuration")?;
+    let config = || Config::load(&env).context("loading the configuration");
     match cli.command.unwrap_or(CliCommand::Serve) {
-        CliCommand::Serve => serve(config).await,
+        CliCommand::Serve => serve(config()?).await,
+        // Needs no configuration: the document depends on the code only.
+        CliCommand::Openapi => {
+            print!(
+                "{}",
+                openapi::document_json().context("rendering the document")?
+            );
+            Ok(())
+        }
         CliCommand::Token {
             company,
             operator,
             hours,
         } => {
+            let config = config()?;
             let layout = DataLayout::new(config.data_dir.clone());
             let (secret, _) =
                 load_or_create_secret(config.jwt_secret.as_deref(), &layout.jwt_secret_file())

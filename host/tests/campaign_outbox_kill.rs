@@ -191,7 +191,10 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
     // lost or sent twice.
     let failed = failed_runs.len();
     println!("{} passed, {failed} failed", runs as usize - failed);
-    assert!(failed_runs.is_empty(), "failed runs: {failed_runs:?} (seed {seed})");
+    assert!(
+        failed_runs.is_empty(),
+        "failed runs: {failed_runs:?} (seed {seed})"
+    );
     assert!(lost.is_empty(), "lost: {lost:?} (seed {seed})");
     assert!(twice.is_empty(), "sent twice: {twice:?} (seed {seed})");
     sim.shutdown().await;

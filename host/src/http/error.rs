@@ -3,10 +3,10 @@
 //! User mistakes become 4xx with a sentence in `error`; internal failures
 //! become a generic 500, logged once here with the request's span.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+use super::body::{ErrorBody, json_response};
 
 use crate::auth::AuthError;
 use crate::session::SessionError;
@@ -62,7 +62,13 @@ impl From<SessionError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self {
+        json_response(self.status(), &self.body())
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -72,14 +78,22 @@ impl IntoResponse for ApiError {
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let message = match &self {
+        }
+    }
+
+    /// The body the client gets. An internal failure is logged here, once,
+    /// in the request's span, and the client gets a generic sentence.
+    fn body(&self) -> ErrorBody {
+        let error = match self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal error; the server log has the details".to_owned()
             }
             other => other.to_string(),
         };
-        (status, Json(json!({ "success": false, "error": message }))).into_response()
+        ErrorBody {
+            error,
+            success: false,
+        }
     }
 }

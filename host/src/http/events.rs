@@ -16,16 +16,17 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
 
+use super::body::{ClearBody, ErrorBody};
 use super::handlers::AuthCaller;
 use super::{ApiError, AppState};
 use crate::core::event::{Event, EventKind};
 use crate::core::tenant::Caller;
 use crate::events::{Missed, Received, Subscription};
-use crate::hooks::{HookOutcome, HookRun, RemovedTarget, ResetReport};
+use utoipa::ToSchema;
 
 /// One event as the stream's `data:` line carries it: the common fields,
 /// then the payload of its type.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventBody {
     /// `session.status`, `session.qr`, `session.cleared`,
     /// `session.logged_out` or `message.status` (also the `event:` line).
@@ -42,7 +43,7 @@ pub struct EventBody {
     pub payload: EventPayload,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum EventPayload {
     Status(SessionStatusPayload),
@@ -53,7 +54,7 @@ pub enum EventPayload {
 }
 
 /// `session.status`: the same names and values as `GET /api/sessions/{phone}/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionStatusPayload {
     pub status: &'static str,
@@ -63,7 +64,7 @@ pub struct SessionStatusPayload {
 
 /// `session.qr`: a new QR code or pairing code is available. The codes
 /// themselves go only to the session's owner; others get both `null`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionQrPayload {
     pub qr: Option<String>,
@@ -73,51 +74,19 @@ pub struct SessionQrPayload {
 }
 
 /// `session.cleared`: the report, as the reset's response shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionClearedPayload {
-    pub report: ClearReportBody,
-}
-
-/// The body of `POST /api/sessions/{phone}/clear`, without `success`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClearReportBody {
-    pub phone_number: String,
-    pub message: String,
-    pub logged_out: bool,
-    pub removed: Vec<RemovedTargetBody>,
-    pub outbox_messages_dropped: usize,
-    pub hooks: Vec<HookRunBody>,
-    pub duration_ms: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RemovedTargetBody {
-    pub kind: &'static str,
-    pub path: String,
-    pub existed: bool,
-    pub files: usize,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HookRunBody {
-    pub plugin: String,
-    pub hook: &'static str,
-    pub outcome: &'static str,
-    pub detail: Option<String>,
-    pub duration_ms: u64,
+    pub report: ClearBody,
 }
 
 /// `session.logged_out`: WhatsApp ended the session.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionLoggedOutPayload {
     pub reason: String,
 }
 
 /// `message.status`: a message moved on.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageStatusPayload {
     pub message_id: String,
@@ -129,7 +98,7 @@ pub struct MessageStatusPayload {
 
 /// `events.missed` (no `id:`): a resume asked for events the buffer no
 /// longer holds; ids `from` through `to` are gone.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventsMissedBody {
     #[serde(rename = "type")]
     pub event_type: &'static str,
@@ -139,55 +108,11 @@ pub struct EventsMissedBody {
 
 /// `events.dropped` (no `id:`): this stream fell behind and lost `count`
 /// events (of every tenant: at most that many of yours).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventsDroppedBody {
     #[serde(rename = "type")]
     pub event_type: &'static str,
     pub count: u64,
-}
-
-fn removed_body(removed: &[RemovedTarget]) -> Vec<RemovedTargetBody> {
-    removed
-        .iter()
-        .map(|r| RemovedTargetBody {
-            kind: r.kind.as_str(),
-            path: r.path.to_string_lossy().into_owned(),
-            existed: r.existed,
-            files: r.files,
-            bytes: r.bytes,
-        })
-        .collect()
-}
-
-fn hook_body(runs: &[HookRun]) -> Vec<HookRunBody> {
-    runs.iter()
-        .map(|r| HookRunBody {
-            plugin: r.plugin.clone(),
-            hook: r.hook,
-            outcome: r.outcome.as_str(),
-            detail: match &r.outcome {
-                HookOutcome::Vetoed(d) | HookOutcome::Failed(d) | HookOutcome::Skipped(d) => {
-                    Some(d.clone())
-                }
-                HookOutcome::Ok | HookOutcome::TimedOut => None,
-            },
-            duration_ms: r.duration_ms,
-        })
-        .collect()
-}
-
-impl ClearReportBody {
-    pub fn new(report: &ResetReport) -> ClearReportBody {
-        ClearReportBody {
-            phone_number: report.phone.as_str().to_owned(),
-            message: format!("Session {} cleared completely", report.phone),
-            logged_out: report.logged_out,
-            removed: removed_body(&report.removed),
-            outbox_messages_dropped: report.outbox_messages_dropped(),
-            hooks: hook_body(&report.hooks),
-            duration_ms: report.duration_ms,
-        }
-    }
 }
 
 /// `event` as `caller` may see it; `None` when it is not theirs to see.
@@ -212,7 +137,7 @@ pub fn event_body(event: &Event, caller: &Caller) -> Option<EventBody> {
             available: qr.is_some() || pairing_code.is_some(),
         }),
         EventKind::Cleared { report } => EventPayload::Cleared(SessionClearedPayload {
-            report: ClearReportBody::new(report),
+            report: ClearBody::new(&report.phone, report),
         }),
         EventKind::LoggedOut { reason } => EventPayload::LoggedOut(SessionLoggedOutPayload {
             reason: reason.clone(),
@@ -278,7 +203,20 @@ async fn next_item(mut state: StreamState) -> Option<(Result<SseEvent, Infallibl
     }
 }
 
-/// `GET /api/events`.
+/// Server-Sent Events about sessions: a tenant gets its own sessions'
+/// events, an operator every tenant's. Each event is `event: {type}`,
+/// `id: {n}`, `data: {EventBody as JSON}`; `Last-Event-ID` resumes after
+/// the last one seen. Comment lines keep the stream alive.
+#[utoipa::path(
+    get, path = "/api/events", tag = "events",
+    security(("bearer" = [])),
+    params(("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 200, description = "The stream: one `data:` line per event, each an EventBody; `events.missed` (EventsMissedBody) when a resume is older than the buffer, `events.dropped` (EventsDroppedBody) when this stream fell behind", content_type = "text/event-stream", body = EventBody),
+        (status = 400, description = "Last-Event-ID is not a whole number", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
 pub async fn event_stream(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,

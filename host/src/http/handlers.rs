@@ -7,18 +7,20 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tracing::Instrument;
 
+use super::body::{
+    ClearBody, ContactBody, ContactsBody, CreateSessionRequest, DisconnectBody, EnqueuedBody,
+    ErrorBody, GroupBody, GroupsBody, HealthBody, MessageStatusBody, OutboxBody, PairingCodeBody,
+    PendingMessageBody, PluginsBody, QrBody, SendMessageRequest, SessionBody, SessionListBody,
+    Success, json_response,
+};
 use super::qr::png_data_url;
 use super::{ApiError, AppState};
 use crate::core::message_status::is_message_id;
 use crate::core::tenant::{Caller, TenantId};
-use crate::hooks::{HookRun, RemovedTarget};
 use crate::phone::Phone;
 use crate::request_id::{self, RequestId};
-use crate::session::SessionView;
 
 /// The authenticated caller. Runs first in every handler, so a bad token is
 /// a 401 whatever else is wrong with the request.
@@ -108,71 +110,92 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// A string or a number, as the Portal may send either for ids and phones.
-fn string_or_number(value: &Value, field: &str) -> Result<String, ApiError> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        _ => Err(ApiError::BadRequest(format!("'{field}' must be a string"))),
-    }
+/// The `{phone}` path parameter, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the OpenAPI derive only; `PhoneParam` parses the segment.
+pub struct PhonePath {
+    /// The session's phone: 8 to 15 ASCII digits (E.164 without `+`).
+    #[param(pattern = "^[0-9]{8,15}$", example = "51987654321")]
+    phone: String,
 }
 
-fn session_json(view: &SessionView, caller: &Caller) -> Value {
-    let mut body = json!({
-        "phoneNumber": view.phone.as_str(),
-        "status": view.status,
-        "ready": view.ready,
-        "me": view.me,
-        "lastError": view.last_error,
-        "qrAvailable": view.qr.is_some(),
-        "pendingMessages": view.pending_messages,
-    });
-    if *caller == Caller::Operator {
-        body["companyId"] = json!(view.owner.as_ref().map(TenantId::as_str));
-    }
-    body
+/// The `{phone}` and `{id}` path parameters of a message's status.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the OpenAPI derive only; `PhoneAndMessageId` parses them.
+pub struct MessagePath {
+    /// The session's phone: 8 to 15 ASCII digits (E.164 without `+`).
+    #[param(pattern = "^[0-9]{8,15}$", example = "51987654321")]
+    phone: String,
+    /// The id `POST /api/sessions/{phone}/messages` returned.
+    #[param(pattern = "^3EB0[0-9A-F]{20}$", example = "3EB0A1B2C3D4E5F6A7B8C9D0")]
+    id: String,
 }
 
-fn ok(mut body: Value) -> Json<Value> {
-    body["success"] = json!(true);
-    Json(body)
-}
-
+/// The caller's sessions (an operator's: every tenant's, with `companyId`).
+#[utoipa::path(
+    get, path = "/api/sessions", tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's sessions", body = Success<SessionListBody>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
 pub async fn list_sessions(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
-) -> Json<Value> {
-    let sessions: Vec<Value> = state
+) -> Success<SessionListBody> {
+    let sessions = state
         .gateway
         .list(&caller)
         .iter()
-        .map(|v| session_json(v, &caller))
+        .map(|v| SessionBody::new(v, &caller))
         .collect();
-    ok(json!({ "sessions": sessions }))
+    Success::new(SessionListBody { sessions })
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateBody {
-    phone_number: Option<Value>,
-    company_id: Option<Value>,
-}
-
+/// Creates or starts a session; lifts a previous reset. The QR flow begins.
+#[utoipa::path(
+    post, path = "/api/sessions", tag = "sessions",
+    security(("bearer" = [])),
+    request_body = CreateSessionRequest,
+    responses(
+        (status = 200, description = "The session, starting", body = Success<SessionBody>,
+            links(
+                ("status" = (operation_id = "session_status",
+                    parameters(("phone" = "$response.body#/phoneNumber")))),
+                ("qr" = (operation_id = "session_qr",
+                    parameters(("phone" = "$response.body#/phoneNumber")))),
+                ("sendMessage" = (operation_id = "enqueue_message",
+                    parameters(("phone" = "$response.body#/phoneNumber")))),
+                ("outbox" = (operation_id = "outbox",
+                    parameters(("phone" = "$response.body#/phoneNumber")))),
+                ("clear" = (operation_id = "clear_session",
+                    parameters(("phone" = "$response.body#/phoneNumber")))),
+            )),
+        (status = 400, description = "A missing or invalid `phoneNumber` or `companyId`, or a body that is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 409, description = "The phone is registered to another tenant", body = ErrorBody),
+        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn create_session(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
-    ApiJson(body): ApiJson<CreateBody>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<CreateSessionRequest>,
+) -> Result<Success<SessionBody>, ApiError> {
     let raw = body
         .phone_number
         .ok_or_else(|| ApiError::BadRequest("phoneNumber is required".into()))?;
-    let phone = Phone::parse(&string_or_number(&raw, "phoneNumber")?)
+    let phone = Phone::parse(&raw.into_string("phoneNumber")?)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // A tenant's sessions are its own; an operator may create one for a tenant.
     let owner = match (&caller, body.company_id) {
         (Caller::Tenant(tenant), _) => Some(tenant.clone()),
         (Caller::Operator, Some(id)) => Some(
-            TenantId::parse(&string_or_number(&id, "companyId")?)
+            TenantId::parse(&id.into_string("companyId")?)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?,
         ),
         (Caller::Operator, None) => None,
@@ -182,23 +205,50 @@ pub async fn create_session(
         .session(&phone)
         .create(caller.clone(), owner)
         .await?;
-    Ok(ok(session_json(&view, &caller)))
+    Ok(Success::new(SessionBody::new(&view, &caller)))
 }
 
+/// A session's state: `status`, `ready`, `me`, `lastError`, `pendingMessages`.
+#[utoipa::path(
+    get, path = "/api/sessions/{phone}/status", tag = "sessions",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "The session", body = Success<SessionBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn session_status(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<SessionBody>, ApiError> {
     let view = state.gateway.lookup(&phone)?.view(caller.clone()).await?;
-    Ok(ok(session_json(&view, &caller)))
+    Ok(Success::new(SessionBody::new(&view, &caller)))
 }
 
+/// The current QR, raw and as a PNG data URL.
+#[utoipa::path(
+    get, path = "/api/sessions/{phone}/qr", tag = "sessions",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "The QR to scan", body = Success<QrBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller, or no QR right now (already paired, or not yet)", body = ErrorBody),
+        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn session_qr(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<QrBody>, ApiError> {
     let view = state.gateway.lookup(&phone)?.view(caller).await?;
     let Some(qr) = view.qr else {
         let why = match view.status {
@@ -212,64 +262,145 @@ pub async fn session_qr(
         return Err(ApiError::NotFound(why));
     };
     let image = png_data_url(&qr).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(ok(
-        json!({ "phoneNumber": phone.as_str(), "qr": qr, "qrImage": image }),
-    ))
+    Ok(Success::new(QrBody {
+        phone_number: phone.as_str().to_owned(),
+        qr,
+        qr_image: image,
+    }))
 }
 
+/// An 8-character code to link the device by phone number instead of a QR.
+#[utoipa::path(
+    post, path = "/api/sessions/{phone}/pairing-code", tag = "sessions",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "The pairing code", body = Success<PairingCodeBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 409, description = "The session is already paired, or not running", body = ErrorBody),
+        (status = 502, description = "WhatsApp refused", body = ErrorBody),
+        (status = 503, description = "WhatsApp (or the session) did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn pairing_code(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<PairingCodeBody>, ApiError> {
     let code = state.gateway.lookup(&phone)?.pairing_code(caller).await?;
-    Ok(ok(json!({ "phoneNumber": phone.as_str(), "code": code })))
+    Ok(Success::new(PairingCodeBody {
+        phone_number: phone.as_str().to_owned(),
+        code,
+    }))
 }
 
+/// The same as `POST /api/sessions/{phone}/pairing-code` (the older path).
+#[utoipa::path(
+    post, path = "/api/sessions/{phone}/request-pairing-code", tag = "sessions",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "The pairing code", body = Success<PairingCodeBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 409, description = "The session is already paired, or not running", body = ErrorBody),
+        (status = 502, description = "WhatsApp refused", body = ErrorBody),
+        (status = 503, description = "WhatsApp (or the session) did not answer in time", body = ErrorBody),
+    )
+)]
+pub async fn request_pairing_code(
+    state: State<AppState>,
+    caller: AuthCaller,
+    phone: PhoneParam,
+) -> Result<Success<PairingCodeBody>, ApiError> {
+    pairing_code(state, caller, phone).await
+}
+
+/// The groups the session has joined.
+#[utoipa::path(
+    get, path = "/api/sessions/{phone}/groups", tag = "sessions",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "Joined groups", body = Success<GroupsBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 409, description = "The session is not connected", body = ErrorBody),
+        (status = 502, description = "WhatsApp refused", body = ErrorBody),
+        (status = 503, description = "WhatsApp (or the session) did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn groups(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<GroupsBody>, ApiError> {
     let groups = state.gateway.lookup(&phone)?.groups(caller).await?;
-    let groups: Vec<Value> = groups
-        .iter()
-        .map(|g| json!({ "id": g.id, "subject": g.subject, "participants": g.participants }))
-        .collect();
-    Ok(ok(json!({ "groups": groups })))
+    Ok(Success::new(GroupsBody {
+        groups: groups.iter().map(GroupBody::from).collect(),
+    }))
 }
 
+/// The contacts the session has collected.
+#[utoipa::path(
+    get, path = "/api/sessions/{phone}/contacts", tag = "sessions",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "Contacts", body = Success<ContactsBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn contacts(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<ContactsBody>, ApiError> {
     let contacts = state.gateway.lookup(&phone)?.contacts(caller).await?;
-    let contacts: Vec<Value> = contacts
-        .iter()
-        .map(|(id, name)| json!({ "id": id, "name": name }))
+    let contacts = contacts
+        .into_iter()
+        .map(|(id, name)| ContactBody { id, name })
         .collect();
-    Ok(ok(json!({ "contacts": contacts })))
+    Ok(Success::new(ContactsBody { contacts }))
 }
 
-#[derive(Deserialize)]
-pub struct MessageBody {
-    to: Option<Value>,
-    text: Option<String>,
-}
-
+/// Queues a text message durably (202 once the outbox file is synced).
+#[utoipa::path(
+    post, path = "/api/sessions/{phone}/messages", tag = "messages",
+    security(("bearer" = [])),
+    params(PhonePath),
+    request_body = SendMessageRequest,
+    responses(
+        (status = 202, description = "Queued: the message is in the durable outbox", body = Success<EnqueuedBody>,
+            links(
+                ("status" = (operation_id = "message_status",
+                    parameters(("phone" = "$request.path.phone"), ("id" = "$response.body#/id")))),
+            )),
+        (status = 400, description = "An invalid phone, recipient or text, or a body that is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 409, description = "The outbox is full", body = ErrorBody),
+        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn enqueue_message(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-    ApiJson(body): ApiJson<MessageBody>,
+    ApiJson(body): ApiJson<SendMessageRequest>,
 ) -> Result<Response, ApiError> {
-    let to = string_or_number(
-        &body
-            .to
-            .ok_or_else(|| ApiError::BadRequest("'to' is required".into()))?,
-        "to",
-    )?;
+    let to = body
+        .to
+        .ok_or_else(|| ApiError::BadRequest("'to' is required".into()))?
+        .into_string("to")?;
     let text = body
         .text
         .ok_or_else(|| ApiError::BadRequest("'text' is required".into()))?;
@@ -278,168 +409,160 @@ pub async fn enqueue_message(
         .lookup(&phone)?
         .enqueue(caller, to, text)
         .await?;
-    let body = ok(json!({ "id": message.id, "to": message.to.as_jid(), "status": "queued" }));
-    Ok((StatusCode::ACCEPTED, body).into_response())
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &Success::new(EnqueuedBody::from(&message)),
+    ))
 }
 
+/// What became of a message: queued, sent, delivered, read or failed.
+#[utoipa::path(
+    get, path = "/api/sessions/{phone}/messages/{id}", tag = "messages",
+    security(("bearer" = [])),
+    params(MessagePath),
+    responses(
+        (status = 200, description = "The message's status", body = Success<MessageStatusBody>),
+        (status = 400, description = "The phone or the message id in the path is malformed", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller, or no such message", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn message_status(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneAndMessageId(phone, id): PhoneAndMessageId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<MessageStatusBody>, ApiError> {
     let status = state
         .gateway
         .lookup(&phone)?
         .message_status(caller, id)
         .await?;
-    let mut body = json!({
-        "id": status.id,
-        "to": status.to,
-        "status": status.state.as_str(),
-        "queuedAtMs": status.queued_at_ms,
-        "sentAtMs": status.sent_at_ms,
-        "deliveredAtMs": status.delivered_at_ms,
-        "readAtMs": status.read_at_ms,
-        "failedAtMs": status.failed_at_ms,
-    });
-    if let (Some(error), Some(map)) = (status.error, body.as_object_mut()) {
-        map.insert("error".into(), Value::String(error));
-    }
-    Ok(ok(body))
+    Ok(Success::new(MessageStatusBody::from(status)))
 }
 
+/// Messages still pending, in the order they leave.
+#[utoipa::path(
+    get, path = "/api/sessions/{phone}/outbox", tag = "messages",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "The pending messages", body = Success<OutboxBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn outbox(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<OutboxBody>, ApiError> {
     let pending = state.gateway.lookup(&phone)?.outbox(caller).await?;
-    let pending: Vec<Value> = pending
-        .iter()
-        .map(|m| json!({ "id": m.id, "to": m.to.as_jid(), "text": m.text, "createdAtMs": m.created_at_ms, "attempts": m.attempts }))
-        .collect();
-    Ok(ok(json!({ "count": pending.len(), "pending": pending })))
+    Ok(Success::new(OutboxBody {
+        count: pending.len(),
+        pending: pending.iter().map(PendingMessageBody::from).collect(),
+    }))
 }
 
-fn removed_json(removed: &[RemovedTarget]) -> Vec<Value> {
-    removed
-        .iter()
-        .map(|r| {
-            json!({
-                "kind": r.kind.as_str(),
-                "path": r.path.to_string_lossy(),
-                "existed": r.existed,
-                "files": r.files,
-                "bytes": r.bytes,
-            })
-        })
-        .collect()
-}
-
-fn hooks_json(runs: &[HookRun]) -> Vec<Value> {
-    runs.iter()
-        .map(|r| {
-            let detail = match &r.outcome {
-                crate::hooks::HookOutcome::Vetoed(reason)
-                | crate::hooks::HookOutcome::Failed(reason)
-                | crate::hooks::HookOutcome::Skipped(reason) => Some(reason.clone()),
-                _ => None,
-            };
-            json!({ "plugin": r.plugin, "hook": r.hook, "outcome": r.outcome.as_str(), "detail": detail, "durationMs": r.duration_ms })
-        })
-        .collect()
-}
-
+/// Disconnect: logs the device out and stops the session, which does not
+/// reconnect until it is created again. Drops the credentials, keeps the outbox.
+#[utoipa::path(
+    delete, path = "/api/sessions/{phone}", tag = "sessions",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "Disconnected", body = Success<DisconnectBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn disconnect_session(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<DisconnectBody>, ApiError> {
     let report = state.gateway.lookup(&phone)?.disconnect(caller).await?;
-    Ok(ok(json!({
-        "phoneNumber": phone.as_str(),
-        "status": "stopped",
-        "message": format!("Session {phone} disconnected; it will not reconnect until it is created again"),
-        "loggedOut": report.logged_out,
-        "removed": removed_json(&report.removed),
-        "pendingMessagesKept": report.pending_messages_kept,
-    })))
+    Ok(Success::new(DisconnectBody::new(&phone, &report)))
 }
 
+/// The full reset: credentials, backups, outbox and statuses are deleted,
+/// and nothing brings the phone back until it is created again.
+#[utoipa::path(
+    post, path = "/api/sessions/{phone}/clear", tag = "sessions",
+    security(("bearer" = [])),
+    params(PhonePath),
+    responses(
+        (status = 200, description = "Reset: what was removed and which hooks ran", body = Success<ClearBody>),
+        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such session for this caller", body = ErrorBody),
+        (status = 409, description = "A `before_clear` plugin vetoed the reset; nothing changed", body = ErrorBody),
+        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn clear_session(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<ClearBody>, ApiError> {
     let report = state.gateway.session(&phone).clear(caller).await?;
-    Ok(ok(json!({
-        "phoneNumber": phone.as_str(),
-        "message": format!("Session {phone} cleared completely"),
-        "loggedOut": report.logged_out,
-        "removed": removed_json(&report.removed),
-        "outboxMessagesDropped": report.outbox_messages_dropped(),
-        "hooks": hooks_json(&report.hooks),
-        "durationMs": report.duration_ms,
-    })))
+    Ok(Success::new(ClearBody::new(&phone, &report)))
 }
 
 /// `GET /api/plugins`: operators only. A tenant gets 403: the list names
 /// other tenants and their plugins, and unlike a session there is nothing
 /// whose existence the 404 would hide.
+#[utoipa::path(
+    get, path = "/api/plugins", tag = "plugins",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The plugins, loaded or not", body = Success<PluginsBody>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "A tenant's token (operators only)", body = ErrorBody),
+    )
+)]
 pub async fn list_plugins(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success<PluginsBody>, ApiError> {
     if !matches!(caller, Caller::Operator) {
         return Err(ApiError::Forbidden(
             "only an operator token may list plugins".into(),
         ));
     }
     let view = state.gateway.hooks().plugins().unwrap_or_default();
-    let plugins: Vec<Value> = view
-        .plugins
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "owner": p.owner.as_ref().map(|t| t.as_str()),
-                "file": p.file.display().to_string(),
-                "loaded": p.loaded,
-                "state": p.state,
-                "compiledFrom": p.compiled_from,
-                "compileMs": p.compile_ms,
-                "sha256": p.sha256,
-                "sizeBytes": p.size_bytes,
-                "loadedAtMs": p.loaded_at_ms,
-                "enabled": p.enabled,
-                "hooks": p.hooks,
-                "tenants": p.tenants,
-                "failMode": p.fail_mode,
-                "timeBudgetMs": p.time_budget_ms,
-                "memoryMib": p.memory_mib,
-                "capabilities": p.capabilities,
-                "lastError": p.last_error,
-                "calls": {
-                    "ok": p.calls.ok,
-                    "vetoed": p.calls.vetoed,
-                    "failed": p.calls.failed,
-                    "timedOut": p.calls.timed_out,
-                    "eventsDropped": p.calls.events_dropped,
-                },
-            })
-        })
-        .collect();
-    Ok(ok(json!({
-        "configFile": view.config_file.map(|f| f.display().to_string()),
-        "configError": view.config_error,
-        "plugins": plugins,
-    })))
+    Ok(Success::new(PluginsBody::from(&view)))
 }
 
-pub async fn health() -> Json<Value> {
-    ok(json!({ "status": "ok" }))
+/// Liveness.
+#[utoipa::path(
+    get, path = "/health", tag = "service",
+    responses((status = 200, description = "The server answers", body = Success<HealthBody>))
+)]
+pub async fn health() -> Success<HealthBody> {
+    Success::new(HealthBody { status: "ok" })
 }
 
+/// This document.
+#[utoipa::path(
+    get, path = "/api/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
+)]
+pub async fn openapi_json() -> Response {
+    super::openapi::document_response()
+}
+
+/// Prometheus counters.
+#[utoipa::path(
+    get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -4,10 +4,12 @@
 //! Portal shows in a toast. Handlers validate input (phone, token, body),
 //! then hand the request to the phone's session actor.
 
+mod body;
 mod console;
 mod error;
 pub mod events;
 mod handlers;
+pub mod openapi;
 mod qr;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ pub struct AppState {
     pub auth: Arc<JwtAuth>,
 }
 
+/// Every route; each is also listed in `openapi::ApiDoc`.
 pub fn router(state: AppState) -> Router {
     use handlers::*;
     let sessions = Router::new()
@@ -33,7 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{phone}", axum::routing::delete(disconnect_session))
         .route("/{phone}/status", get(session_status))
         .route("/{phone}/qr", get(session_qr))
-        .route("/{phone}/request-pairing-code", post(pairing_code))
+        .route("/{phone}/request-pairing-code", post(request_pairing_code))
         .route("/{phone}/pairing-code", post(pairing_code))
         .route("/{phone}/groups", get(groups))
         .route("/{phone}/contacts", get(contacts))
@@ -45,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/sessions", sessions)
         .route("/api/plugins", get(list_plugins))
         .route("/api/events", get(events::event_stream))
+        .route("/api/openapi.json", get(openapi_json))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(console::routes())

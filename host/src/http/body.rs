@@ -1,0 +1,781 @@
+//! The HTTP API's request and response bodies as typed serde structs, with
+//! the OpenAPI schemas `openapi.rs` publishes, and the conversions from the
+//! host's own types (`SessionView`, `ResetReport`, `HookRun`, …) to them.
+//!
+//! The JSON names here are the Portal contract (SPEC section 3): a renamed
+//! field breaks the Portal. `Success` adds `success: true` to every 2xx body
+//! and `ErrorBody` is every error; nothing else in `http/` builds JSON.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
+
+use crate::core::message_status::{DeliveryState, MessageStatus};
+use crate::core::outbox::OutboxMessage;
+use crate::core::reset_plan::PurgeTargetKind;
+use crate::core::reset_report::{HookOutcome, HookRun, RemovedTarget, ResetReport};
+use crate::core::tenant::Caller;
+use crate::hooks::{PluginStatus, PluginsView};
+use crate::phone::Phone;
+use crate::session::{DisconnectReport, SessionView};
+use crate::whatsapp::GroupInfo;
+
+/// A successful response: the body's fields plus `success: true`.
+// Serialized through a `serde_json::Value`, whose map keeps its keys sorted:
+// the bytes stay exactly those of the `json!` bodies this replaced (`success`
+// among the other keys in alphabetical order), whatever the order of the
+// fields in the structs below.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Success<T> {
+    /// Always `true` on a 2xx response.
+    #[schema(example = true)]
+    pub success: bool,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+impl<T> Success<T> {
+    pub fn new(body: T) -> Success<T> {
+        Success {
+            success: true,
+            body,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Success<T> {
+    fn into_response(self) -> Response {
+        json_response(StatusCode::OK, &self)
+    }
+}
+
+/// `value` as a JSON response with `status`. Serializing these plain structs
+/// cannot fail; if it ever did, the client gets the generic 500 body.
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_value(value) {
+        Ok(value) => (status, Json(value)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "internal error: serializing a response");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "application/json")],
+                INTERNAL_ERROR_BODY,
+            )
+                .into_response()
+        }
+    }
+}
+
+/// What `ApiError::Internal` answers, written out for the one place that
+/// cannot serialize it.
+const INTERNAL_ERROR_BODY: &str =
+    r#"{"error":"internal error; the server log has the details","success":false}"#;
+
+/// Every error: `{ "error": "<a sentence the Portal shows as is>", "success": false }`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, as a sentence for a person.
+    #[schema(example = "the phone number must be 8 to 15 digits")]
+    pub error: String,
+    /// Always `false` on an error.
+    #[schema(example = false)]
+    pub success: bool,
+}
+
+/// A value the Portal may send as a JSON string or as a number (phones, ids).
+///
+/// Any other JSON value is kept, so that the handler answers with a sentence
+/// naming the field ("'to' must be a string") rather than a parser's message.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrNumber {
+    Text(String),
+    Number(serde_json::Number),
+    /// Any other JSON value: matched so that it gets the sentence, never read.
+    Other(#[allow(dead_code)] Value),
+}
+
+impl StringOrNumber {
+    pub fn into_string(self, field: &str) -> Result<String, super::ApiError> {
+        match self {
+            StringOrNumber::Text(s) => Ok(s),
+            StringOrNumber::Number(n) => Ok(n.to_string()),
+            StringOrNumber::Other(_) => Err(super::ApiError::BadRequest(format!(
+                "'{field}' must be a string"
+            ))),
+        }
+    }
+}
+
+/// The documented shape of a phone sent in a body: digits as a string (or a number).
+fn phone_in_body_schema() -> impl Into<RefOr<Schema>> {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .pattern(Some(PHONE_PATTERN)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Integer))
+                .minimum(Some(10_000_000u64))
+                .maximum(Some(999_999_999_999_999u64)),
+        )
+        .description(Some(
+            "E.164 without `+`: 8 to 15 ASCII digits, as a string (or a JSON number)",
+        ))
+        .examples(["51987654321"])
+}
+
+/// A phone: 8 to 15 ASCII digits (E.164 without `+`).
+pub const PHONE_PATTERN: &str = "^[0-9]{8,15}$";
+
+/// `POST /api/sessions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSessionRequest {
+    /// The phone to create or start.
+    #[schema(schema_with = phone_in_body_schema, required = true)]
+    pub phone_number: Option<StringOrNumber>,
+    /// Operator tokens only: the tenant the new session belongs to (a
+    /// tenant's token always creates its own session, and this is ignored).
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128, example = "acme")]
+    pub company_id: Option<StringOrNumber>,
+}
+
+/// `POST /api/sessions/{phone}/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SendMessageRequest {
+    /// The recipient: a phone (digits, as a string or a number) or a JID.
+    #[schema(value_type = String, required = true, example = "51900000001")]
+    pub to: Option<StringOrNumber>,
+    /// The text; it must not be blank.
+    #[schema(value_type = String, required = true, example = "hola")]
+    pub text: Option<String>,
+}
+
+/// What `status` a session can have. The document's list of values: the
+/// session code spells them as `&'static str` (`SessionView::status`), so
+/// this enum is never built; a test checks the two agree.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Starting,
+    Qr,
+    Connected,
+    Reconnecting,
+    Stopped,
+    LoggedOut,
+    Failed,
+    /// A reset's tombstone: only `POST /api/sessions` brings the phone back.
+    Cleared,
+}
+
+/// A session, as the list, create and status calls show it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionBody {
+    #[schema(example = "51987654321")]
+    pub phone_number: String,
+    /// `starting`, `qr`, `connected`, `reconnecting`, `stopped`, `logged_out`, `failed` or `cleared`.
+    #[schema(value_type = SessionStatus)]
+    pub status: &'static str,
+    /// True exactly when `status` is `connected`.
+    pub ready: bool,
+    /// The session's own JID, once paired.
+    #[schema(example = "51987654321@s.whatsapp.net")]
+    pub me: Option<String>,
+    /// Why the last connection attempt failed; cleared once WhatsApp answers again.
+    pub last_error: Option<String>,
+    /// Whether `GET /api/sessions/{phone}/qr` has a QR to show.
+    pub qr_available: bool,
+    /// Messages still in the outbox.
+    pub pending_messages: usize,
+    /// Operator tokens only: the tenant that owns the session (`null` for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false)]
+    pub company_id: Option<Option<String>>,
+}
+
+impl SessionBody {
+    pub fn new(view: &SessionView, caller: &Caller) -> SessionBody {
+        SessionBody {
+            phone_number: view.phone.as_str().to_owned(),
+            status: view.status,
+            ready: view.ready,
+            me: view.me.clone(),
+            last_error: view.last_error.clone(),
+            qr_available: view.qr.is_some(),
+            pending_messages: view.pending_messages,
+            company_id: (*caller == Caller::Operator)
+                .then(|| view.owner.as_ref().map(|t| t.as_str().to_owned())),
+        }
+    }
+}
+
+/// `GET /api/sessions`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionListBody {
+    pub sessions: Vec<SessionBody>,
+}
+
+/// `GET /api/sessions/{phone}/qr`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QrBody {
+    #[schema(example = "51987654321")]
+    pub phone_number: String,
+    /// The raw QR string, for a client that draws its own.
+    #[schema(example = "2@AbCdEf…,…,…,…")]
+    pub qr: String,
+    /// The QR as a PNG data URL.
+    #[schema(example = "data:image/png;base64,iVBORw0KGgo…")]
+    pub qr_image: String,
+}
+
+/// `POST /api/sessions/{phone}/pairing-code`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingCodeBody {
+    #[schema(example = "51987654321")]
+    pub phone_number: String,
+    /// 8 characters, to type on the phone (Linked devices → Link with phone number).
+    #[schema(example = "ABCD1234")]
+    pub code: String,
+}
+
+/// One joined group.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupBody {
+    #[schema(example = "120363000000000000@g.us")]
+    pub id: String,
+    #[schema(example = "Equipo")]
+    pub subject: String,
+    /// How many participants it has.
+    pub participants: usize,
+}
+
+impl From<&GroupInfo> for GroupBody {
+    fn from(g: &GroupInfo) -> GroupBody {
+        GroupBody {
+            id: g.id.clone(),
+            subject: g.subject.clone(),
+            participants: g.participants,
+        }
+    }
+}
+
+/// `GET /api/sessions/{phone}/groups`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupsBody {
+    pub groups: Vec<GroupBody>,
+}
+
+/// One contact.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactBody {
+    #[schema(example = "51900000001@s.whatsapp.net")]
+    pub id: String,
+    #[schema(example = "Ana")]
+    pub name: String,
+}
+
+/// `GET /api/sessions/{phone}/contacts`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactsBody {
+    pub contacts: Vec<ContactBody>,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    Queued,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl From<DeliveryState> for MessageState {
+    fn from(state: DeliveryState) -> MessageState {
+        match state {
+            DeliveryState::Queued => MessageState::Queued,
+            DeliveryState::Sent => MessageState::Sent,
+            DeliveryState::Delivered => MessageState::Delivered,
+            DeliveryState::Read => MessageState::Read,
+            DeliveryState::Failed => MessageState::Failed,
+        }
+    }
+}
+
+/// `POST /api/sessions/{phone}/messages` (202): the message is in the durable outbox.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnqueuedBody {
+    /// Also the WhatsApp message id.
+    #[schema(example = "3EB0A1B2C3D4E5F6A7B8C9D0")]
+    pub id: String,
+    /// The recipient's JID.
+    #[schema(example = "51900000001@s.whatsapp.net")]
+    pub to: String,
+    /// Always `queued`.
+    pub status: MessageState,
+}
+
+impl From<&OutboxMessage> for EnqueuedBody {
+    fn from(m: &OutboxMessage) -> EnqueuedBody {
+        EnqueuedBody {
+            id: m.id.clone(),
+            to: m.to.as_jid().to_owned(),
+            status: MessageState::Queued,
+        }
+    }
+}
+
+/// `GET /api/sessions/{phone}/messages/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageStatusBody {
+    #[schema(example = "3EB0A1B2C3D4E5F6A7B8C9D0")]
+    pub id: String,
+    #[schema(example = "51900000001@s.whatsapp.net")]
+    pub to: String,
+    pub status: MessageState,
+    /// Why it failed; only when `status` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false, example = "51900000009 is not on WhatsApp")]
+    pub error: Option<String>,
+    pub queued_at_ms: u64,
+    pub sent_at_ms: Option<u64>,
+    pub delivered_at_ms: Option<u64>,
+    pub read_at_ms: Option<u64>,
+    pub failed_at_ms: Option<u64>,
+}
+
+impl From<MessageStatus> for MessageStatusBody {
+    fn from(s: MessageStatus) -> MessageStatusBody {
+        MessageStatusBody {
+            id: s.id,
+            to: s.to,
+            status: s.state.into(),
+            error: s.error,
+            queued_at_ms: s.queued_at_ms,
+            sent_at_ms: s.sent_at_ms,
+            delivered_at_ms: s.delivered_at_ms,
+            read_at_ms: s.read_at_ms,
+            failed_at_ms: s.failed_at_ms,
+        }
+    }
+}
+
+/// One message still in the outbox.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingMessageBody {
+    #[schema(example = "3EB0A1B2C3D4E5F6A7B8C9D0")]
+    pub id: String,
+    #[schema(example = "51900000001@s.whatsapp.net")]
+    pub to: String,
+    #[schema(example = "hola")]
+    pub text: String,
+    pub created_at_ms: u64,
+    /// Sends tried so far.
+    pub attempts: u32,
+}
+
+impl From<&OutboxMessage> for PendingMessageBody {
+    fn from(m: &OutboxMessage) -> PendingMessageBody {
+        PendingMessageBody {
+            id: m.id.clone(),
+            to: m.to.as_jid().to_owned(),
+            text: m.text.clone(),
+            created_at_ms: m.created_at_ms,
+            attempts: m.attempts,
+        }
+    }
+}
+
+/// `GET /api/sessions/{phone}/outbox`: pending messages, in the order they leave.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxBody {
+    pub count: usize,
+    pub pending: Vec<PendingMessageBody>,
+}
+
+/// What a removed target was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemovedKind {
+    /// `data/sessions/{phone}/`: the credentials and store.
+    Session,
+    /// `data/sessions/backups/{phone}/`.
+    Backups,
+    /// `data/whatsapp/outbox/{phone}.json`.
+    Outbox,
+    /// `data/whatsapp/status/{phone}.json`.
+    MessageStatuses,
+}
+
+impl From<PurgeTargetKind> for RemovedKind {
+    fn from(kind: PurgeTargetKind) -> RemovedKind {
+        match kind {
+            PurgeTargetKind::SessionDir => RemovedKind::Session,
+            PurgeTargetKind::Backups => RemovedKind::Backups,
+            PurgeTargetKind::Outbox => RemovedKind::Outbox,
+            PurgeTargetKind::MessageStatuses => RemovedKind::MessageStatuses,
+        }
+    }
+}
+
+/// One target a reset or a disconnect removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RemovedBody {
+    pub kind: RemovedKind,
+    /// Relative to the data root.
+    #[schema(example = "sessions/51987654321")]
+    pub path: String,
+    /// Whether there was anything there.
+    pub existed: bool,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+impl From<&RemovedTarget> for RemovedBody {
+    fn from(r: &RemovedTarget) -> RemovedBody {
+        RemovedBody {
+            kind: r.kind.into(),
+            path: r.path.to_string_lossy().into_owned(),
+            existed: r.existed,
+            files: r.files,
+            bytes: r.bytes,
+        }
+    }
+}
+
+/// Which hook ran: the document's list of the `&'static str` values
+/// `HookRun::hook` takes (`core::reset_report::{BEFORE_CLEAR, AFTER_CLEAR}`).
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookName {
+    BeforeClear,
+    AfterClear,
+}
+
+/// How a hook call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookOutcomeName {
+    Ok,
+    Vetoed,
+    Failed,
+    TimedOut,
+    /// A fail-open plugin still compiling when its phase's budget ran out.
+    Skipped,
+}
+
+impl From<&HookOutcome> for HookOutcomeName {
+    fn from(outcome: &HookOutcome) -> HookOutcomeName {
+        match outcome {
+            HookOutcome::Ok => HookOutcomeName::Ok,
+            HookOutcome::Vetoed(_) => HookOutcomeName::Vetoed,
+            HookOutcome::Failed(_) => HookOutcomeName::Failed,
+            HookOutcome::TimedOut => HookOutcomeName::TimedOut,
+            HookOutcome::Skipped(_) => HookOutcomeName::Skipped,
+        }
+    }
+}
+
+/// One plugin hook call of a reset.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRunBody {
+    #[schema(example = "tenant-policy")]
+    pub plugin: String,
+    /// `before_clear` or `after_clear`.
+    #[schema(value_type = HookName)]
+    pub hook: &'static str,
+    pub outcome: HookOutcomeName,
+    /// The reason of a veto, a failure or a skip.
+    pub detail: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl From<&HookRun> for HookRunBody {
+    fn from(r: &HookRun) -> HookRunBody {
+        HookRunBody {
+            plugin: r.plugin.clone(),
+            hook: r.hook,
+            outcome: (&r.outcome).into(),
+            detail: r.outcome.detail().map(str::to_owned),
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+/// `DELETE /api/sessions/{phone}`: logged out and stopped; the outbox is kept.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisconnectBody {
+    #[schema(example = "51987654321")]
+    pub phone_number: String,
+    /// Always `stopped`.
+    #[schema(value_type = SessionStatus)]
+    pub status: &'static str,
+    #[schema(
+        example = "Session 51987654321 disconnected; it will not reconnect until it is created again"
+    )]
+    pub message: String,
+    /// Whether a client was running and was logged out of WhatsApp.
+    pub logged_out: bool,
+    /// The credentials, their backups and the contacts.
+    pub removed: Vec<RemovedBody>,
+    pub pending_messages_kept: usize,
+}
+
+impl DisconnectBody {
+    pub fn new(phone: &Phone, report: &DisconnectReport) -> DisconnectBody {
+        DisconnectBody {
+            phone_number: phone.as_str().to_owned(),
+            status: "stopped",
+            message: format!(
+                "Session {phone} disconnected; it will not reconnect until it is created again"
+            ),
+            logged_out: report.logged_out,
+            removed: report.removed.iter().map(RemovedBody::from).collect(),
+            pending_messages_kept: report.pending_messages_kept,
+        }
+    }
+}
+
+/// `POST /api/sessions/{phone}/clear`: what the reset removed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClearBody {
+    #[schema(example = "51987654321")]
+    pub phone_number: String,
+    #[schema(example = "Session 51987654321 cleared completely")]
+    pub message: String,
+    /// Whether a client was running and was logged out of WhatsApp.
+    pub logged_out: bool,
+    pub removed: Vec<RemovedBody>,
+    /// Queued messages the reset dropped.
+    pub outbox_messages_dropped: usize,
+    /// `before_clear` calls, then `after_clear` calls.
+    pub hooks: Vec<HookRunBody>,
+    pub duration_ms: u64,
+}
+
+impl ClearBody {
+    pub fn new(phone: &Phone, report: &ResetReport) -> ClearBody {
+        ClearBody {
+            phone_number: phone.as_str().to_owned(),
+            message: format!("Session {phone} cleared completely"),
+            logged_out: report.logged_out,
+            removed: report.removed.iter().map(RemovedBody::from).collect(),
+            outbox_messages_dropped: report.outbox_messages_dropped(),
+            hooks: report.hooks.iter().map(HookRunBody::from).collect(),
+            duration_ms: report.duration_ms,
+        }
+    }
+}
+
+/// A plugin's call counts since it was loaded.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallCountsBody {
+    pub ok: u64,
+    pub vetoed: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    /// Events an event hook (`on-event`) lost because its queue was full.
+    pub events_dropped: u64,
+}
+
+/// One plugin, as `GET /api/plugins` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginBody {
+    /// The operator's name, or `{companyId}/{name}` for a tenant's plugin.
+    #[schema(example = "tenant-policy")]
+    pub name: String,
+    /// The tenant that shipped it; `null` for an operator plugin.
+    pub owner: Option<String>,
+    #[schema(example = "plugins/dist/tenant-policy.wasm")]
+    pub file: String,
+    /// Whether some version of it is loaded and can run.
+    pub loaded: bool,
+    /// `compiling` (no version loaded yet), `loaded` or `failed` (it never loaded).
+    #[schema(value_type = String, example = "loaded")]
+    pub state: &'static str,
+    /// `source` (compiled by this process) or `cache` (`data/plugins/cache/`).
+    #[schema(value_type = Option<String>, example = "cache")]
+    pub compiled_from: Option<&'static str>,
+    pub compile_ms: Option<u64>,
+    /// SHA-256 of the loaded component: its version.
+    pub sha256: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub loaded_at_ms: Option<u64>,
+    pub enabled: bool,
+    /// `before_clear` and/or `after_clear`.
+    #[schema(value_type = Vec<HookName>)]
+    pub hooks: Vec<&'static str>,
+    /// Tenant ids it runs for; `["*"]` for all.
+    pub tenants: Vec<String>,
+    /// `open` or `closed`: what a failing `before_clear` does to the reset.
+    #[schema(value_type = String, example = "closed")]
+    pub fail_mode: &'static str,
+    pub time_budget_ms: u64,
+    pub memory_mib: u64,
+    pub capabilities: Vec<String>,
+    /// Why the last load failed (a previous version, if any, keeps serving).
+    pub last_error: Option<String>,
+    pub calls: CallCountsBody,
+}
+
+impl From<&PluginStatus> for PluginBody {
+    fn from(p: &PluginStatus) -> PluginBody {
+        PluginBody {
+            name: p.name.clone(),
+            owner: p.owner.as_ref().map(|t| t.as_str().to_owned()),
+            file: p.file.display().to_string(),
+            loaded: p.loaded,
+            state: p.state,
+            compiled_from: p.compiled_from,
+            compile_ms: p.compile_ms,
+            sha256: p.sha256.clone(),
+            size_bytes: p.size_bytes,
+            loaded_at_ms: p.loaded_at_ms,
+            enabled: p.enabled,
+            hooks: p.hooks.clone(),
+            tenants: p.tenants.clone(),
+            fail_mode: p.fail_mode,
+            time_budget_ms: p.time_budget_ms,
+            memory_mib: p.memory_mib,
+            capabilities: p.capabilities.clone(),
+            last_error: p.last_error.clone(),
+            calls: CallCountsBody {
+                ok: p.calls.ok,
+                vetoed: p.calls.vetoed,
+                failed: p.calls.failed,
+                timed_out: p.calls.timed_out,
+                events_dropped: p.calls.events_dropped,
+            },
+        }
+    }
+}
+
+/// `GET /api/plugins` (operators only).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginsBody {
+    /// The config file with the `[plugins]` section; `null` when plugins are off.
+    pub config_file: Option<String>,
+    /// Why the last reload of the config failed (the previous config keeps serving).
+    pub config_error: Option<String>,
+    pub plugins: Vec<PluginBody>,
+}
+
+impl From<&PluginsView> for PluginsBody {
+    fn from(view: &PluginsView) -> PluginsBody {
+        PluginsBody {
+            config_file: view.config_file.as_ref().map(|f| f.display().to_string()),
+            config_error: view.config_error.clone(),
+            plugins: view.plugins.iter().map(PluginBody::from).collect(),
+        }
+    }
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthBody {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
+    pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::reset_report::{AFTER_CLEAR, BEFORE_CLEAR};
+    use crate::core::status::Status;
+
+    fn name(value: impl Serialize) -> String {
+        serde_json::to_value(value)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_documented_session_statuses_are_those_the_sessions_report() {
+        let documented: Vec<String> = [
+            SessionStatus::Starting,
+            SessionStatus::Qr,
+            SessionStatus::Connected,
+            SessionStatus::Reconnecting,
+            SessionStatus::Stopped,
+            SessionStatus::LoggedOut,
+            SessionStatus::Failed,
+            SessionStatus::Cleared,
+        ]
+        .into_iter()
+        .map(name)
+        .collect();
+        let statuses = [
+            Status::Stopped,
+            Status::Starting,
+            Status::Qr,
+            Status::Connected,
+            Status::Reconnecting,
+            Status::LoggedOut,
+            Status::Failed,
+        ];
+        // Plus what a session at rest or cleared says (session/index.rs, actor/commands.rs).
+        for reported in statuses
+            .map(Status::as_str)
+            .into_iter()
+            .chain(["logged_out", "cleared"])
+        {
+            assert!(documented.iter().any(|d| d == reported), "{reported}");
+        }
+        assert_eq!(name(HookName::BeforeClear), BEFORE_CLEAR);
+        assert_eq!(name(HookName::AfterClear), AFTER_CLEAR);
+    }
+
+    #[test]
+    fn core_vocabularies_map_to_the_names_the_api_always_used() {
+        for state in [
+            DeliveryState::Queued,
+            DeliveryState::Sent,
+            DeliveryState::Delivered,
+            DeliveryState::Read,
+            DeliveryState::Failed,
+        ] {
+            assert_eq!(name(MessageState::from(state)), state.as_str());
+        }
+        for kind in [
+            PurgeTargetKind::SessionDir,
+            PurgeTargetKind::Backups,
+            PurgeTargetKind::Outbox,
+            PurgeTargetKind::MessageStatuses,
+        ] {
+            assert_eq!(name(RemovedKind::from(kind)), kind.as_str());
+        }
+        for outcome in [
+            HookOutcome::Ok,
+            HookOutcome::Vetoed("v".into()),
+            HookOutcome::Failed("f".into()),
+            HookOutcome::TimedOut,
+            HookOutcome::Skipped("s".into()),
+        ] {
+            assert_eq!(name(HookOutcomeName::from(&outcome)), outcome.as_str());
+        }
+    }
+}

@@ -24,6 +24,19 @@ use crate::core::tenant::Caller;
 use crate::events::{Missed, Received, Subscription};
 use utoipa::ToSchema;
 
+/// One event of the stream as its lines carry it (what an SSE client sees
+/// per event); `data` is the JSON of an [`EventBody`], or of
+/// `EventsMissedBody` / `EventsDroppedBody` for the two markers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SseEventBody {
+    /// The `event:` line: the event's type.
+    pub event: String,
+    /// The `id:` line; absent on the `events.missed` and `events.dropped` markers.
+    pub id: Option<String>,
+    /// The `data:` line: one JSON object (EventBody, EventsMissedBody or EventsDroppedBody).
+    pub data: String,
+}
+
 /// One event as the stream's `data:` line carries it: the common fields,
 /// then the payload of its type.
 #[derive(Debug, Serialize, ToSchema)]
@@ -212,7 +225,7 @@ async fn next_item(mut state: StreamState) -> Option<(Result<SseEvent, Infallibl
     security(("bearer" = [])),
     params(("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")),
     responses(
-        (status = 200, description = "The stream: one `data:` line per event, each an EventBody; `events.missed` (EventsMissedBody) when a resume is older than the buffer, `events.dropped` (EventsDroppedBody) when this stream fell behind", content_type = "text/event-stream", body = EventBody),
+        (status = 200, description = "The stream: one `data:` line per event, each an EventBody; `events.missed` (EventsMissedBody) when a resume is older than the buffer, `events.dropped` (EventsDroppedBody) when this stream fell behind", content_type = "text/event-stream", body = SseEventBody),
         (status = 400, description = "Last-Event-ID is not a whole number", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
     )

@@ -148,6 +148,9 @@ export function sessionsPage(root) {
     }
     signature = JSON.stringify(sessions);
     render();
+    // What the event does not carry (own JID, pending messages) comes with
+    // the next poll round: ask for it now rather than at the idle pace.
+    if (type !== 'session.cleared') poller.now();
   });
 
   return {

@@ -115,9 +115,10 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
         let layout = lila::layout::DataLayout::new(&root);
         let phone = lila::phone::Phone::parse(PHONE).expect("phone");
         let still_queued = std::fs::read_to_string(layout.outbox_file(&phone)).unwrap_or_default();
+        let counts = arrivals_by_id(&sim);
         for (id, _) in &accepted {
             if !still_queued.contains(id.as_str()) && !confirmed_sent.contains_key(id) {
-                confirmed_sent.insert(id.clone(), arrivals(&sim, id));
+                confirmed_sent.insert(id.clone(), counts.get(id).copied().unwrap_or(0));
             }
         }
         let next = tokio::task::block_in_place(|| {
@@ -158,8 +159,9 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
     let mut lost = Vec::new();
     let mut twice = Vec::new();
     let mut retransmitted = 0;
+    let counts = arrivals_by_id(&sim);
     for (index, (id, text)) in accepted.iter().enumerate() {
-        let count = arrivals(&sim, id);
+        let count = counts.get(id).copied().unwrap_or(0);
         let before = lost.len() + twice.len();
         if count == 0 {
             lost.push(id.clone());
@@ -200,11 +202,12 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
     sim.shutdown().await;
 }
 
-/// How many times the contact received the stanza `id`.
-fn arrivals(sim: &wa_sim::SimHandle, id: &str) -> usize {
-    sim.control()
-        .messages()
-        .iter()
-        .filter(|m| m.id == id)
-        .count()
+/// How many times the contact received each stanza id (one pass over the
+/// simulator's record, instead of one per id).
+fn arrivals_by_id(sim: &wa_sim::SimHandle) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for m in sim.control().messages() {
+        *counts.entry(m.id).or_insert(0) += 1;
+    }
+    counts
 }

@@ -140,6 +140,7 @@ export function sessionsPage(root) {
         status: data.status ?? sessions[index].status,
         ready: data.ready ?? sessions[index].ready,
         lastError: data.lastError ?? null,
+        me: data.me ?? sessions[index].me,
       });
     } else if (type === 'session.logged_out') {
       Object.assign(sessions[index], { status: 'logged_out', ready: false });
@@ -148,9 +149,6 @@ export function sessionsPage(root) {
     }
     signature = JSON.stringify(sessions);
     render();
-    // What the event does not carry (own JID, pending messages) comes with
-    // the next poll round: ask for it now rather than at the idle pace.
-    if (type !== 'session.cleared') poller.now();
   });
 
   return {

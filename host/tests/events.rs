@@ -146,6 +146,15 @@ async fn a_tenant_sees_its_own_session_connect_and_reset_in_order_and_nothing_of
     let connected = &frames[position("session.status", Some("connected"))];
     assert_eq!(connected.data["ready"], true);
     assert!(connected.data.get("lastError").is_some());
+    // The own JID comes with a status event once paired, so a listing kept
+    // from events alone shows it without asking again.
+    assert!(
+        frames[..position("session.cleared", None)]
+            .iter()
+            .any(|f| f.name == "session.status"
+                && f.data["me"].as_str().is_some_and(|me| me.contains('@'))),
+        "no session.status with the own JID in {names:?}"
+    );
     // The owner gets the QR code itself.
     let qr = &frames[position("session.qr", None)];
     assert!(

@@ -361,7 +361,7 @@ test('with the event stream, a status shows as soon as its event arrives, and a 
     streamRequests.push(route.request().headers());
     // After the first listing, so that the event has a row to change.
     await new Promise((r) => setTimeout(r, 800));
-    const data = { type: 'session.status', id: '7', at: Date.now(), tenant: 'acme', phone, status: 'connected', ready: true, lastError: null };
+    const data = { type: 'session.status', id: '7', at: Date.now(), tenant: 'acme', phone, status: 'connected', ready: true, lastError: null, me: `${phone}@s.whatsapp.net` };
     await route.fulfill({
       status: 200,
       contentType: 'text/event-stream',
@@ -370,6 +370,7 @@ test('with the event stream, a status shows as soon as its event arrives, and a 
   });
   await signIn(page, operatorToken);
   await page.locator(`tr[data-phone="${phone}"][data-status="connected"]`).waitFor({ timeout: 5000 });
+  assert.equal(await page.locator(`tr[data-phone="${phone}"] .col-jid`).textContent(), `${phone}@s.whatsapp.net`, 'the own JID comes with the event');
   await waitFor('a second connection to the stream', () => streamRequests.length >= 2, 10_000);
   assert.equal(streamRequests[0].authorization, `Bearer ${operatorToken}`, 'the token goes in the header');
   assert.equal(streamRequests[0].accept, 'text/event-stream');

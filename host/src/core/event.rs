@@ -34,6 +34,8 @@ pub enum EventKind {
         status: &'static str,
         ready: bool,
         last_error: Option<String>,
+        /// The session's own WhatsApp JID, once paired.
+        me: Option<String>,
     },
     /// A new QR code or pairing code is available (or the QR went away: both `None`).
     Qr {
@@ -80,6 +82,7 @@ pub struct ViewFacts<'a> {
     pub status: &'static str,
     pub ready: bool,
     pub last_error: Option<&'a str>,
+    pub me: Option<&'a str>,
     pub qr: Option<&'a str>,
 }
 
@@ -88,13 +91,14 @@ pub struct ViewFacts<'a> {
 /// new QR code, then a logout. Nothing when nothing an event shows changed.
 pub fn view_change_events(before: &ViewFacts<'_>, after: &ViewFacts<'_>) -> Vec<EventKind> {
     let mut events = Vec::new();
-    if (before.status, before.ready, before.last_error)
-        != (after.status, after.ready, after.last_error)
+    if (before.status, before.ready, before.last_error, before.me)
+        != (after.status, after.ready, after.last_error, after.me)
     {
         events.push(EventKind::Status {
             status: after.status,
             ready: after.ready,
             last_error: after.last_error.map(str::to_owned),
+            me: after.me.map(str::to_owned),
         });
     }
     if before.qr != after.qr {
@@ -123,6 +127,7 @@ mod tests {
             status,
             ready: status == "connected",
             last_error: None,
+            me: None,
             qr,
         }
     }
@@ -142,7 +147,8 @@ mod tests {
                 EventKind::Status {
                     status: "qr",
                     ready: false,
-                    last_error: None
+                    last_error: None,
+                    me: None,
                 },
                 EventKind::Qr {
                     qr: Some("2@abc".into()),
@@ -154,6 +160,22 @@ mod tests {
         let rotated = view_change_events(&facts("qr", Some("2@abc")), &facts("qr", Some("2@def")));
         assert_eq!(rotated.len(), 1);
         assert_eq!(rotated[0].type_name(), "session.qr");
+    }
+
+    #[test]
+    fn pairing_shows_the_own_jid_with_the_status() {
+        let mut paired = facts("connected", None);
+        paired.me = Some("5511999998888@s.whatsapp.net");
+        let events = view_change_events(&facts("connected", None), &paired);
+        assert_eq!(
+            events,
+            vec![EventKind::Status {
+                status: "connected",
+                ready: true,
+                last_error: None,
+                me: Some("5511999998888@s.whatsapp.net".into()),
+            }]
+        );
     }
 
     #[test]

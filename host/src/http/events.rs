@@ -73,6 +73,8 @@ pub struct SessionStatusPayload {
     pub status: &'static str,
     pub ready: bool,
     pub last_error: Option<String>,
+    /// The session's own WhatsApp JID once paired, as the status endpoint's `me`.
+    pub me: Option<String>,
 }
 
 /// `session.qr`: a new QR code or pairing code is available. The codes
@@ -139,10 +141,12 @@ pub fn event_body(event: &Event, caller: &Caller) -> Option<EventBody> {
             status,
             ready,
             last_error,
+            me,
         } => EventPayload::Status(SessionStatusPayload {
             status,
             ready: *ready,
             last_error: last_error.clone(),
+            me: me.clone(),
         }),
         EventKind::Qr { qr, pairing_code } => EventPayload::Qr(SessionQrPayload {
             qr: qr.clone().filter(|_| is_owner),

@@ -121,10 +121,12 @@ fn wit_event(event: &Event, tenant: &str) -> wit_events::Event {
             status,
             ready,
             last_error,
+            me,
         } => wit_events::EventKind::SessionStatus(wit_events::SessionStatus {
             status: (*status).to_owned(),
             ready: *ready,
             last_error: last_error.clone(),
+            me: me.clone(),
         }),
         EventKind::Qr { qr, pairing_code } => {
             wit_events::EventKind::SessionQr(qr.is_some() || pairing_code.is_some())

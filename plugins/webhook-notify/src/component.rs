@@ -109,7 +109,7 @@ impl Guest for WebhookNotify {
 fn payload(kind: EventKind) -> Map<String, Value> {
     let value = match kind {
         EventKind::SessionStatus(s) => {
-            json!({ "status": s.status, "ready": s.ready, "lastError": s.last_error })
+            json!({ "status": s.status, "ready": s.ready, "lastError": s.last_error, "me": s.me })
         }
         EventKind::SessionQr(available) => json!({ "available": available }),
         EventKind::SessionCleared(report) => {

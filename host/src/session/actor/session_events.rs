@@ -16,6 +16,7 @@ fn facts(view: &SessionView) -> ViewFacts<'_> {
         status: view.status,
         ready: view.ready,
         last_error: view.last_error.as_deref(),
+        me: view.me.as_deref(),
         qr: view.qr.as_deref(),
     }
 }

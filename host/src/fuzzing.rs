@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` and for the corpus replay
 //! test (`host/tests/fuzz_corpus.rs`), one per input the host takes from
 //! outside: the phone in a path, the JWT in a header, the TOML config and
-//! its `[plugins]` section, and each on-disk format.
+//! its `[plugins]` section, each on-disk format, and the JSON request bodies.
 //!
 //! Each function takes arbitrary bytes and panics only when an invariant
 //! breaks, so that a panic is a bug: beyond "no panic", a format that
@@ -12,8 +12,11 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::auth::JwtAuth;
+use crate::core::outbox::{MAX_TEXT_BYTES, OutboxMessage, Recipient};
 use crate::core::tenant::Caller;
 use crate::core::tenant::TenantId;
+use crate::http::ApiError;
+use crate::http::body::{CreateSessionRequest, SendMessageRequest};
 use crate::phone::Phone;
 use crate::plugins::compiled_cache;
 use crate::storage::{contacts, message_status_file, outbox_file, phone_records};
@@ -34,6 +37,7 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("contacts", contacts),
     ("plugin_state", plugin_state),
     ("compiled_cache_header", compiled_cache_header),
+    ("json_bodies", json_bodies),
 ];
 
 /// A phone parses only as itself, and only when it is 8 to 15 ASCII digits.
@@ -221,4 +225,58 @@ pub fn compiled_cache_header(data: &[u8]) {
         compiled_cache::check_header(&file, &component_hex, &engine).is_err(),
         "accepted a file with byte {at} changed"
     );
+}
+
+/// A refusal of a request body is a 400 with a sentence, never anything else.
+fn assert_bad_request(e: &ApiError, body: &str) {
+    assert_eq!(e.status().as_u16(), 400, "{e} for {body:?}");
+    assert!(!e.to_string().is_empty(), "an empty sentence for {body:?}");
+}
+
+/// The bodies of `POST /api/sessions` and `POST /api/sessions/{phone}/messages`,
+/// read as the handlers read them: the JSON, then the fields, then what the
+/// session checks before it queues a message. Anything refused is a 400;
+/// anything accepted is a valid phone, tenant, recipient and text.
+pub fn json_bodies(data: &[u8]) {
+    let shown = String::from_utf8_lossy(data);
+    if let Ok(body) = serde_json::from_slice::<CreateSessionRequest>(data) {
+        match body.into_parts(&Caller::Operator) {
+            Ok((phone, owner)) => {
+                assert_eq!(Phone::parse(phone.as_str()).as_ref(), Ok(&phone));
+                if let Some(owner) = owner {
+                    assert_eq!(TenantId::parse(owner.as_str()).as_ref(), Ok(&owner));
+                }
+            }
+            Err(e) => assert_bad_request(&e, &shown),
+        }
+    }
+    // A tenant's token always creates the tenant's own session.
+    if let (Ok(body), Ok(tenant)) = (
+        serde_json::from_slice::<CreateSessionRequest>(data),
+        TenantId::parse("fuzz-tenant"),
+    ) {
+        match body.into_parts(&Caller::Tenant(tenant.clone())) {
+            Ok((_, owner)) => assert_eq!(owner, Some(tenant)),
+            Err(e) => assert_bad_request(&e, &shown),
+        }
+    }
+    if let Ok(body) = serde_json::from_slice::<SendMessageRequest>(data) {
+        let (to, text) = match body.into_parts() {
+            Ok(parts) => parts,
+            Err(e) => return assert_bad_request(&e, &shown),
+        };
+        let Ok(recipient) = Recipient::parse(&to) else {
+            return;
+        };
+        let jid = recipient.as_jid();
+        assert!(
+            jid.ends_with("@s.whatsapp.net") || jid.ends_with("@g.us"),
+            "recipient {jid:?} from {to:?}"
+        );
+        assert_eq!(Recipient::parse(jid).as_ref(), Ok(&recipient));
+        if let Ok(message) = OutboxMessage::new("3EB0".into(), recipient, text, 0) {
+            assert!(!message.text.trim().is_empty());
+            assert!(message.text.len() <= MAX_TEXT_BYTES);
+        }
+    }
 }

@@ -15,11 +15,12 @@ use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
+use super::ApiError;
 use crate::core::message_status::{DeliveryState, MessageStatus};
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::core::reset_report::{HookOutcome, HookRun, RemovedTarget, ResetReport};
-use crate::core::tenant::Caller;
+use crate::core::tenant::{Caller, TenantId};
 use crate::hooks::{PluginStatus, PluginsView};
 use crate::phone::Phone;
 use crate::session::{DisconnectReport, SessionView};
@@ -101,13 +102,13 @@ pub enum StringOrNumber {
 }
 
 impl StringOrNumber {
-    pub fn into_string(self, field: &str) -> Result<String, super::ApiError> {
+    pub fn into_string(self, field: &str) -> Result<String, ApiError> {
         match self {
             StringOrNumber::Text(s) => Ok(s),
             StringOrNumber::Number(n) => Ok(n.to_string()),
-            StringOrNumber::Other(_) => Err(super::ApiError::BadRequest(format!(
-                "'{field}' must be a string"
-            ))),
+            StringOrNumber::Other(_) => {
+                Err(ApiError::BadRequest(format!("'{field}' must be a string")))
+            }
         }
     }
 }
@@ -157,6 +158,42 @@ pub struct SendMessageRequest {
     /// The text; it must not be blank.
     #[schema(value_type = String, required = true, example = "hola")]
     pub text: Option<String>,
+}
+
+impl CreateSessionRequest {
+    /// The phone to create and the tenant it belongs to, as `caller` may
+    /// ask: a tenant's token always creates its own session; an operator
+    /// names the tenant, or none.
+    pub fn into_parts(self, caller: &Caller) -> Result<(Phone, Option<TenantId>), ApiError> {
+        let raw = self
+            .phone_number
+            .ok_or_else(|| ApiError::BadRequest("phoneNumber is required".into()))?;
+        let phone = Phone::parse(&raw.into_string("phoneNumber")?)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let owner = match (caller, self.company_id) {
+            (Caller::Tenant(tenant), _) => Some(tenant.clone()),
+            (Caller::Operator, Some(id)) => Some(
+                TenantId::parse(&id.into_string("companyId")?)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+            ),
+            (Caller::Operator, None) => None,
+        };
+        Ok((phone, owner))
+    }
+}
+
+impl SendMessageRequest {
+    /// The recipient and the text, both present; the session checks what they say.
+    pub fn into_parts(self) -> Result<(String, String), ApiError> {
+        let to = self
+            .to
+            .ok_or_else(|| ApiError::BadRequest("'to' is required".into()))?
+            .into_string("to")?;
+        let text = self
+            .text
+            .ok_or_else(|| ApiError::BadRequest("'text' is required".into()))?;
+        Ok((to, text))
+    }
 }
 
 /// What `status` a session can have. The document's list of values: the

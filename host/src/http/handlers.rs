@@ -18,7 +18,7 @@ use super::body::{
 use super::qr::png_data_url;
 use super::{ApiError, AppState};
 use crate::core::message_status::is_message_id;
-use crate::core::tenant::{Caller, TenantId};
+use crate::core::tenant::Caller;
 use crate::phone::Phone;
 use crate::request_id::{self, RequestId};
 
@@ -186,20 +186,7 @@ pub async fn create_session(
     AuthCaller(caller): AuthCaller,
     ApiJson(body): ApiJson<CreateSessionRequest>,
 ) -> Result<Success<SessionBody>, ApiError> {
-    let raw = body
-        .phone_number
-        .ok_or_else(|| ApiError::BadRequest("phoneNumber is required".into()))?;
-    let phone = Phone::parse(&raw.into_string("phoneNumber")?)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    // A tenant's sessions are its own; an operator may create one for a tenant.
-    let owner = match (&caller, body.company_id) {
-        (Caller::Tenant(tenant), _) => Some(tenant.clone()),
-        (Caller::Operator, Some(id)) => Some(
-            TenantId::parse(&id.into_string("companyId")?)
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?,
-        ),
-        (Caller::Operator, None) => None,
-    };
+    let (phone, owner) = body.into_parts(&caller)?;
     let view = state
         .gateway
         .session(&phone)
@@ -397,13 +384,7 @@ pub async fn enqueue_message(
     PhoneParam(phone): PhoneParam,
     ApiJson(body): ApiJson<SendMessageRequest>,
 ) -> Result<Response, ApiError> {
-    let to = body
-        .to
-        .ok_or_else(|| ApiError::BadRequest("'to' is required".into()))?
-        .into_string("to")?;
-    let text = body
-        .text
-        .ok_or_else(|| ApiError::BadRequest("'text' is required".into()))?;
+    let (to, text) = body.into_parts()?;
     let message = state
         .gateway
         .lookup(&phone)?

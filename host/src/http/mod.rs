@@ -4,7 +4,7 @@
 //! Portal shows in a toast. Handlers validate input (phone, token, body),
 //! then hand the request to the phone's session actor.
 
-mod body;
+pub(crate) mod body;
 mod console;
 mod error;
 pub mod events;

@@ -131,6 +131,9 @@ async fn a_tenant_sees_its_own_session_connect_and_reset_in_order_and_nothing_of
     assert!(position("session.status", Some("qr")) < position("session.qr", None));
     assert!(position("session.qr", None) < position("session.status", Some("connected")));
     assert!(position("session.status", Some("connected")) < position("session.cleared", None));
+    // The status first, then the report: a client reading the report finds
+    // the session cleared already.
+    assert!(position("session.status", Some("cleared")) < position("session.cleared", None));
     // Every frame: ids strictly increasing, the same id in `id:` and `data`,
     // the common fields, and only this tenant's phone.
     for pair in frames.windows(2) {

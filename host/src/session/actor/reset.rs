@@ -158,6 +158,9 @@ impl SessionActor {
             duration_ms = report.duration_ms,
             "session cleared"
         );
+        // The status `cleared` first, so that a client reading the report
+        // finds the session already cleared (as `session.status` precedes `session.qr`).
+        self.publish_view();
         self.publish_cleared(&report);
         Ok(report)
     }
@@ -253,6 +256,9 @@ impl SessionActor {
     /// Runs the owed `after_clear` of an interrupted reset and closes its journal.
     pub(super) async fn finish_interrupted_notice(&mut self, report: ResetReport) {
         let report = self.notify_after_clear(report).await;
+        // The status `cleared` first, so that a client reading the report
+        // finds the session already cleared (as `session.status` precedes `session.qr`).
+        self.publish_view();
         self.publish_cleared(&report);
         info!(
             reset_id = %report.reset_id,

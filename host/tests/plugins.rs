@@ -34,6 +34,15 @@ impl Setup {
     /// `plugins_toml` is the body of the `[plugins]` section after `version`;
     /// `files` are copied from `plugins/dist` into `wasm/` as (component, file name).
     async fn new(files: &[(&str, &str)], plugins_toml: &str) -> Setup {
+        Setup::with_config(files, plugins_toml, |_| {}).await
+    }
+
+    /// `new`, with the gateway's test config adjusted by `edit`.
+    async fn with_config(
+        files: &[(&str, &str)],
+        plugins_toml: &str,
+        edit: impl FnOnce(&mut lila::config::Config),
+    ) -> Setup {
         let conf = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(conf.path().join("wasm")).unwrap();
         for (name, file) in files {
@@ -42,7 +51,7 @@ impl Setup {
         write_config(conf.path(), plugins_toml);
         let dir = tempfile::tempdir().unwrap();
         let hooks = PluginHooks::load(&conf.path().join("lila.toml"), dir.path()).unwrap();
-        let h = Harness::with_dir_and_hooks(dir, hooks.clone()).await;
+        let h = Harness::with_dir_hooks_and_config(dir, hooks.clone(), edit).await;
         Setup { h, hooks, conf }
     }
 
@@ -466,6 +475,11 @@ async fn a_tenant_plugin_without_a_settings_file_runs_with_the_defaults() {
 
 /// A webhook receiver on 127.0.0.1:0 that records each request's body and signature.
 async fn receiver() -> (String, Arc<Mutex<Vec<(Vec<u8>, String)>>>) {
+    receiver_taking(Duration::ZERO).await
+}
+
+/// A receiver that takes `delay` to answer each request.
+async fn receiver_taking(delay: Duration) -> (String, Arc<Mutex<Vec<(Vec<u8>, String)>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let store = seen.clone();
     let app = axum::Router::new().route(
@@ -479,6 +493,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(Vec<u8>, String)>>>) {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_owned();
+                    tokio::time::sleep(delay).await;
                     store.lock().unwrap().push((body.to_vec(), signature));
                     StatusCode::NO_CONTENT
                 }
@@ -975,4 +990,86 @@ async fn chosen_events_reach_the_webhook_in_order_signed_and_once_each() {
             .all(|e| e["tenant"] == "acme" && e["phone"] == PHONE)
     );
     assert_eq!(events[at("session.cleared:")]["report"]["phone"], PHONE);
+}
+
+#[tokio::test]
+async fn a_slow_event_plugin_never_holds_a_session_back_and_what_it_drops_is_counted() {
+    // Each forwarded event takes the receiver 300 ms; the plugin's queue holds one.
+    let (url, seen) = receiver_taking(Duration::from_millis(300)).await;
+    let s = Setup::with_config(
+        &[("webhook-notify", "webhook-notify.wasm")],
+        &format!(
+            "[[plugins.plugin]]\nname = \"webhook-notify\"\nhooks = [\"on-event\"]\ncapabilities = {{ http = [\"{url}\"] }}\nconfig = {{ endpoints = [{{ url = \"{url}\", secret = \"whsec_test\" }}], events = [\"session.status\", \"session.qr\", \"session.cleared\", \"session.logged_out\", \"message.status\"] }}\n"
+        ),
+        |config| config.events.plugin_queue = 1,
+    )
+    .await;
+    let token = s.h.token("acme");
+    s.h.paired(PHONE, &token).await;
+    const MESSAGES: usize = 12;
+    let mut ids = Vec::new();
+    for i in 0..MESSAGES {
+        let (status, body) =
+            s.h.send_text(PHONE, &token, "51900000001", &format!("m{i}"))
+                .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // Every message is sent while the plugin is still far behind: the
+    // session did not wait for it.
+    for id in &ids {
+        let path = format!("/api/sessions/{PHONE}/messages/{id}");
+        let mut sent = false;
+        for _ in 0..500 {
+            let (_, body) = s.h.get(&path, &token).await;
+            if body["status"] != "queued" {
+                sent = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(sent, "message {id} was never sent");
+    }
+    let forwarded_by_then = seen.lock().unwrap().len();
+    assert!(
+        forwarded_by_then < 2 * MESSAGES,
+        "{forwarded_by_then} events forwarded before the messages were sent"
+    );
+    // The plugin catches up; what did not fit in its queue is counted, in
+    // the plugins listing and in /metrics alike.
+    let mut calls = Value::Null;
+    for _ in 0..200 {
+        let plugins = s.plugins().await;
+        calls = plugins["plugins"][0]["calls"].clone();
+        let handled = calls["ok"].as_u64().unwrap_or(0) + calls["failed"].as_u64().unwrap_or(0);
+        if handled as usize == seen.lock().unwrap().len()
+            && calls["eventsDropped"].as_u64() > Some(0)
+        {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            if s.plugins().await["plugins"][0]["calls"] == calls {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dropped = calls["eventsDropped"].as_u64().unwrap_or(0);
+    assert!(dropped > 0, "nothing dropped: {calls}");
+    assert_eq!(calls["failed"], 0, "{calls}");
+    assert_eq!(calls["timedOut"], 0, "{calls}");
+    assert_eq!(
+        calls["ok"].as_u64().unwrap() as usize,
+        seen.lock().unwrap().len(),
+        "one POST per call: {calls}"
+    );
+    let (status, metrics) =
+        s.h.call(axum::http::Method::GET, "/metrics", None, None)
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains(&format!(
+            "lila_plugin_events_dropped_total{{plugin=\"webhook-notify\"}} {dropped}"
+        )),
+        "{metrics}"
+    );
 }

@@ -69,7 +69,17 @@ impl Harness {
     /// Like `with_hooks`, over a data root the caller already made (the
     /// plugin runtime needs the root before the gateway exists).
     pub async fn with_dir_and_hooks(dir: tempfile::TempDir, hooks: Arc<dyn ResetHooks>) -> Harness {
-        let config = test_config(dir.path());
+        Harness::with_dir_hooks_and_config(dir, hooks, |_| {}).await
+    }
+
+    /// `with_dir_and_hooks`, with the test config adjusted by `edit` first.
+    pub async fn with_dir_hooks_and_config(
+        dir: tempfile::TempDir,
+        hooks: Arc<dyn ResetHooks>,
+        edit: impl FnOnce(&mut Config),
+    ) -> Harness {
+        let mut config = test_config(dir.path());
+        edit(&mut config);
         Harness::start(dir, config, ScriptedWhatsApp::new(), hooks).await
     }
 

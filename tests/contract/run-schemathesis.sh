@@ -126,8 +126,12 @@ if grep -q "panicked" "$work/lila.log"; then
     grep -A3 "panicked" "$work/lila.log" >&2
     status=1
 fi
+# Kept with the reports (CI artifacts under target/), so that a failure can
+# be explained after the temporary directory is gone.
+mkdir -p "$root/target/schemathesis-report"
+cp "$work/lila.log" "$root/target/schemathesis-report/lila.log"
 if [ "$status" -ne 0 ]; then
-    echo "run-schemathesis.sh: failures; the end of lila's log:" >&2
+    echo "run-schemathesis.sh: failures; the end of lila's log (all of it: target/schemathesis-report/lila.log):" >&2
     tail -n 40 "$work/lila.log" >&2
 fi
 exit "$status"

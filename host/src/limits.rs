@@ -19,6 +19,16 @@ pub const FDS_PER_SESSION: u64 = 6;
 /// the API, plugin files, logs.
 pub const FDS_BASE: u64 = 256;
 
+/// Descriptors kept free beyond a new session's, for the API's own
+/// connections and the files a reset or a backup opens.
+pub const FDS_HEADROOM: u64 = 64;
+
+/// Whether a node with `open` descriptors open under `limit` (0: no limit)
+/// has room to start one more session.
+pub fn room_for_a_session(open: u64, limit: u64) -> bool {
+    limit == 0 || open + FDS_PER_SESSION + FDS_HEADROOM <= limit
+}
+
 /// The soft limit on open files after trying to raise it to the hard
 /// limit; `None` when there is no limit.
 pub fn raise_open_files_limit() -> Option<u64> {
@@ -51,6 +61,15 @@ mod tests {
     fn the_need_grows_with_the_sessions_from_a_base() {
         assert_eq!(open_files_needed(0), FDS_BASE);
         assert_eq!(open_files_needed(1000), FDS_BASE + 1000 * FDS_PER_SESSION);
+    }
+
+    #[test]
+    fn a_session_starts_only_with_its_descriptors_and_the_headroom_free() {
+        assert!(room_for_a_session(1_000_000, 0), "no limit");
+        let limit = 1_000;
+        let last = limit - FDS_PER_SESSION - FDS_HEADROOM;
+        assert!(room_for_a_session(last, limit));
+        assert!(!room_for_a_session(last + 1, limit));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub boot_sessions_reconnected: AtomicI64,
     /// The soft open-files limit `serve` runs with (0 when unlimited or unknown).
     pub open_files_limit: AtomicU64,
+    /// Session starts refused because the node was out of descriptors.
+    pub sessions_refused_open_files: AtomicU64,
     /// Failed connection attempts, in the order of `ConnectFailureCause::ALL`.
     connection_failures: [AtomicU64; ConnectFailureCause::ALL.len()],
     /// When these counters started, i.e. when `serve` built its gateway.
@@ -88,6 +90,11 @@ impl Metrics {
             "lila_client_start_failures_total",
             "WhatsApp clients that failed to start.",
             get(&self.client_start_failures),
+        );
+        counter(
+            "lila_sessions_refused_open_files_total",
+            "Session starts refused because the node was out of file descriptors (see lila_open_files_limit).",
+            get(&self.sessions_refused_open_files),
         );
         counter(
             "lila_resets_completed_total",

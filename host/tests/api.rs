@@ -710,3 +710,41 @@ async fn the_session_list_shows_the_callers_sessions_with_status() {
             .all(|s| s.get("status").is_some() && s.get("companyId").is_none())
     );
 }
+
+#[tokio::test]
+async fn a_node_out_of_descriptors_refuses_a_new_session_with_503_and_records_nothing() {
+    let h = Harness::new().await;
+    let acme = h.token("acme");
+    let phone = "51987650001";
+    // A limit this process is already past: starting one more session would fail.
+    h.gateway
+        .metrics()
+        .open_files_limit
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let (status, body) = h.create(phone, &acme).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["success"], false);
+    let sentence = body["error"].as_str().unwrap();
+    assert!(
+        sentence.contains("out of file descriptors") && sentence.contains("ulimit -n"),
+        "{sentence}"
+    );
+    // Nothing was recorded or started: the listing is empty and no file exists.
+    let (_, list) = h.get("/api/sessions", &acme).await;
+    assert_eq!(list["sessions"], json!([]), "{list}");
+    assert!(files_under(&h.dir.path().join("lila")).is_empty());
+    let (_, metrics) = h.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("lila_sessions_refused_open_files_total 1")
+    );
+    // With room (no limit), the same request starts the session.
+    h.gateway
+        .metrics()
+        .open_files_limit
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    let (status, body) = h.create(phone, &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

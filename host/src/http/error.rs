@@ -55,7 +55,9 @@ impl From<SessionError> for ApiError {
             SessionError::WhatsApp(WhatsAppError::Timeout) => ApiError::Unavailable(e.to_string()),
             SessionError::WhatsApp(_) => ApiError::BadGateway(e.to_string()),
             SessionError::Storage(_) => ApiError::Internal(e.to_string()),
-            SessionError::Unavailable => ApiError::Unavailable(e.to_string()),
+            SessionError::Unavailable | SessionError::OutOfDescriptors { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
         }
     }
 }

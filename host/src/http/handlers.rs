@@ -178,7 +178,7 @@ pub async fn list_sessions(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 409, description = "The phone is registered to another tenant", body = ErrorBody),
         (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        (status = 503, description = "The session did not answer in time, or the node is out of file descriptors (the sentence says which)", body = ErrorBody),
     )
 )]
 pub async fn create_session(

@@ -71,6 +71,11 @@ pub enum SessionError {
     Storage(#[from] StorageError),
     #[error("the session's worker stopped unexpectedly; retry the request")]
     Unavailable,
+    /// Starting one more session would leave the node without descriptors.
+    #[error(
+        "this node is out of file descriptors ({open} open, limit {limit}); raise its open-files limit (ulimit -n, or LimitNOFILE= in a systemd unit) or run the session on another node"
+    )]
+    OutOfDescriptors { open: u64, limit: u64 },
 }
 
 /// A session as the API shows it.

@@ -1,12 +1,15 @@
 //! Commands: what the API asks of a phone, answered from the actor's state.
 
+use std::sync::atomic::Ordering;
+
 use tokio::time::{Instant, timeout};
-use tracing::{Instrument, info};
+use tracing::{Instrument, info, warn};
 
 use super::SessionActor;
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::reset_plan::ResetPlan;
 use crate::core::tenant::{Caller, TenantId};
+use crate::metrics::Metrics;
 use crate::session::{Command, Reply, SessionError, SessionView};
 use crate::storage::now_ms;
 use crate::whatsapp::{ClientNotice, GroupInfo, WhatsAppError};
@@ -173,14 +176,36 @@ impl SessionActor {
             Some(record) if !record.is_cleared() => record.owner.clone(),
             _ => owner,
         };
+        let starting = self.client.is_none() && self.start_task.is_none();
+        if starting {
+            self.check_room_for_a_session()?;
+        }
         self.save_record(PhoneRecord::new(owner, DesiredState::Running, now_ms()))?;
-        if self.client.is_none() && self.start_task.is_none() {
+        if starting {
             info!("session created; starting the WhatsApp client");
             self.restart_at = None;
             self.restart_attempts = 0;
             self.begin_start();
         }
         Ok(self.view())
+    }
+
+    /// Refuses a new start when the node would run out of descriptors: a
+    /// clear 503 now, rather than a session that fails later with "Too many
+    /// open files" and takes a socket or a store of another one down with it.
+    fn check_room_for_a_session(&self) -> Result<(), SessionError> {
+        let metrics = &self.ctx.metrics;
+        let limit = metrics.open_files_limit.load(Ordering::Relaxed);
+        let open = crate::limits::open_files().unwrap_or(0);
+        if crate::limits::room_for_a_session(open, limit) {
+            return Ok(());
+        }
+        Metrics::inc(&metrics.sessions_refused_open_files);
+        warn!(
+            open,
+            limit, "session start refused: out of file descriptors"
+        );
+        Err(SessionError::OutOfDescriptors { open, limit })
     }
 
     /// Asks WhatsApp for a pairing code on a task of its own; the answer

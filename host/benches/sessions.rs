@@ -14,7 +14,9 @@
 //!
 //! Run: `cargo bench -p lila --bench sessions -- 100 1000`
 //! (`LILA_BENCH_STARTS` sets `max_concurrent_starts`, default 32;
-//! `LILA_BENCH_RESTARTS` the number of restarts, default 5.)
+//! `LILA_BENCH_RESTARTS` the number of restarts, default 5;
+//! `LILA_BENCH_PAIR_BATCH` how many sessions are created and scanned at a
+//! time, default 250.)
 
 #[path = "../tests/support/process.rs"]
 mod process;
@@ -188,37 +190,51 @@ fn run(n: usize) {
     let baseline = sample_rss(pid);
     let (baseline_fds, baseline_threads) = fds_and_threads(pid);
 
+    // Paired in batches: a batch is created, then each of its QRs scanned,
+    // so that a QR never waits behind thousands of others and expires.
     let pair_started = Instant::now();
-    for i in 0..n {
-        let body = json!({"phoneNumber": phone(i), "companyId": tenant.as_str()});
-        let (code, reply) = server
-            .request("POST", "/api/sessions", Some(&token), Some(&body))
-            .expect("create");
-        assert_eq!(code, 200, "{reply}\n{}", show_log());
-    }
-    let mut pending: Vec<usize> = (0..n).collect();
-    let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
-    while !pending.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{} sessions never showed a QR",
-            pending.len()
-        );
-        pending.retain(|&i| {
-            let qr: Value = server
-                .request(
-                    "GET",
-                    &format!("/api/sessions/{}/qr", phone(i)),
-                    Some(&token),
-                    None,
-                )
-                .map(|(_, b)| b)
-                .unwrap_or(Value::Null);
-            match qr["qr"].as_str() {
-                Some(code) => !sim.scan(code, &phone(i)),
-                None => true,
-            }
-        });
+    let batch = env_usize("LILA_BENCH_PAIR_BATCH", 250).max(1);
+    for first in (0..n).step_by(batch) {
+        let indices: Vec<usize> = (first..n.min(first + batch)).collect();
+        for &i in &indices {
+            let body = json!({"phoneNumber": phone(i), "companyId": tenant.as_str()});
+            let (code, reply) = server
+                .request("POST", "/api/sessions", Some(&token), Some(&body))
+                .expect("create");
+            assert_eq!(code, 200, "{reply}\n{}", show_log());
+        }
+        let mut pending = indices;
+        let deadline = Instant::now() + Duration::from_secs(60 + batch as u64);
+        while !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} sessions never showed a QR\n{}",
+                pending.len(),
+                show_log()
+            );
+            pending.retain(|&i| {
+                let qr: Value = server
+                    .request(
+                        "GET",
+                        &format!("/api/sessions/{}/qr", phone(i)),
+                        Some(&token),
+                        None,
+                    )
+                    .map(|(_, b)| b)
+                    .unwrap_or(Value::Null);
+                match qr["qr"].as_str() {
+                    Some(code) => !sim.scan(code, &phone(i)),
+                    None => true,
+                }
+            });
+        }
+        if n > batch {
+            eprintln!(
+                "sessions: {} of {n} scanned after {:.1} s",
+                n.min(first + batch),
+                pair_started.elapsed().as_secs_f64()
+            );
+        }
     }
     wait_connected(&server, &token, n, Duration::from_secs(60 + n as u64));
     let pair_time = pair_started.elapsed();

@@ -28,7 +28,7 @@ use crate::phone::Phone;
 use crate::session::{
     SessionContext, SessionError, SessionHandle, SessionIndex, SessionView, spawn_session,
 };
-use crate::storage::{outbox_file, phone_records};
+use crate::storage::phone_store::PhoneStore;
 use crate::whatsapp::WhatsApp;
 
 /// How often boot logs how many resumed sessions are connected again.
@@ -67,8 +67,10 @@ impl Gateway {
         hooks: Arc<dyn ResetHooks>,
     ) -> Arc<Gateway> {
         let events = Arc::new(EventBus::new(&config.events));
+        let layout = DataLayout::new(config.data_dir.clone());
         let ctx = SessionContext {
-            layout: DataLayout::new(config.data_dir.clone()),
+            store: PhoneStore::files(layout.clone()),
+            layout,
             start_permits: Semaphore::new(config.sessions.max_concurrent_starts),
             config,
             whatsapp,
@@ -155,12 +157,9 @@ impl Gateway {
     /// resume what was running, and leave everything else down (with no actor).
     pub async fn boot(&self) -> BootSummary {
         let mut summary = BootSummary::default();
-        let layout = self.ctx.layout.clone();
-        let phones = tokio::task::spawn_blocking(move || phone_records::known_phones(&layout))
-            .await
-            .unwrap_or_default();
-        for phone in phones {
-            let record = match phone_records::load(&self.ctx.layout, &phone) {
+        let store = &self.ctx.store;
+        for phone in store.known_phones().await {
+            let record = match store.load_record(&phone).await {
                 Ok(record) => record,
                 Err(e) => {
                     error!(phone = %phone, error = %e, "damaged phone record; not resumed");
@@ -175,8 +174,8 @@ impl Gateway {
                 Some(record) => self.ctx.index.record(&phone, record),
                 None => self.ctx.index.orphan(&phone),
             }
-            if self.ctx.layout.outbox_file(&phone).exists()
-                && let Ok(outbox) = outbox_file::load(&self.ctx.layout, &phone)
+            if store.has_outbox(&phone).await
+                && let Ok(outbox) = store.load_outbox(&phone).await
             {
                 self.ctx.index.set_pending_at_boot(&phone, outbox.len());
             }

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::phone::Phone;
 use crate::request_id::RequestId;
 use crate::storage::StorageError;
+use crate::storage::phone_store::PhoneStore;
 use crate::whatsapp::{GroupInfo, WhatsApp, WhatsAppError};
 
 pub use index::{IndexEntry, SessionIndex};
@@ -37,6 +38,8 @@ pub use purge::RemovedSummary;
 /// What every session actor shares.
 pub struct SessionContext {
     pub layout: DataLayout,
+    /// Where each phone's record, outbox, statuses and contacts are kept.
+    pub store: PhoneStore,
     pub config: Config,
     pub whatsapp: Arc<dyn WhatsApp>,
     pub hooks: Arc<dyn ResetHooks>,

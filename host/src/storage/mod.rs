@@ -9,6 +9,7 @@ pub mod contacts;
 pub mod message_status_file;
 pub mod outbox_file;
 pub mod phone_records;
+pub mod phone_store;
 pub mod purge;
 pub mod versioned;
 

@@ -12,7 +12,7 @@ use super::{SessionActor, backoff};
 use crate::core::record::DesiredState;
 use crate::core::status::{Reaction, SessionEvent};
 use crate::metrics::Metrics;
-use crate::storage::{contacts, now_ms};
+use crate::storage::now_ms;
 use crate::whatsapp::{ClientNotice, EventSink, WhatsAppClient, WhatsAppError};
 
 /// Contacts arrive in bursts (history sync); they are written at most this often.
@@ -118,7 +118,9 @@ impl SessionActor {
                 self.publish_pairing_code(&code);
                 self.pairing_code = Some((code, Instant::now() + PAIRING_CODE_VALIDITY));
             }
-            ClientNotice::Receipt { message_ids, kind } => self.on_receipt(&message_ids, kind),
+            ClientNotice::Receipt { message_ids, kind } => {
+                self.on_receipt(&message_ids, kind).await
+            }
             ClientNotice::Session(event) => self.on_session_event(event).await,
         }
     }
@@ -173,7 +175,7 @@ impl SessionActor {
                     r.updated_at_ms = now_ms();
                 }
                 if let Some(r) = record
-                    && let Err(e) = self.save_record(r)
+                    && let Err(e) = self.save_record(r).await
                 {
                     error!(error = %e, "could not record the logout");
                 }
@@ -193,7 +195,7 @@ impl SessionActor {
                 if let Some(mut r) = self.record.clone() {
                     r.desired = DesiredState::Stopped;
                     r.updated_at_ms = now_ms();
-                    if let Err(e) = self.save_record(r) {
+                    if let Err(e) = self.save_record(r).await {
                         error!(error = %e, "could not record the stop");
                     }
                 }
@@ -293,8 +295,13 @@ impl SessionActor {
         logged_out
     }
 
-    pub(super) fn save_contacts(&self) {
-        if let Err(e) = contacts::save(&self.ctx.layout, &self.phone, &self.contacts) {
+    pub(super) async fn save_contacts(&self) {
+        if let Err(e) = self
+            .ctx
+            .store
+            .save_contacts(&self.phone, &self.contacts)
+            .await
+        {
             warn!(error = %e, "could not save contacts");
         }
     }

@@ -97,7 +97,7 @@ impl SessionActor {
                 text,
                 reply,
             } => {
-                let _ = reply.send(self.enqueue(&caller, &to, text));
+                let _ = reply.send(self.enqueue(&caller, &to, text).await);
             }
             Command::Outbox { caller, reply } => {
                 let _ = reply.send(
@@ -180,7 +180,8 @@ impl SessionActor {
         if starting {
             self.check_room_for_a_session()?;
         }
-        self.save_record(PhoneRecord::new(owner, DesiredState::Running, now_ms()))?;
+        self.save_record(PhoneRecord::new(owner, DesiredState::Running, now_ms()))
+            .await?;
         if starting {
             info!("session created; starting the WhatsApp client");
             self.restart_at = None;

@@ -45,7 +45,7 @@ impl SessionActor {
         if let Some(mut record) = self.record.clone() {
             record.desired = DesiredState::Stopped;
             record.updated_at_ms = now_ms();
-            self.save_record(record)?;
+            self.save_record(record).await?;
         }
         let logged_out = self.stop_client(true).await;
         // After a logout the credentials are dead: keeping them (or backups of

@@ -39,7 +39,7 @@ use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::status::SessionState;
 use crate::core::tenant::TenantId;
 use crate::phone::Phone;
-use crate::storage::{StorageError, contacts, message_status_file, outbox_file, phone_records};
+use crate::storage::StorageError;
 use crate::whatsapp::{ClientNotice, WhatsAppClient, WhatsAppError};
 
 /// How many commands may wait in one session's mailbox.
@@ -121,7 +121,7 @@ pub fn spawn_session(ctx: Arc<SessionContext>, phone: Phone) -> (SessionHandle, 
     let actor_span = span.clone();
     let task = tokio::spawn(
         async move {
-            let actor = SessionActor::load(ctx, phone, notices_tx, view_tx, actor_span);
+            let actor = SessionActor::load(ctx, phone, notices_tx, view_tx, actor_span).await;
             actor.publish_view();
             actor.run(rx, notices_rx).await;
         }
@@ -164,14 +164,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SessionActor {
-    fn load(
+    async fn load(
         ctx: Arc<SessionContext>,
         phone: Phone,
         notices_tx: mpsc::UnboundedSender<(u64, ClientNotice)>,
         view_tx: watch::Sender<SessionView>,
         span: tracing::Span,
     ) -> SessionActor {
-        let record = match phone_records::load(&ctx.layout, &phone) {
+        let record = match ctx.store.load_record(&phone).await {
             Ok(record) => record,
             Err(e) => {
                 // A damaged record never resumes anything; an operator can clear the phone.
@@ -179,19 +179,19 @@ impl SessionActor {
                 None
             }
         };
-        let (outbox, outbox_damaged) = match outbox_file::load(&ctx.layout, &phone) {
+        let (outbox, outbox_damaged) = match ctx.store.load_outbox(&phone).await {
             Ok(outbox) => (outbox, None),
             Err(e) => {
                 error!(error = %e, "outbox file is damaged; it is kept as is and new messages are refused");
                 (Outbox::default(), Some(e.to_string()))
             }
         };
-        let statuses = message_status_file::load(&ctx.layout, &phone).unwrap_or_else(|e| {
+        let statuses = ctx.store.load_statuses(&phone).await.unwrap_or_else(|e| {
             // Statuses only inform the Portal; losing them never loses a message.
             error!(error = %e, "message status file is damaged; starting with none");
             MessageStatuses::default()
         });
-        let contacts = contacts::load(&ctx.layout, &phone).unwrap_or_else(|e| {
+        let contacts = ctx.store.load_contacts(&phone).await.unwrap_or_else(|e| {
             warn!(error = %e, "contacts file is damaged; starting with none");
             BTreeMap::new()
         });
@@ -279,7 +279,7 @@ impl SessionActor {
                 sent = join_opt(&mut self.send_task) => {
                     self.send_task = None;
                     if let Ok(outcome) = sent {
-                        self.on_sent(outcome);
+                        self.on_sent(outcome).await;
                     }
                 }
                 backed_up = join_opt(&mut self.backup_task) => {
@@ -308,7 +308,7 @@ impl SessionActor {
                 }
                 _ = sleep_opt(self.contacts_save_at) => {
                     self.contacts_save_at = None;
-                    self.save_contacts();
+                    self.save_contacts().await;
                 }
                 Some(_) = self.requests.join_next(), if !self.requests.is_empty() => {}
             }
@@ -338,8 +338,8 @@ impl SessionActor {
         });
     }
 
-    fn save_record(&mut self, record: PhoneRecord) -> Result<(), SessionError> {
-        phone_records::save(&self.ctx.layout, &self.phone, &record)?;
+    async fn save_record(&mut self, record: PhoneRecord) -> Result<(), SessionError> {
+        self.ctx.store.save_record(&self.phone, &record).await?;
         self.ctx.index.record(&self.phone, &record);
         self.record = Some(record);
         self.note_tenant();
@@ -348,7 +348,7 @@ impl SessionActor {
 
     async fn shutdown(&mut self) {
         if self.contacts_save_at.take().is_some() {
-            self.save_contacts();
+            self.save_contacts().await;
         }
         self.stop_client(false).await;
     }

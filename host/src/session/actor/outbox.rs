@@ -12,7 +12,7 @@ use crate::core::outbox::{OutboxMessage, Recipient, message_id};
 use crate::core::tenant::Caller;
 use crate::metrics::Metrics;
 use crate::session::SessionError;
-use crate::storage::{StorageError, message_status_file, now_ms, outbox_file};
+use crate::storage::{StorageError, now_ms};
 use crate::whatsapp::WhatsAppError;
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -29,7 +29,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 impl SessionActor {
-    pub(super) fn enqueue(
+    pub(super) async fn enqueue(
         &mut self,
         caller: &Caller,
         to: &str,
@@ -51,11 +51,11 @@ impl SessionActor {
             .map_err(|e| SessionError::Conflict(e.to_string()))?;
         // Durable before acknowledged: the 202 goes out only after the file is
         // synced, so a crash right after the response loses nothing.
-        outbox_file::save(&self.ctx.layout, &self.phone, &next)?;
+        self.ctx.store.save_outbox(&self.phone, &next).await?;
         self.outbox = next;
         self.statuses
             .queued(&message.id, message.to.as_jid(), message.created_at_ms);
-        self.save_statuses();
+        self.save_statuses().await;
         self.publish_message_status(&message.id);
         Metrics::inc(&self.ctx.metrics.messages_enqueued);
         info!(message_id = %message.id, pending = self.outbox.len(), "message queued");
@@ -115,7 +115,7 @@ impl SessionActor {
         ));
     }
 
-    pub(super) fn on_sent(&mut self, outcome: SendOutcome) {
+    pub(super) async fn on_sent(&mut self, outcome: SendOutcome) {
         let SendOutcome {
             id,
             jid,
@@ -130,14 +130,14 @@ impl SessionActor {
                 if self.outbox.confirm_sent(&id) {
                     Metrics::inc(&self.ctx.metrics.messages_sent);
                     info!(message_id = %id, pending = self.outbox.len(), "message sent");
-                    if let Err(e) = outbox_file::save(&self.ctx.layout, &self.phone, &self.outbox) {
+                    if let Err(e) = self.ctx.store.save_outbox(&self.phone, &self.outbox).await {
                         // The message went out but the file still lists it: a
                         // restart resends it under the same id, which the
                         // recipient's client recognises as a duplicate.
                         error!(error = %e, "could not record a sent message");
                     }
                     if self.statuses.sent(&id, now_ms()) {
-                        self.save_statuses();
+                        self.save_statuses().await;
                         self.publish_message_status(&id);
                     }
                 }
@@ -147,12 +147,12 @@ impl SessionActor {
                 if self.outbox.give_up(&id) {
                     Metrics::inc(&self.ctx.metrics.message_send_failures);
                     warn!(message_id = %id, error = %e, pending = self.outbox.len(), "message failed for good; it leaves the queue");
-                    if let Err(e) = outbox_file::save(&self.ctx.layout, &self.phone, &self.outbox) {
+                    if let Err(e) = self.ctx.store.save_outbox(&self.phone, &self.outbox).await {
                         // Still listed: after a restart it fails again the same way.
                         error!(error = %e, "could not record a failed message");
                     }
                     if self.statuses.failed(&id, &e.to_string(), now_ms()) {
-                        self.save_statuses();
+                        self.save_statuses().await;
                         self.publish_message_status(&id);
                     }
                 }
@@ -162,7 +162,7 @@ impl SessionActor {
                 Metrics::inc(&self.ctx.metrics.message_send_failures);
                 self.outbox.record_failure(&id);
                 let attempts = self.outbox.head().map(|m| m.attempts).unwrap_or(1);
-                let _ = outbox_file::save(&self.ctx.layout, &self.phone, &self.outbox);
+                let _ = self.ctx.store.save_outbox(&self.phone, &self.outbox).await;
                 let delay = backoff(attempts, Duration::from_secs(60));
                 warn!(message_id = %id, error = %e, attempts, retry_ms = delay.as_millis() as u64, "send failed; will retry");
                 self.send_retry_at = Some(Instant::now() + delay);
@@ -171,14 +171,14 @@ impl SessionActor {
     }
 
     /// A delivery or read receipt from the recipient's phone.
-    pub(super) fn on_receipt(&mut self, message_ids: &[String], kind: ReceiptKind) {
+    pub(super) async fn on_receipt(&mut self, message_ids: &[String], kind: ReceiptKind) {
         let before: Vec<_> = message_ids
             .iter()
             .map(|id| self.statuses.get(id).map(|s| s.state))
             .collect();
         if self.statuses.receipt(message_ids, kind, now_ms()) {
             debug!(count = message_ids.len(), kind = ?kind, "message receipt");
-            self.save_statuses();
+            self.save_statuses().await;
             for (id, was) in message_ids.iter().zip(before) {
                 if self.statuses.get(id).map(|s| s.state) != was {
                     self.publish_message_status(id);
@@ -200,9 +200,14 @@ impl SessionActor {
             .ok_or(SessionError::MessageNotFound)
     }
 
-    fn save_statuses(&mut self) {
+    async fn save_statuses(&mut self) {
         self.statuses.prune(now_ms());
-        if let Err(e) = message_status_file::save(&self.ctx.layout, &self.phone, &self.statuses) {
+        if let Err(e) = self
+            .ctx
+            .store
+            .save_statuses(&self.phone, &self.statuses)
+            .await
+        {
             // The message itself is unaffected; only what the Portal can read lags.
             error!(error = %e, "could not record message statuses");
         }

@@ -121,7 +121,7 @@ impl SessionActor {
             }),
             updated_at_ms: started_at_ms,
         };
-        if let Err(e) = self.save_record(record) {
+        if let Err(e) = self.save_record(record).await {
             Metrics::inc(&self.ctx.metrics.resets_failed);
             return Err(e);
         }
@@ -143,7 +143,7 @@ impl SessionActor {
         };
 
         // 5. The files are gone; `after_clear` is owed, and the journal says so.
-        self.journal_files_removed(&report)?;
+        self.journal_files_removed(&report).await?;
         Metrics::inc(&self.ctx.metrics.resets_completed);
 
         // 6. after_clear hooks: told, never able to undo. Then the journal closes.
@@ -192,14 +192,14 @@ impl SessionActor {
 
     /// Records that every file of the reset is gone and only `after_clear`
     /// is owed (`PurgeStage::Notifying`).
-    fn journal_files_removed(&mut self, report: &ResetReport) -> Result<(), SessionError> {
+    async fn journal_files_removed(&mut self, report: &ResetReport) -> Result<(), SessionError> {
         if let Some(mut record) = self.record.clone()
             && let Some(journal) = record.purge.as_mut()
         {
             journal.stage = PurgeStage::Notifying;
             journal.report = report.clone();
             record.updated_at_ms = now_ms();
-            self.save_record(record)?;
+            self.save_record(record).await?;
         }
         self.crash_point(ResetStep::Purged);
         Ok(())
@@ -216,7 +216,7 @@ impl SessionActor {
         {
             record.purge = None;
             record.updated_at_ms = now_ms();
-            if let Err(e) = self.save_record(record) {
+            if let Err(e) = self.save_record(record).await {
                 // The reset itself is done; the journal is closed at the next start.
                 error!(error = %e, reset_id = %report.reset_id, "could not close the purge journal");
             }
@@ -247,7 +247,7 @@ impl SessionActor {
                 record.desired = DesiredState::Cleared;
                 self.record = Some(record);
             }
-            self.journal_files_removed(&report)?;
+            self.journal_files_removed(&report).await?;
             Metrics::inc(&self.ctx.metrics.resets_finished_at_boot);
         }
         Ok(Some(report))

@@ -1,0 +1,176 @@
+//! The seam between the session actors and where a phone's durable state
+//! lives: its record (owner, desired state, tombstone, purge journal), its
+//! outbox, its message statuses and its contacts.
+//!
+//! One node keeps them in files under the data root (`Files`, the default,
+//! no external service). A cluster keeps them in PostgreSQL (issue 9), as a
+//! second variant with the same methods. Both take and give the core's own
+//! types, so an actor, the boot and the reset never know which one they
+//! talk to. The WhatsApp credentials are not here: the client has its own
+//! store (`whatsapp/real.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{StorageError, contacts, message_status_file, outbox_file, phone_records};
+use crate::core::message_status::MessageStatuses;
+use crate::core::outbox::Outbox;
+use crate::core::record::PhoneRecord;
+use crate::layout::DataLayout;
+use crate::phone::Phone;
+
+/// Where phone state is kept.
+#[derive(Debug, Clone)]
+pub enum PhoneStore {
+    /// Files under the data root (`layout.rs` says where each one goes).
+    Files(DataLayout),
+}
+
+impl PhoneStore {
+    /// The file store over `layout`.
+    pub fn files(layout: DataLayout) -> PhoneStore {
+        PhoneStore::Files(layout)
+    }
+
+    /// Every phone with a record or session files.
+    pub async fn known_phones(&self) -> BTreeSet<Phone> {
+        match self {
+            PhoneStore::Files(layout) => {
+                let layout = layout.clone();
+                tokio::task::spawn_blocking(move || phone_records::known_phones(&layout))
+                    .await
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// The phone's record; `None` when it has none.
+    pub async fn load_record(&self, phone: &Phone) -> Result<Option<PhoneRecord>, StorageError> {
+        match self {
+            PhoneStore::Files(layout) => phone_records::load(layout, phone),
+        }
+    }
+
+    /// Replaces the phone's record, durably, before it returns.
+    pub async fn save_record(
+        &self,
+        phone: &Phone,
+        record: &PhoneRecord,
+    ) -> Result<(), StorageError> {
+        match self {
+            PhoneStore::Files(layout) => phone_records::save(layout, phone, record),
+        }
+    }
+
+    /// The phone's outbox (empty when it has none).
+    pub async fn load_outbox(&self, phone: &Phone) -> Result<Outbox, StorageError> {
+        match self {
+            PhoneStore::Files(layout) => outbox_file::load(layout, phone),
+        }
+    }
+
+    /// Whether the phone has an outbox stored, without reading it.
+    pub async fn has_outbox(&self, phone: &Phone) -> bool {
+        match self {
+            PhoneStore::Files(layout) => layout.outbox_file(phone).exists(),
+        }
+    }
+
+    /// Replaces the phone's outbox, durably, before it returns.
+    pub async fn save_outbox(&self, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
+        match self {
+            PhoneStore::Files(layout) => outbox_file::save(layout, phone, outbox),
+        }
+    }
+
+    /// The statuses of the phone's recent messages.
+    pub async fn load_statuses(&self, phone: &Phone) -> Result<MessageStatuses, StorageError> {
+        match self {
+            PhoneStore::Files(layout) => message_status_file::load(layout, phone),
+        }
+    }
+
+    /// Replaces the statuses of the phone's recent messages.
+    pub async fn save_statuses(
+        &self,
+        phone: &Phone,
+        statuses: &MessageStatuses,
+    ) -> Result<(), StorageError> {
+        match self {
+            PhoneStore::Files(layout) => message_status_file::save(layout, phone, statuses),
+        }
+    }
+
+    /// The names the phone's contacts go by (JID → name).
+    pub async fn load_contacts(
+        &self,
+        phone: &Phone,
+    ) -> Result<BTreeMap<String, String>, StorageError> {
+        match self {
+            PhoneStore::Files(layout) => contacts::load(layout, phone),
+        }
+    }
+
+    /// Replaces the names the phone's contacts go by. They are kept only
+    /// while the phone has a session (credentials): a save racing a reset
+    /// never brings back what the reset removed.
+    pub async fn save_contacts(
+        &self,
+        phone: &Phone,
+        names: &BTreeMap<String, String>,
+    ) -> Result<(), StorageError> {
+        match self {
+            PhoneStore::Files(layout) => contacts::save(layout, phone, names),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::DesiredState;
+    use crate::core::tenant::TenantId;
+
+    fn phone() -> Phone {
+        Phone::parse("51987654321").unwrap()
+    }
+
+    /// What any store must do: give back what it was given, know the phone,
+    /// and keep contacts only while the phone has a session (`open_session`
+    /// makes one, as the WhatsApp client does when it first stores credentials).
+    async fn keeps_what_it_is_given(store: &PhoneStore, open_session: impl FnOnce()) {
+        let phone = phone();
+        assert_eq!(store.load_record(&phone).await.unwrap(), None);
+        assert!(store.load_outbox(&phone).await.unwrap().is_empty());
+        assert!(!store.has_outbox(&phone).await);
+        let owner = TenantId::parse("acme").ok();
+        let record = PhoneRecord::new(owner, DesiredState::Running, 1_700_000_000_000);
+        store.save_record(&phone, &record).await.unwrap();
+        assert_eq!(store.load_record(&phone).await.unwrap(), Some(record));
+        assert_eq!(store.known_phones().await, BTreeSet::from([phone.clone()]));
+        let mut names = BTreeMap::new();
+        names.insert("51900000001@s.whatsapp.net".to_owned(), "Ana".to_owned());
+        store.save_contacts(&phone, &names).await.unwrap();
+        assert!(store.load_contacts(&phone).await.unwrap().is_empty());
+        open_session();
+        store.save_contacts(&phone, &names).await.unwrap();
+        assert_eq!(store.load_contacts(&phone).await.unwrap(), names);
+        let mut statuses = MessageStatuses::default();
+        statuses.queued("3EB0A1B2C3D4E5F6A7B8C9D0", "51900000001@s.whatsapp.net", 1);
+        store.save_statuses(&phone, &statuses).await.unwrap();
+        assert_eq!(
+            store.load_statuses(&phone).await.unwrap().len(),
+            statuses.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_file_store_keeps_what_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = DataLayout::new(dir.path());
+        let store = PhoneStore::files(layout.clone());
+        keeps_what_it_is_given(&store, || {
+            std::fs::create_dir_all(layout.session_dir(&phone())).unwrap();
+        })
+        .await;
+    }
+}

@@ -117,8 +117,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         open_files_limit.unwrap_or(0),
         std::sync::atomic::Ordering::Relaxed,
     );
+    let open_before_boot = crate::limits::open_files().unwrap_or(0);
     let boot = gateway.boot().await;
-    let needed = crate::limits::open_files_needed(boot.resumed.len());
+    let needed = crate::limits::open_files_needed(open_before_boot, boot.resumed.len());
     match open_files_limit {
         Some(limit) if limit < needed => tracing::warn!(
             limit,

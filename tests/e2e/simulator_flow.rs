@@ -533,3 +533,54 @@ async fn pairing_codes_groups_and_contacts_come_through_the_real_client() {
     server.kill();
     stage.finish().await;
 }
+
+/// The files under `dir` that process `pid` holds open (deleted ones too).
+fn open_files_under(pid: u32, dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with(&dir))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_session_lets_go_of_its_store_after_a_disconnect_and_after_a_reset() {
+    let stage = Stage::new().await;
+    let token = stage.token.clone();
+    let server = stage.lila();
+    let session_dir = stage.layout.session_dir(&stage.phone);
+    tokio::task::block_in_place(|| {
+        pair(&server, &stage.sim, &token);
+        assert!(
+            !open_files_under(server.pid(), &session_dir).is_empty(),
+            "a connected session holds its store open"
+        );
+        // A disconnect stops the client: its store's database, WAL and
+        // shared-memory files are closed, not just unlinked.
+        let (code, body) = server
+            .request(
+                "DELETE",
+                &format!("/api/sessions/{PHONE}"),
+                Some(&token),
+                None,
+            )
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+        wait_until("the disconnected session's files closed", || {
+            open_files_under(server.pid(), &session_dir).is_empty()
+        });
+        // Again with a reset.
+        pair(&server, &stage.sim, &token);
+        let (code, body) = server.clear(PHONE, &token).unwrap();
+        assert_eq!(code, 200, "{body}");
+        wait_until("the reset session's files closed", || {
+            open_files_under(server.pid(), &session_dir).is_empty()
+        });
+    });
+    server.kill();
+    stage.finish().await;
+}

@@ -158,7 +158,8 @@ impl TempPostgres {
         Ok(self.url_of(&name))
     }
 
-    fn dir(&self) -> &Path {
+    /// The server's directory (data, socket, log); gone after drop.
+    pub fn dir(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new("/nonexistent"), |dir| dir.path())
     }
 

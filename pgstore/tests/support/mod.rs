@@ -63,3 +63,97 @@ pub async fn pg_phone(label: &str) -> PgPhone {
         backend,
     }
 }
+
+/// Writes something into every table of a phone's store, through the
+/// traits, as a logged-in client would.
+pub async fn fill_every_table(store: &dyn Backend) {
+    use bytes::Bytes;
+    use wacore::appstate::hash::HashState;
+    use wacore::appstate::processor::AppStateMutationMAC;
+    use wacore::store::traits::{AppStateSyncKey, DeviceListRecord, LidPnMappingEntry, TcTokenEntry};
+
+    store.create().await.expect("device");
+    store.put_identity("5511@s.whatsapp.net", [1; 32]).await.expect("identity");
+    store.put_session("5511.0", b"session").await.expect("session");
+    store
+        .store_prekeys_batch(&[(1, Bytes::from_static(b"prekey"))], false)
+        .await
+        .expect("pre-key");
+    store.store_signed_prekey(1, b"signed").await.expect("signed pre-key");
+    store.put_sender_key("group::5511::0", b"sender").await.expect("sender key");
+    store
+        .set_sync_key(
+            b"key-id",
+            AppStateSyncKey {
+                key_data: vec![1; 32],
+                fingerprint: vec![2],
+                timestamp: 3,
+            },
+        )
+        .await
+        .expect("sync key");
+    store
+        .set_version("regular", HashState::default())
+        .await
+        .expect("version");
+    store
+        .put_mutation_macs(
+            "regular",
+            1,
+            &[AppStateMutationMAC {
+                index_mac: vec![1; 32],
+                value_mac: vec![2; 32],
+            }],
+        )
+        .await
+        .expect("mutation MAC");
+    store
+        .set_sender_key_status("g@g.us", &[("5511:1@s.whatsapp.net", true)])
+        .await
+        .expect("sender key device");
+    store
+        .put_lid_mapping(&LidPnMappingEntry {
+            lid: "100".into(),
+            phone_number: "5511".into(),
+            created_at: 1,
+            updated_at: 1,
+            learning_source: "usync".into(),
+        })
+        .await
+        .expect("LID mapping");
+    store.save_base_key("5511.0", "m1", b"base").await.expect("base key");
+    store
+        .update_device_list(DeviceListRecord {
+            user: "5511".into(),
+            devices: vec![],
+            timestamp: 1,
+            phash: None,
+            raw_id: None,
+        })
+        .await
+        .expect("device list");
+    store.put_group_metadata("g@g.us", b"info").await.expect("group");
+    store
+        .put_tc_token(
+            "100@lid",
+            &TcTokenEntry {
+                token: b"tc".to_vec(),
+                token_timestamp: 1,
+                sender_timestamp: None,
+            },
+        )
+        .await
+        .expect("tc token");
+    store
+        .store_sent_message("5511@s.whatsapp.net", "m1", b"payload")
+        .await
+        .expect("sent message");
+    store
+        .store_pending_inbound("5511@s.whatsapp.net", "5511@s.whatsapp.net", "m2", b"msg")
+        .await
+        .expect("pending inbound");
+    store
+        .put_msg_secret("5511@s.whatsapp.net", "5522@s.whatsapp.net", "m1", &[3; 32])
+        .await
+        .expect("message secret");
+}

@@ -18,10 +18,6 @@ pub enum PgStoreError {
         epoch: i64,
     },
 
-    /// A trait method this backend does not implement yet.
-    #[error("the PostgreSQL store does not support {0} yet")]
-    NotSupported(&'static str),
-
     /// The database was migrated by a newer lila than this one.
     #[error(
         "the database schema is at version {found}, newer than the {known} this lila knows: upgrade lila"

@@ -68,7 +68,10 @@ pub async fn migrate_with(
     )
     .await?;
     let row = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
         .await?;
     let from: i32 = row.try_get(0)?;
     if from > known {

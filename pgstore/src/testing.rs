@@ -27,7 +27,9 @@ pub enum TempPostgresError {
         "PostgreSQL is not installed ({0} is missing): apt-get install postgresql (or set LILA_TEST_PG_BIN)"
     )]
     NotInstalled(PathBuf),
-    #[error("tests run as root, and PostgreSQL refuses root: there is no `postgres` user to run it as")]
+    #[error(
+        "tests run as root, and PostgreSQL refuses root: there is no `postgres` user to run it as"
+    )]
     NoPostgresUser,
     #[error("could not run {program}")]
     Spawn {
@@ -160,7 +162,9 @@ impl TempPostgres {
 
     /// The server's directory (data, socket, log); gone after drop.
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new("/nonexistent"), |dir| dir.path())
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |dir| dir.path())
     }
 
     fn data_dir_text(&self) -> String {

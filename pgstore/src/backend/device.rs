@@ -5,11 +5,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_postgres::Row;
 use wacore::libsignal::protocol::{KeyPair, PrivateKey, PublicKey};
+use wacore::stats::StorageResourceReport;
 use wacore::store::Device as CoreDevice;
 use wacore::store::device::CachedServerCertChain;
 use wacore::store::error::Result;
 use wacore::store::traits::DeviceStore;
-use wacore::stats::StorageResourceReport;
 
 use super::{PgBackend, run, to_u32};
 use crate::error::PgStoreError;
@@ -64,8 +64,8 @@ fn key_pair_from(bytes: &[u8], what: &str) -> std::result::Result<KeyPair, PgSto
             bytes.len()
         )));
     };
-    let private_key =
-        PrivateKey::deserialize(private).map_err(|e| PgStoreError::Invalid(format!("{what}: {e}")))?;
+    let private_key = PrivateKey::deserialize(private)
+        .map_err(|e| PgStoreError::Invalid(format!("{what}: {e}")))?;
     let public_key = PublicKey::from_djb_public_key_bytes(public)
         .map_err(|e| PgStoreError::Invalid(format!("{what}: {e}")))?;
     Ok(KeyPair::new(public_key, private_key))
@@ -109,8 +109,16 @@ fn device_values(device: &CoreDevice) -> std::result::Result<DeviceValues, PgSto
         .transpose()
         .map_err(|e| PgStoreError::Invalid(format!("server cert chain: {e}")))?;
     Ok(DeviceValues {
-        lid: device.lid.as_ref().map(ToString::to_string).unwrap_or_default(),
-        pn: device.pn.as_ref().map(ToString::to_string).unwrap_or_default(),
+        lid: device
+            .lid
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        pn: device
+            .pn
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         registration_id: i64::from(device.registration_id),
         noise_key: key_pair_bytes(&device.noise_key),
         identity_key: key_pair_bytes(&device.identity_key),

@@ -12,7 +12,6 @@ use wacore::store::traits::{
 use super::{PgBackend, exec, run, to_u32};
 use crate::error::PgStoreError;
 
-
 const UPSERT_LID_MAPPING: &str =
     "INSERT INTO wa_lid_pn_mapping (phone, lid, phone_number, created_at, learning_source, updated_at)
      VALUES ($1, $2, $3, $4, $5, $6)
@@ -20,8 +19,7 @@ const UPSERT_LID_MAPPING: &str =
          learning_source = excluded.learning_source, updated_at = excluded.updated_at";
 const SELECT_LID_MAPPING: &str =
     "SELECT lid, phone_number, created_at, learning_source, updated_at FROM wa_lid_pn_mapping";
-const UPSERT_DEVICE_LIST: &str =
-    "INSERT INTO wa_device_registry
+const UPSERT_DEVICE_LIST: &str = "INSERT INTO wa_device_registry
          (phone, user_id, devices_json, record_timestamp, phash, raw_id, updated_at)
      VALUES ($1, $2, $3, $4, $5, $6, extract(epoch from now())::bigint)
      ON CONFLICT (phone, user_id) DO UPDATE SET devices_json = excluded.devices_json,
@@ -36,7 +34,6 @@ const UPSERT_PENDING_INBOUND: &str =
      DO UPDATE SET message = excluded.message, inserted_at = excluded.inserted_at";
 const DELETE_PENDING_INBOUND: &str =
     "DELETE FROM wa_pending_inbound WHERE phone = $1 AND chat = $2 AND sender = $3 AND id = $4";
-
 
 fn lid_mapping_from(
     row: &tokio_postgres::Row,
@@ -606,9 +603,12 @@ impl ProtocolStore for PgBackend {
 
     async fn delete_pending_inbound(&self, chat: &str, sender: &str, id: &str) -> Result<()> {
         run(async {
-            self.write(DELETE_PENDING_INBOUND, &[&self.phone(), &chat, &sender, &id])
-                .await
-                .map(drop)
+            self.write(
+                DELETE_PENDING_INBOUND,
+                &[&self.phone(), &chat, &sender, &id],
+            )
+            .await
+            .map(drop)
         })
         .await
     }
@@ -667,5 +667,4 @@ impl ProtocolStore for PgBackend {
         })
         .await
     }
-
 }

@@ -66,7 +66,9 @@ impl SignalStore for PgBackend {
         ))
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let key: Vec<u8> = row.try_get(0).map_err(|e| StoreError::from(PgStoreError::from(e)))?;
+        let key: Vec<u8> = row
+            .try_get(0)
+            .map_err(|e| StoreError::from(PgStoreError::from(e)))?;
         let length = key.len();
         key.try_into().map(Some).map_err(|_| {
             StoreError::Validation(format!(
@@ -321,7 +323,12 @@ impl SignalStore for PgBackend {
                 )
                 .await?;
             rows.iter()
-                .map(|row| Ok((to_u32(row.try_get(0)?, "signed pre-key id")?, row.try_get(1)?)))
+                .map(|row| {
+                    Ok((
+                        to_u32(row.try_get(0)?, "signed pre-key id")?,
+                        row.try_get(1)?,
+                    ))
+                })
                 .collect()
         })
         .await

@@ -72,7 +72,11 @@ pub async fn device_is_absent_until_created(store: Arc<dyn Backend>) {
     assert!(store.exists().await.unwrap());
     let first = store.load().await.unwrap().expect("created, so loadable");
     let again = store.load().await.unwrap().expect("still there");
-    assert_eq!(persisted(&first), persisted(&again), "create persisted its fresh keys");
+    assert_eq!(
+        persisted(&first),
+        persisted(&again),
+        "create persisted its fresh keys"
+    );
     assert!(first.pn.is_none() && first.lid.is_none() && first.account.is_none());
 
     assert!(
@@ -148,7 +152,11 @@ pub async fn identity_keys(store: Arc<dyn Backend>) {
     store.put_identity(alice, [1; 32]).await.unwrap();
     assert_eq!(store.load_identity(alice).await.unwrap(), Some([1; 32]));
     store.put_identity(alice, [2; 32]).await.unwrap();
-    assert_eq!(store.load_identity(alice).await.unwrap(), Some([2; 32]), "upsert");
+    assert_eq!(
+        store.load_identity(alice).await.unwrap(),
+        Some([2; 32]),
+        "upsert"
+    );
 
     let bob: Arc<str> = Arc::from("5511000000002:4@s.whatsapp.net");
     let carol: Arc<str> = Arc::from("100000000000003@lid");
@@ -166,8 +174,15 @@ pub async fn identity_keys(store: Arc<dyn Backend>) {
 
     store.delete_identity(alice).await.unwrap();
     assert_eq!(store.load_identity(alice).await.unwrap(), None);
-    assert_eq!(store.load_identity(&bob).await.unwrap(), Some([3; 32]), "only alice");
-    store.delete_identity("never-stored@s.whatsapp.net").await.unwrap();
+    assert_eq!(
+        store.load_identity(&bob).await.unwrap(),
+        Some([3; 32]),
+        "only alice"
+    );
+    store
+        .delete_identity("never-stored@s.whatsapp.net")
+        .await
+        .unwrap();
 }
 
 pub async fn sessions(store: Arc<dyn Backend>) {
@@ -194,7 +209,10 @@ pub async fn sessions(store: Arc<dyn Backend>) {
         ])
         .await
         .unwrap();
-    assert_eq!(store.get_session("a.1").await.unwrap().as_deref(), Some(&b"A"[..]));
+    assert_eq!(
+        store.get_session("a.1").await.unwrap().as_deref(),
+        Some(&b"A"[..])
+    );
     assert_eq!(
         store.get_session(address).await.unwrap().as_deref(),
         Some(&b"record-3"[..])
@@ -212,13 +230,19 @@ pub async fn signal_state_for_user(store: Arc<dyn Backend>) {
         .put_session("5511:7@s.whatsapp.net", b"session")
         .await
         .unwrap();
-    assert!(store.has_signal_state_for_user("5511").await.unwrap(), "user:dev@server");
+    assert!(
+        store.has_signal_state_for_user("5511").await.unwrap(),
+        "user:dev@server"
+    );
     assert!(
         !store.has_signal_state_for_user("551").await.unwrap(),
         "a prefix of the user is another user"
     );
     store.put_identity("7788@lid", [1; 32]).await.unwrap();
-    assert!(store.has_signal_state_for_user("7788").await.unwrap(), "user@server");
+    assert!(
+        store.has_signal_state_for_user("7788").await.unwrap(),
+        "user@server"
+    );
     assert!(!store.has_signal_state_for_user("778").await.unwrap());
     store.delete_session("5511:7@s.whatsapp.net").await.unwrap();
     assert!(!store.has_signal_state_for_user("5511").await.unwrap());
@@ -239,7 +263,10 @@ pub async fn prekeys(store: Arc<dyn Backend>) {
         )
         .await
         .unwrap();
-    assert_eq!(store.load_prekey(1).await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(
+        store.load_prekey(1).await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
     assert_eq!(store.get_max_prekey_id().await.unwrap(), 300);
     store.store_prekey(1, b"one again", true).await.unwrap();
     assert_eq!(
@@ -248,7 +275,8 @@ pub async fn prekeys(store: Arc<dyn Backend>) {
     );
 
     let batch = store.load_prekeys_batch(&[300, 2, 999]).await.unwrap();
-    let batch: Vec<(u32, Vec<u8>)> = sorted(batch.into_iter().map(|(id, k)| (id, k.to_vec())).collect());
+    let batch: Vec<(u32, Vec<u8>)> =
+        sorted(batch.into_iter().map(|(id, k)| (id, k.to_vec())).collect());
     assert_eq!(
         batch,
         vec![(2, b"two".to_vec()), (300, b"three hundred".to_vec())],
@@ -259,7 +287,10 @@ pub async fn prekeys(store: Arc<dyn Backend>) {
     // A key consumed between the upload snapshot and its marking stays gone.
     store.remove_prekey(300).await.unwrap();
     store.mark_prekeys_uploaded(&[1, 2, 300]).await.unwrap();
-    assert!(store.load_prekey(300).await.unwrap().is_none(), "not resurrected");
+    assert!(
+        store.load_prekey(300).await.unwrap().is_none(),
+        "not resurrected"
+    );
     assert_eq!(store.get_max_prekey_id().await.unwrap(), 2);
     store.mark_prekeys_uploaded(&[]).await.unwrap();
 
@@ -274,7 +305,10 @@ pub async fn signed_prekeys(store: Arc<dyn Backend>) {
     store.store_signed_prekey(2, b"two").await.unwrap();
     store.store_signed_prekey(1, b"one").await.unwrap();
     store.store_signed_prekey(2, b"two'").await.unwrap();
-    assert_eq!(store.load_signed_prekey(2).await.unwrap(), Some(b"two'".to_vec()));
+    assert_eq!(
+        store.load_signed_prekey(2).await.unwrap(),
+        Some(b"two'".to_vec())
+    );
     assert_eq!(
         sorted(store.load_all_signed_prekeys().await.unwrap()),
         vec![(1, b"one".to_vec()), (2, b"two'".to_vec())]
@@ -291,7 +325,10 @@ pub async fn sender_keys(store: Arc<dyn Backend>) {
     assert!(store.get_sender_key(address).await.unwrap().is_none());
     store.put_sender_key(address, b"k1").await.unwrap();
     store.put_sender_key(address, b"k2").await.unwrap();
-    assert_eq!(store.get_sender_key(address).await.unwrap(), Some(b"k2".to_vec()));
+    assert_eq!(
+        store.get_sender_key(address).await.unwrap(),
+        Some(b"k2".to_vec())
+    );
     store
         .put_sender_keys_batch(&[
             (Arc::from(address), Bytes::from_static(b"k3")),
@@ -299,8 +336,14 @@ pub async fn sender_keys(store: Arc<dyn Backend>) {
         ])
         .await
         .unwrap();
-    assert_eq!(store.get_sender_key(address).await.unwrap(), Some(b"k3".to_vec()));
-    assert_eq!(store.get_sender_key("other").await.unwrap(), Some(b"o".to_vec()));
+    assert_eq!(
+        store.get_sender_key(address).await.unwrap(),
+        Some(b"k3".to_vec())
+    );
+    assert_eq!(
+        store.get_sender_key("other").await.unwrap(),
+        Some(b"o".to_vec())
+    );
     store.delete_sender_key(address).await.unwrap();
     assert!(store.get_sender_key(address).await.unwrap().is_none());
     assert!(store.get_sender_key("other").await.unwrap().is_some());
@@ -327,7 +370,10 @@ pub async fn app_state_sync_keys(store: Arc<dyn Backend>) {
         (vec![1; 32], vec![1, 1, 2], 100)
     );
     // "Latest" is the greatest key id bytewise, not the newest timestamp.
-    assert_eq!(store.get_latest_sync_key_id().await.unwrap(), Some(vec![0, 3]));
+    assert_eq!(
+        store.get_latest_sync_key_id().await.unwrap(),
+        Some(vec![0, 3])
+    );
 
     store.set_sync_key(&[0, 1], sync_key(9, 101)).await.unwrap();
     let key = store.get_sync_key(&[0, 1]).await.unwrap().expect("stored");
@@ -341,7 +387,10 @@ pub async fn app_state_sync_keys(store: Arc<dyn Backend>) {
     };
     store.set_sync_key(&[0, 9], short).await.unwrap();
     assert!(store.get_sync_key(&[0, 9]).await.unwrap().is_none());
-    assert_eq!(store.get_latest_sync_key_id().await.unwrap(), Some(vec![0, 3]));
+    assert_eq!(
+        store.get_latest_sync_key_id().await.unwrap(),
+        Some(vec![0, 3])
+    );
 }
 
 pub async fn app_state_versions(store: Arc<dyn Backend>) {
@@ -368,7 +417,10 @@ pub async fn app_state_versions(store: Arc<dyn Backend>) {
     assert_eq!(loaded.hash, hash);
     assert_eq!(loaded.index_value_map, state.index_value_map);
     assert!(loaded.mac_mismatch_fatal);
-    assert_eq!(store.get_version("critical_block").await.unwrap().version, 0);
+    assert_eq!(
+        store.get_version("critical_block").await.unwrap().version,
+        0
+    );
 
     let next = HashState {
         version: 43,
@@ -379,7 +431,10 @@ pub async fn app_state_versions(store: Arc<dyn Backend>) {
     store.set_version("regular", next).await.unwrap();
     let loaded = store.get_version("regular").await.unwrap();
     assert_eq!(loaded.version, 43);
-    assert!(loaded.index_value_map.is_empty() && !loaded.mac_mismatch_fatal, "replaced");
+    assert!(
+        loaded.index_value_map.is_empty() && !loaded.mac_mismatch_fatal,
+        "replaced"
+    );
 }
 
 fn mac(index: u8, value: u8) -> AppStateMutationMAC {
@@ -391,23 +446,38 @@ fn mac(index: u8, value: u8) -> AppStateMutationMAC {
 
 pub async fn mutation_macs(store: Arc<dyn Backend>) {
     store.put_mutation_macs("regular", 1, &[]).await.unwrap();
-    assert!(store.get_mutation_mac("regular", &[1; 32]).await.unwrap().is_none());
+    assert!(
+        store
+            .get_mutation_mac("regular", &[1; 32])
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     store
         .put_mutation_macs("regular", 1, &[mac(1, 10), mac(2, 20)])
         .await
         .unwrap();
-    store.put_mutation_macs("regular_low", 1, &[mac(1, 99)]).await.unwrap();
+    store
+        .put_mutation_macs("regular_low", 1, &[mac(1, 99)])
+        .await
+        .unwrap();
     assert_eq!(
         store.get_mutation_mac("regular", &[1; 32]).await.unwrap(),
         Some(vec![10; 32])
     );
     assert_eq!(
-        store.get_mutation_mac("regular_low", &[1; 32]).await.unwrap(),
+        store
+            .get_mutation_mac("regular_low", &[1; 32])
+            .await
+            .unwrap(),
         Some(vec![99; 32]),
         "collections are separate"
     );
-    store.put_mutation_macs("regular", 2, &[mac(1, 11)]).await.unwrap();
+    store
+        .put_mutation_macs("regular", 2, &[mac(1, 11)])
+        .await
+        .unwrap();
     assert_eq!(
         store.get_mutation_mac("regular", &[1; 32]).await.unwrap(),
         Some(vec![11; 32]),
@@ -422,18 +492,55 @@ pub async fn mutation_macs(store: Arc<dyn Backend>) {
         found,
         HashMap::from([([1; 32], vec![11; 32]), ([2; 32], vec![20; 32])])
     );
-    assert!(store.get_mutation_macs("regular", &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .get_mutation_macs("regular", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    store.delete_mutation_macs("regular", &[vec![1; 32]]).await.unwrap();
+    store
+        .delete_mutation_macs("regular", &[vec![1; 32]])
+        .await
+        .unwrap();
     store.delete_mutation_macs("regular", &[]).await.unwrap();
-    assert!(store.get_mutation_mac("regular", &[1; 32]).await.unwrap().is_none());
-    assert!(store.get_mutation_mac("regular", &[2; 32]).await.unwrap().is_some());
-    assert!(store.get_mutation_mac("regular_low", &[1; 32]).await.unwrap().is_some());
+    assert!(
+        store
+            .get_mutation_mac("regular", &[1; 32])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_mutation_mac("regular", &[2; 32])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .get_mutation_mac("regular_low", &[1; 32])
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     store.clear_mutation_macs("regular").await.unwrap();
-    assert!(store.get_mutation_mac("regular", &[2; 32]).await.unwrap().is_none());
     assert!(
-        store.get_mutation_mac("regular_low", &[1; 32]).await.unwrap().is_some(),
+        store
+            .get_mutation_mac("regular", &[2; 32])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_mutation_mac("regular_low", &[1; 32])
+            .await
+            .unwrap()
+            .is_some(),
         "clear wipes only the named collection"
     );
 }
@@ -441,7 +548,13 @@ pub async fn mutation_macs(store: Arc<dyn Backend>) {
 pub async fn sender_key_devices(store: Arc<dyn Backend>) {
     let group = "120363000000000001@g.us";
     let other = "120363000000000002@g.us";
-    assert!(store.get_sender_key_devices(group).await.unwrap().is_empty());
+    assert!(
+        store
+            .get_sender_key_devices(group)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.set_sender_key_status(group, &[]).await.unwrap();
     store
         .set_sender_key_status(group, &[("a:1@s.whatsapp.net", true), ("b:2@lid", false)])
@@ -473,7 +586,11 @@ pub async fn sender_key_devices(store: Arc<dyn Backend>) {
         vec![("b:2@lid".to_string(), true)]
     );
     assert!(
-        store.get_sender_key_devices(other).await.unwrap().is_empty(),
+        store
+            .get_sender_key_devices(other)
+            .await
+            .unwrap()
+            .is_empty(),
         "the device's rows go in every group"
     );
 
@@ -482,10 +599,22 @@ pub async fn sender_key_devices(store: Arc<dyn Backend>) {
         .await
         .unwrap();
     store.clear_sender_key_devices(group).await.unwrap();
-    assert!(store.get_sender_key_devices(group).await.unwrap().is_empty());
+    assert!(
+        store
+            .get_sender_key_devices(group)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.get_sender_key_devices(other).await.unwrap().len(), 1);
     store.clear_all_sender_key_devices().await.unwrap();
-    assert!(store.get_sender_key_devices(other).await.unwrap().is_empty());
+    assert!(
+        store
+            .get_sender_key_devices(other)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn mapping(lid: &str, pn: &str, created: i64, updated: i64, source: &str) -> LidPnMappingEntry {
@@ -514,7 +643,10 @@ pub async fn lid_pn_mappings(store: Arc<dyn Backend>) {
     store.create().await.unwrap();
     assert!(store.get_lid_mapping("100").await.unwrap().is_none());
     assert!(store.get_pn_mapping("5511").await.unwrap().is_none());
-    store.put_lid_mapping(&mapping("100", "5511", 10, 10, "usync")).await.unwrap();
+    store
+        .put_lid_mapping(&mapping("100", "5511", 10, 10, "usync"))
+        .await
+        .unwrap();
     store
         .put_lid_mappings(&[
             mapping("200", "5511", 20, 30, "peer_pn_message"),
@@ -523,22 +655,52 @@ pub async fn lid_pn_mappings(store: Arc<dyn Backend>) {
         .await
         .unwrap();
     assert_eq!(
-        store.get_lid_mapping("100").await.unwrap().as_ref().map(mapping_key),
+        store
+            .get_lid_mapping("100")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(mapping_key),
         Some(mapping_key(&mapping("100", "5511", 10, 10, "usync")))
     );
     // By phone number: the most recently updated LID.
-    assert_eq!(store.get_pn_mapping("5511").await.unwrap().map(|m| m.lid), Some("200".into()));
+    assert_eq!(
+        store.get_pn_mapping("5511").await.unwrap().map(|m| m.lid),
+        Some("200".into())
+    );
 
     // An update keeps when the mapping was first learned.
-    store.put_lid_mapping(&mapping("100", "5533", 99, 40, "history")).await.unwrap();
+    store
+        .put_lid_mapping(&mapping("100", "5533", 99, 40, "history"))
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_lid_mapping("100").await.unwrap().as_ref().map(mapping_key),
+        store
+            .get_lid_mapping("100")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(mapping_key),
         Some(mapping_key(&mapping("100", "5533", 10, 40, "history")))
     );
-    assert_eq!(store.get_pn_mapping("5511").await.unwrap().map(|m| m.lid), Some("200".into()));
-    assert_eq!(store.get_pn_mapping("5533").await.unwrap().map(|m| m.lid), Some("100".into()));
+    assert_eq!(
+        store.get_pn_mapping("5511").await.unwrap().map(|m| m.lid),
+        Some("200".into())
+    );
+    assert_eq!(
+        store.get_pn_mapping("5533").await.unwrap().map(|m| m.lid),
+        Some("100".into())
+    );
 
-    let all = sorted(store.get_all_lid_mappings().await.unwrap().iter().map(mapping_key).collect());
+    let all = sorted(
+        store
+            .get_all_lid_mappings()
+            .await
+            .unwrap()
+            .iter()
+            .map(mapping_key)
+            .collect(),
+    );
     assert_eq!(
         all,
         vec![
@@ -552,15 +714,47 @@ pub async fn lid_pn_mappings(store: Arc<dyn Backend>) {
 
 pub async fn base_keys(store: Arc<dyn Backend>) {
     let address = "5511.0";
-    assert!(!store.has_same_base_key(address, "m1", b"key").await.unwrap(), "none saved");
+    assert!(
+        !store
+            .has_same_base_key(address, "m1", b"key")
+            .await
+            .unwrap(),
+        "none saved"
+    );
     store.save_base_key(address, "m1", b"key").await.unwrap();
-    assert!(store.has_same_base_key(address, "m1", b"key").await.unwrap());
-    assert!(!store.has_same_base_key(address, "m1", b"other").await.unwrap());
-    assert!(!store.has_same_base_key(address, "m2", b"key").await.unwrap());
+    assert!(
+        store
+            .has_same_base_key(address, "m1", b"key")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .has_same_base_key(address, "m1", b"other")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .has_same_base_key(address, "m2", b"key")
+            .await
+            .unwrap()
+    );
     store.save_base_key(address, "m1", b"other").await.unwrap();
-    assert!(store.has_same_base_key(address, "m1", b"other").await.unwrap(), "upsert");
+    assert!(
+        store
+            .has_same_base_key(address, "m1", b"other")
+            .await
+            .unwrap(),
+        "upsert"
+    );
     store.delete_base_key(address, "m1").await.unwrap();
-    assert!(!store.has_same_base_key(address, "m1", b"other").await.unwrap());
+    assert!(
+        !store
+            .has_same_base_key(address, "m1", b"other")
+            .await
+            .unwrap()
+    );
 }
 
 fn device_key(record: &DeviceListRecord) -> String {
@@ -582,14 +776,22 @@ pub async fn device_registry(store: Arc<dyn Backend>) {
     assert!(store.get_devices("5511").await.unwrap().is_none());
     let first = DeviceListRecord {
         user: "5511".into(),
-        devices: vec![DeviceInfo::new(0, None), DeviceInfo::new(3, Some(7)).with_hosting(true)],
+        devices: vec![
+            DeviceInfo::new(0, None),
+            DeviceInfo::new(3, Some(7)).with_hosting(true),
+        ],
         timestamp: 1_700_000_000,
         phash: Some("2:abc".into()),
         raw_id: Some(12),
     };
     store.update_device_list(first.clone()).await.unwrap();
     assert_eq!(
-        store.get_devices("5511").await.unwrap().as_ref().map(device_key),
+        store
+            .get_devices("5511")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(device_key),
         Some(device_key(&first))
     );
 
@@ -610,7 +812,12 @@ pub async fn device_registry(store: Arc<dyn Backend>) {
         .unwrap();
     store.update_device_lists(vec![]).await.unwrap();
     assert_eq!(
-        store.get_devices("5511").await.unwrap().as_ref().map(device_key),
+        store
+            .get_devices("5511")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(device_key),
         Some(device_key(&second)),
         "replaced whole, phash and raw id to none"
     );
@@ -626,7 +833,10 @@ pub async fn group_metadata(store: Arc<dyn Backend>) {
     assert!(store.get_group_metadata(group).await.unwrap().is_none());
     store.put_group_metadata(group, b"info-1").await.unwrap();
     store.put_group_metadata(group, b"info-2").await.unwrap();
-    assert_eq!(store.get_group_metadata(group).await.unwrap(), Some(b"info-2".to_vec()));
+    assert_eq!(
+        store.get_group_metadata(group).await.unwrap(),
+        Some(b"info-2".to_vec())
+    );
     store.delete_group_metadata(group).await.unwrap();
     assert!(store.get_group_metadata(group).await.unwrap().is_none());
 }
@@ -640,13 +850,20 @@ fn tc(token: &[u8], token_timestamp: i64, sender_timestamp: Option<i64>) -> TcTo
 }
 
 fn tc_key(entry: &TcTokenEntry) -> (Vec<u8>, i64, Option<i64>) {
-    (entry.token.clone(), entry.token_timestamp, entry.sender_timestamp)
+    (
+        entry.token.clone(),
+        entry.token_timestamp,
+        entry.sender_timestamp,
+    )
 }
 
 pub async fn tc_tokens(store: Arc<dyn Backend>) {
     let jid = "100@lid";
     assert!(store.get_tc_token(jid).await.unwrap().is_none());
-    store.put_tc_token(jid, &tc(b"t1", 100, Some(90))).await.unwrap();
+    store
+        .put_tc_token(jid, &tc(b"t1", 100, Some(90)))
+        .await
+        .unwrap();
     assert_eq!(
         store.get_tc_token(jid).await.unwrap().as_ref().map(tc_key),
         Some(tc_key(&tc(b"t1", 100, Some(90))))
@@ -657,49 +874,99 @@ pub async fn tc_tokens(store: Arc<dyn Backend>) {
         Some(tc_key(&tc(b"t0", 50, None))),
         "put overwrites everything, older or not"
     );
-    store.put_tc_token("200@lid", &tc(b"t2", 1, None)).await.unwrap();
+    store
+        .put_tc_token("200@lid", &tc(b"t2", 1, None))
+        .await
+        .unwrap();
     assert_eq!(
         sorted(store.get_all_tc_token_jids().await.unwrap()),
         vec!["100@lid".to_string(), "200@lid".to_string()]
     );
     store.delete_tc_token(jid).await.unwrap();
     assert!(store.get_tc_token(jid).await.unwrap().is_none());
-    assert_eq!(store.get_all_tc_token_jids().await.unwrap(), vec!["200@lid".to_string()]);
+    assert_eq!(
+        store.get_all_tc_token_jids().await.unwrap(),
+        vec!["200@lid".to_string()]
+    );
 }
 
 pub async fn tc_token_writers_keep_each_others_field(store: Arc<dyn Backend>) {
     // The sender bucket on a contact with no token: a byte-less placeholder.
-    store.touch_tc_token_sender_timestamp("a@lid", 100).await.unwrap();
+    store
+        .touch_tc_token_sender_timestamp("a@lid", 100)
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_tc_token("a@lid").await.unwrap().as_ref().map(tc_key),
+        store
+            .get_tc_token("a@lid")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(tc_key),
         Some((vec![], 100, Some(100)))
     );
     // A placeholder never blocks the first real token, even an older one;
     // the sender bucket stays.
-    store.store_received_tc_token("a@lid", b"real", 50).await.unwrap();
+    store
+        .store_received_tc_token("a@lid", b"real", 50)
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_tc_token("a@lid").await.unwrap().as_ref().map(tc_key),
+        store
+            .get_tc_token("a@lid")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(tc_key),
         Some((b"real".to_vec(), 50, Some(100)))
     );
     // Newer wins; an older received token is dropped; equal time replaces.
-    store.store_received_tc_token("a@lid", b"stale", 40).await.unwrap();
-    assert_eq!(store.get_tc_token("a@lid").await.unwrap().map(|e| e.token), Some(b"real".to_vec()));
-    store.store_received_tc_token("a@lid", b"same-time", 50).await.unwrap();
+    store
+        .store_received_tc_token("a@lid", b"stale", 40)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_tc_token("a@lid").await.unwrap().map(|e| e.token),
+        Some(b"real".to_vec())
+    );
+    store
+        .store_received_tc_token("a@lid", b"same-time", 50)
+        .await
+        .unwrap();
     assert_eq!(
         store.get_tc_token("a@lid").await.unwrap().map(|e| e.token),
         Some(b"same-time".to_vec())
     );
     // The sender bucket only moves forward and leaves the token alone.
-    store.touch_tc_token_sender_timestamp("a@lid", 90).await.unwrap();
-    store.touch_tc_token_sender_timestamp("a@lid", 150).await.unwrap();
+    store
+        .touch_tc_token_sender_timestamp("a@lid", 90)
+        .await
+        .unwrap();
+    store
+        .touch_tc_token_sender_timestamp("a@lid", 150)
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_tc_token("a@lid").await.unwrap().as_ref().map(tc_key),
+        store
+            .get_tc_token("a@lid")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(tc_key),
         Some((b"same-time".to_vec(), 50, Some(150)))
     );
     // A received token on a new contact has no sender bucket.
-    store.store_received_tc_token("b@lid", b"fresh", 10).await.unwrap();
+    store
+        .store_received_tc_token("b@lid", b"fresh", 10)
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_tc_token("b@lid").await.unwrap().as_ref().map(tc_key),
+        store
+            .get_tc_token("b@lid")
+            .await
+            .unwrap()
+            .as_ref()
+            .map(tc_key),
         Some((b"fresh".to_vec(), 10, None))
     );
 }
@@ -707,12 +974,30 @@ pub async fn tc_token_writers_keep_each_others_field(store: Arc<dyn Backend>) {
 pub async fn tc_token_expiry(store: Arc<dyn Backend>) {
     // Removed only when the token is expired or absent AND the sender
     // bucket is expired or absent.
-    store.put_tc_token("old-token-no-sender", &tc(b"t", 10, None)).await.unwrap();
-    store.put_tc_token("old-token-old-sender", &tc(b"t", 10, Some(10))).await.unwrap();
-    store.put_tc_token("old-token-new-sender", &tc(b"t", 10, Some(500))).await.unwrap();
-    store.put_tc_token("new-token-no-sender", &tc(b"t", 500, None)).await.unwrap();
-    store.put_tc_token("placeholder-old-sender", &tc(b"", 500, Some(10))).await.unwrap();
-    store.put_tc_token("placeholder-new-sender", &tc(b"", 500, Some(500))).await.unwrap();
+    store
+        .put_tc_token("old-token-no-sender", &tc(b"t", 10, None))
+        .await
+        .unwrap();
+    store
+        .put_tc_token("old-token-old-sender", &tc(b"t", 10, Some(10)))
+        .await
+        .unwrap();
+    store
+        .put_tc_token("old-token-new-sender", &tc(b"t", 10, Some(500)))
+        .await
+        .unwrap();
+    store
+        .put_tc_token("new-token-no-sender", &tc(b"t", 500, None))
+        .await
+        .unwrap();
+    store
+        .put_tc_token("placeholder-old-sender", &tc(b"", 500, Some(10)))
+        .await
+        .unwrap();
+    store
+        .put_tc_token("placeholder-new-sender", &tc(b"", 500, Some(500)))
+        .await
+        .unwrap();
     let removed = store.delete_expired_tc_tokens(100, 100).await.unwrap();
     assert_eq!(removed, 3);
     assert_eq!(
@@ -728,9 +1013,18 @@ pub async fn tc_token_expiry(store: Arc<dyn Backend>) {
 pub async fn sent_messages(store: Arc<dyn Backend>) {
     let chat = "5511@s.whatsapp.net";
     assert!(store.take_sent_message(chat, "m1").await.unwrap().is_none());
-    store.store_sent_message(chat, "m1", b"payload-1").await.unwrap();
-    store.store_sent_message(chat, "m1", b"payload-1b").await.unwrap();
-    store.store_sent_message(chat, "m2", b"payload-2").await.unwrap();
+    store
+        .store_sent_message(chat, "m1", b"payload-1")
+        .await
+        .unwrap();
+    store
+        .store_sent_message(chat, "m1", b"payload-1b")
+        .await
+        .unwrap();
+    store
+        .store_sent_message(chat, "m2", b"payload-2")
+        .await
+        .unwrap();
     assert_eq!(
         store.take_sent_message(chat, "m1").await.unwrap(),
         Some(b"payload-1b".to_vec())
@@ -739,49 +1033,133 @@ pub async fn sent_messages(store: Arc<dyn Backend>) {
         store.take_sent_message(chat, "m1").await.unwrap().is_none(),
         "a take consumes it"
     );
-    assert!(store.take_sent_message("other@s.whatsapp.net", "m2").await.unwrap().is_none());
+    assert!(
+        store
+            .take_sent_message("other@s.whatsapp.net", "m2")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
-    assert_eq!(store.delete_expired_sent_messages(now() - 3600).await.unwrap(), 0);
-    assert_eq!(store.delete_expired_sent_messages(now() + 3600).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_expired_sent_messages(now() - 3600)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_expired_sent_messages(now() + 3600)
+            .await
+            .unwrap(),
+        1
+    );
     assert!(store.take_sent_message(chat, "m2").await.unwrap().is_none());
 }
 
 pub async fn pending_inbound(store: Arc<dyn Backend>) {
     let (chat, sender) = ("g@g.us", "5511@s.whatsapp.net");
-    assert!(store.get_pending_inbound(chat, sender, "1").await.unwrap().is_none());
-    store.store_pending_inbound(chat, sender, "1", b"m1").await.unwrap();
-    store.store_pending_inbound(chat, sender, "1", b"m1b").await.unwrap();
+    assert!(
+        store
+            .get_pending_inbound(chat, sender, "1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .store_pending_inbound(chat, sender, "1", b"m1")
+        .await
+        .unwrap();
+    store
+        .store_pending_inbound(chat, sender, "1", b"m1b")
+        .await
+        .unwrap();
     assert_eq!(
         store.get_pending_inbound(chat, sender, "1").await.unwrap(),
         Some(b"m1b".to_vec()),
         "a read leaves it, a re-store replaces it"
     );
     assert!(
-        store.get_pending_inbound(chat, "other", "1").await.unwrap().is_none(),
+        store
+            .get_pending_inbound(chat, "other", "1")
+            .await
+            .unwrap()
+            .is_none(),
         "scoped by chat, sender and id"
     );
     store
         .store_pending_inbound_batch(&[
-            PendingInboundRow { chat, sender, id: "2", message: b"m2" },
-            PendingInboundRow { chat, sender, id: "3", message: b"m3" },
+            PendingInboundRow {
+                chat,
+                sender,
+                id: "2",
+                message: b"m2",
+            },
+            PendingInboundRow {
+                chat,
+                sender,
+                id: "3",
+                message: b"m3",
+            },
         ])
         .await
         .unwrap();
     store.store_pending_inbound_batch(&[]).await.unwrap();
-    assert_eq!(store.get_pending_inbound(chat, sender, "3").await.unwrap(), Some(b"m3".to_vec()));
+    assert_eq!(
+        store.get_pending_inbound(chat, sender, "3").await.unwrap(),
+        Some(b"m3".to_vec())
+    );
 
-    store.delete_pending_inbound(chat, sender, "1").await.unwrap();
-    assert!(store.get_pending_inbound(chat, sender, "1").await.unwrap().is_none());
     store
-        .delete_pending_inbound_batch(&[PendingInboundKey { chat, sender, id: "2" }])
+        .delete_pending_inbound(chat, sender, "1")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_pending_inbound(chat, sender, "1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .delete_pending_inbound_batch(&[PendingInboundKey {
+            chat,
+            sender,
+            id: "2",
+        }])
         .await
         .unwrap();
     store.delete_pending_inbound_batch(&[]).await.unwrap();
-    assert!(store.get_pending_inbound(chat, sender, "2").await.unwrap().is_none());
+    assert!(
+        store
+            .get_pending_inbound(chat, sender, "2")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
-    assert_eq!(store.delete_expired_pending_inbound(now() - 3600).await.unwrap(), 0);
-    assert_eq!(store.delete_expired_pending_inbound(now() + 3600).await.unwrap(), 1);
-    assert!(store.get_pending_inbound(chat, sender, "3").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .delete_expired_pending_inbound(now() - 3600)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_expired_pending_inbound(now() + 3600)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store
+            .get_pending_inbound(chat, sender, "3")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 fn secret_entry(msg_id: &str, byte: u8, expires_at: i64, message_ts: i64) -> MsgSecretEntry {
@@ -797,17 +1175,44 @@ fn secret_entry(msg_id: &str, byte: u8, expires_at: i64, message_ts: i64) -> Msg
 
 pub async fn msg_secrets(store: Arc<dyn Backend>) {
     let (chat, sender) = ("5511@s.whatsapp.net", "5522@s.whatsapp.net");
-    assert!(store.get_msg_secret(chat, sender, "m1").await.unwrap().is_none());
+    assert!(
+        store
+            .get_msg_secret(chat, sender, "m1")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(store.put_msg_secrets(vec![]).await.unwrap(), 0);
 
-    store.put_msg_secret(chat, sender, "m1", &[1; 32]).await.unwrap();
-    assert_eq!(store.get_msg_secret(chat, sender, "m1").await.unwrap(), Some(vec![1; 32]));
+    store
+        .put_msg_secret(chat, sender, "m1", &[1; 32])
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_msg_secret_with_ts(chat, sender, "m1").await.unwrap(),
+        store.get_msg_secret(chat, sender, "m1").await.unwrap(),
+        Some(vec![1; 32])
+    );
+    assert_eq!(
+        store
+            .get_msg_secret_with_ts(chat, sender, "m1")
+            .await
+            .unwrap(),
         Some((vec![1; 32], 0))
     );
-    assert!(store.get_msg_secret(chat, "someone-else", "m1").await.unwrap().is_none());
-    assert!(store.get_msg_secret("other-chat", sender, "m1").await.unwrap().is_none());
+    assert!(
+        store
+            .get_msg_secret(chat, "someone-else", "m1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_msg_secret("other-chat", sender, "m1")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let stored = store
         .put_msg_secrets(vec![
@@ -831,20 +1236,48 @@ pub async fn msg_secrets(store: Arc<dyn Backend>) {
         .await
         .unwrap();
     assert_eq!(
-        store.get_msg_secret_with_ts(chat, sender, "m2").await.unwrap(),
+        store
+            .get_msg_secret_with_ts(chat, sender, "m2")
+            .await
+            .unwrap(),
         Some((vec![22; 32], 500))
     );
     assert_eq!(
-        store.get_msg_secret_with_ts(chat, sender, "m3").await.unwrap(),
+        store
+            .get_msg_secret_with_ts(chat, sender, "m3")
+            .await
+            .unwrap(),
         Some((vec![33; 32], 700))
     );
 
     // Deadlines: m1 never (0 kept), m2 at 1000, m3 never now, m4 at 3000.
     assert_eq!(store.delete_expired_msg_secrets(999).await.unwrap(), 0);
-    assert_eq!(store.delete_expired_msg_secrets(1000).await.unwrap(), 1, "at the deadline");
-    assert!(store.get_msg_secret(chat, sender, "m2").await.unwrap().is_none());
+    assert_eq!(
+        store.delete_expired_msg_secrets(1000).await.unwrap(),
+        1,
+        "at the deadline"
+    );
+    assert!(
+        store
+            .get_msg_secret(chat, sender, "m2")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(store.delete_expired_msg_secrets(i64::MAX).await.unwrap(), 1);
-    assert!(store.get_msg_secret(chat, sender, "m4").await.unwrap().is_none());
-    assert_eq!(store.get_msg_secret(chat, sender, "m1").await.unwrap(), Some(vec![11; 32]));
-    assert_eq!(store.get_msg_secret(chat, sender, "m3").await.unwrap(), Some(vec![33; 32]));
+    assert!(
+        store
+            .get_msg_secret(chat, sender, "m4")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.get_msg_secret(chat, sender, "m1").await.unwrap(),
+        Some(vec![11; 32])
+    );
+    assert_eq!(
+        store.get_msg_secret(chat, sender, "m3").await.unwrap(),
+        Some(vec![33; 32])
+    );
 }

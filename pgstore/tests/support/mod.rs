@@ -70,17 +70,31 @@ pub async fn fill_every_table(store: &dyn Backend) {
     use bytes::Bytes;
     use wacore::appstate::hash::HashState;
     use wacore::appstate::processor::AppStateMutationMAC;
-    use wacore::store::traits::{AppStateSyncKey, DeviceListRecord, LidPnMappingEntry, TcTokenEntry};
+    use wacore::store::traits::{
+        AppStateSyncKey, DeviceListRecord, LidPnMappingEntry, TcTokenEntry,
+    };
 
     store.create().await.expect("device");
-    store.put_identity("5511@s.whatsapp.net", [1; 32]).await.expect("identity");
-    store.put_session("5511.0", b"session").await.expect("session");
+    store
+        .put_identity("5511@s.whatsapp.net", [1; 32])
+        .await
+        .expect("identity");
+    store
+        .put_session("5511.0", b"session")
+        .await
+        .expect("session");
     store
         .store_prekeys_batch(&[(1, Bytes::from_static(b"prekey"))], false)
         .await
         .expect("pre-key");
-    store.store_signed_prekey(1, b"signed").await.expect("signed pre-key");
-    store.put_sender_key("group::5511::0", b"sender").await.expect("sender key");
+    store
+        .store_signed_prekey(1, b"signed")
+        .await
+        .expect("signed pre-key");
+    store
+        .put_sender_key("group::5511::0", b"sender")
+        .await
+        .expect("sender key");
     store
         .set_sync_key(
             b"key-id",
@@ -121,7 +135,10 @@ pub async fn fill_every_table(store: &dyn Backend) {
         })
         .await
         .expect("LID mapping");
-    store.save_base_key("5511.0", "m1", b"base").await.expect("base key");
+    store
+        .save_base_key("5511.0", "m1", b"base")
+        .await
+        .expect("base key");
     store
         .update_device_list(DeviceListRecord {
             user: "5511".into(),
@@ -132,7 +149,10 @@ pub async fn fill_every_table(store: &dyn Backend) {
         })
         .await
         .expect("device list");
-    store.put_group_metadata("g@g.us", b"info").await.expect("group");
+    store
+        .put_group_metadata("g@g.us", b"info")
+        .await
+        .expect("group");
     store
         .put_tc_token(
             "100@lid",

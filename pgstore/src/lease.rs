@@ -10,8 +10,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-use tokio_postgres::GenericClient;
+use deadpool_postgres::{Pool, Transaction};
 
 use crate::error::PgStoreError;
 
@@ -37,14 +36,17 @@ impl Fence {
 /// Checks, inside the caller's transaction, that `fence` still holds the
 /// phone's lease, and keeps the row share-locked until the transaction ends,
 /// so no takeover can commit in between.
-pub async fn check_fence<C: GenericClient>(client: &C, fence: &Fence) -> Result<(), PgStoreError> {
-    let held = client
-        .query_opt(
+pub async fn check_fence(tx: &Transaction<'_>, fence: &Fence) -> Result<(), PgStoreError> {
+    // Cached per connection: the check costs one round trip, not two.
+    let statement = tx
+        .prepare_cached(
             "SELECT 1 FROM leases
              WHERE phone = $1 AND node_id = $2 AND epoch = $3 AND expires_at > now()
              FOR SHARE",
-            &[&fence.phone, &fence.node_id, &fence.epoch],
         )
+        .await?;
+    let held = tx
+        .query_opt(&statement, &[&fence.phone, &fence.node_id, &fence.epoch])
         .await?;
     match held {
         Some(_) => Ok(()),

@@ -165,7 +165,7 @@ async fn a_takeover_waits_for_the_write_in_flight() {
     let a = pg_phone("in-flight").await;
     let mut writer = a.pool.get().await.unwrap();
     let tx = writer.transaction().await.unwrap();
-    check_fence(&*tx, &a.fence).await.unwrap();
+    check_fence(&tx, &a.fence).await.unwrap();
     tx.execute(
         "INSERT INTO wa_sessions (phone, address, record) VALUES ($1, 's', 'x')",
         &[&a.fence.phone],

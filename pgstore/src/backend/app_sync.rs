@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
 use wacore::appstate::hash::HashState;
 use wacore::appstate::processor::AppStateMutationMAC;
 use wacore::store::error::Result;
 use wacore::store::traits::{AppStateSyncKey, AppSyncStore};
 
-use super::{PgBackend, exec, run};
+use super::{PgBackend, run};
 use crate::error::PgStoreError;
 
 /// An app-state master key is 32 bytes; the SQLite store treats a row with any
@@ -159,27 +160,28 @@ impl AppSyncStore for PgBackend {
         }
         run(async {
             let version = to_i64(version, "app-state version")?;
-            let mut client = self.client().await?;
-            let tx = self.fenced(&mut client).await?;
-            for mutation in mutations {
-                exec(
-                    &tx,
-                    "INSERT INTO wa_app_state_mutation_macs (phone, name, index_mac, version, value_mac)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (phone, name, index_mac) DO UPDATE
-                         SET version = excluded.version, value_mac = excluded.value_mac",
-                    &[
-                        &self.phone(),
+            let phone = self.phone();
+            let rows: Vec<[&(dyn ToSql + Sync); 5]> = mutations
+                .iter()
+                .map(|mutation| {
+                    [
+                        &phone as &(dyn ToSql + Sync),
                         &name,
                         &mutation.index_mac,
                         &version,
                         &mutation.value_mac,
-                    ],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
+                    ]
+                })
+                .collect();
+            self.write_many(
+                "INSERT INTO wa_app_state_mutation_macs (phone, name, index_mac, version, value_mac)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (phone, name, index_mac) DO UPDATE
+                     SET version = excluded.version, value_mac = excluded.value_mac",
+                &rows,
+            )
+            .await
+            .map(drop)
         })
         .await
     }

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
+use futures_util::future::try_join_all;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use wacore::store::error::StoreError;
@@ -66,7 +67,7 @@ impl PgBackend {
     /// dropped, which rolls it back).
     async fn fenced<'c>(&self, client: &'c mut Object) -> Result<Transaction<'c>, PgStoreError> {
         let tx = client.transaction().await?;
-        check_fence(&*tx, &self.fence).await?;
+        check_fence(&tx, &self.fence).await?;
         Ok(tx)
     }
 
@@ -77,6 +78,31 @@ impl PgBackend {
         let changed = exec(&tx, sql, params).await?;
         tx.commit().await?;
         Ok(changed)
+    }
+
+    /// `sql` once per row of parameters, in order, in one fenced
+    /// transaction. The statements are pipelined (sent without waiting for
+    /// each answer), so a batch costs about one round trip, not one per row;
+    /// the server still runs them one after the other, so a key repeated in a
+    /// batch ends with its last row, as the SQLite store's loops do.
+    async fn write_many<const N: usize>(
+        &self,
+        sql: &str,
+        rows: &[[&(dyn ToSql + Sync); N]],
+    ) -> Result<u64, PgStoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut client = self.client().await?;
+        let tx = self.fenced(&mut client).await?;
+        let statement = tx.prepare_cached(sql).await?;
+        let changed = try_join_all(
+            rows.iter()
+                .map(|params| tx.execute(&statement, params.as_slice())),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(changed.iter().sum())
     }
 
     async fn read_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, PgStoreError> {

@@ -1,10 +1,11 @@
 //! `MsgSecretStore` on PostgreSQL: the secrets of sent messages, for decrypting replies to them.
 
 use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
 use wacore::store::error::Result;
 use wacore::store::traits::{MsgSecretEntry, MsgSecretStore};
 
-use super::{PgBackend, exec, run};
+use super::{PgBackend, run};
 
 #[async_trait]
 impl MsgSecretStore for PgBackend {
@@ -15,13 +16,36 @@ impl MsgSecretStore for PgBackend {
         // On conflict, as `merge_msg_secret_expiry` and
         // `merge_msg_secret_message_ts` say: 0 ("never") or the later deadline
         // wins, and the later parent time wins.
+        let phone = self.phone();
+        let keys: Vec<(&str, &str, &str, &[u8])> = entries
+            .iter()
+            .map(|entry| {
+                (
+                    entry.chat.as_ref(),
+                    entry.sender.as_ref(),
+                    entry.msg_id.as_ref(),
+                    &entry.secret[..],
+                )
+            })
+            .collect();
+        let rows: Vec<[&(dyn ToSql + Sync); 7]> = keys
+            .iter()
+            .zip(&entries)
+            .map(|((chat, sender, msg_id, secret), entry)| {
+                [
+                    &phone as &(dyn ToSql + Sync),
+                    chat,
+                    sender,
+                    msg_id,
+                    secret,
+                    &entry.expires_at,
+                    &entry.message_ts,
+                ]
+            })
+            .collect();
         run(async {
-            let mut client = self.client().await?;
-            let tx = self.fenced(&mut client).await?;
-            let mut stored = 0usize;
-            for entry in &entries {
-                let changed = exec(
-                    &tx,
+            let stored = self
+                .write_many(
                     "INSERT INTO wa_msg_secrets
                          (phone, chat, sender, msg_id, secret, created_at, expires_at, message_ts)
                      VALUES ($1, $2, $3, $4, $5, extract(epoch from now())::bigint, $6, $7)
@@ -32,21 +56,10 @@ impl MsgSecretStore for PgBackend {
                              WHEN wa_msg_secrets.expires_at = 0 OR excluded.expires_at = 0 THEN 0
                              ELSE GREATEST(wa_msg_secrets.expires_at, excluded.expires_at) END,
                          message_ts = GREATEST(wa_msg_secrets.message_ts, excluded.message_ts)",
-                    &[
-                        &self.phone(),
-                        &entry.chat.as_ref(),
-                        &entry.sender.as_ref(),
-                        &entry.msg_id.as_ref(),
-                        &&entry.secret[..],
-                        &entry.expires_at,
-                        &entry.message_ts,
-                    ],
+                    &rows,
                 )
                 .await?;
-                stored += usize::try_from(changed).unwrap_or(usize::MAX);
-            }
-            tx.commit().await?;
-            Ok(stored)
+            Ok(usize::try_from(stored).unwrap_or(usize::MAX))
         })
         .await
     }

@@ -3,13 +3,14 @@
 //! inbound buffer.
 
 use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
 use wacore::store::error::Result;
 use wacore::store::traits::{
     DeviceInfo, DeviceListRecord, LidPnMappingEntry, PendingInboundKey, PendingInboundRow,
     ProtocolStore, TcTokenEntry,
 };
 
-use super::{PgBackend, exec, run, to_u32};
+use super::{PgBackend, run, to_u32};
 use crate::error::PgStoreError;
 
 const UPSERT_LID_MAPPING: &str =
@@ -83,22 +84,28 @@ impl ProtocolStore for PgBackend {
         if entries.is_empty() {
             return Ok(());
         }
+        let phone = self.phone();
+        let rows: Vec<[&(dyn ToSql + Sync); 4]> = entries
+            .iter()
+            .map(|(device_jid, has_key)| {
+                [
+                    &phone as &(dyn ToSql + Sync),
+                    &group_jid,
+                    device_jid,
+                    has_key,
+                ]
+            })
+            .collect();
         run(async {
-            let mut client = self.client().await?;
-            let tx = self.fenced(&mut client).await?;
-            for (device_jid, has_key) in entries {
-                exec(
-                    &tx,
-                    "INSERT INTO wa_sender_key_devices (phone, group_jid, device_jid, has_key, updated_at)
-                     VALUES ($1, $2, $3, $4, extract(epoch from now())::bigint)
-                     ON CONFLICT (phone, group_jid, device_jid)
-                     DO UPDATE SET has_key = excluded.has_key, updated_at = excluded.updated_at",
-                    &[&self.phone(), &group_jid, device_jid, has_key],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
+            self.write_many(
+                "INSERT INTO wa_sender_key_devices (phone, group_jid, device_jid, has_key, updated_at)
+                 VALUES ($1, $2, $3, $4, extract(epoch from now())::bigint)
+                 ON CONFLICT (phone, group_jid, device_jid)
+                 DO UPDATE SET has_key = excluded.has_key, updated_at = excluded.updated_at",
+                &rows,
+            )
+            .await
+            .map(drop)
         })
         .await
     }
@@ -175,28 +182,21 @@ impl ProtocolStore for PgBackend {
         }
         // On conflict the first `created_at` stays: it is when the mapping
         // was first learned.
-        run(async {
-            let mut client = self.client().await?;
-            let tx = self.fenced(&mut client).await?;
-            for entry in entries {
-                exec(
-                    &tx,
-                    UPSERT_LID_MAPPING,
-                    &[
-                        &self.phone(),
-                        &entry.lid,
-                        &entry.phone_number,
-                        &entry.created_at,
-                        &entry.learning_source,
-                        &entry.updated_at,
-                    ],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
+        let phone = self.phone();
+        let rows: Vec<[&(dyn ToSql + Sync); 6]> = entries
+            .iter()
+            .map(|entry| {
+                [
+                    &phone as &(dyn ToSql + Sync),
+                    &entry.lid,
+                    &entry.phone_number,
+                    &entry.created_at,
+                    &entry.learning_source,
+                    &entry.updated_at,
+                ]
+            })
+            .collect();
+        run(async { self.write_many(UPSERT_LID_MAPPING, &rows).await.map(drop) }).await
     }
 
     async fn get_all_lid_mappings(&self) -> Result<Vec<LidPnMappingEntry>> {
@@ -265,26 +265,26 @@ impl ProtocolStore for PgBackend {
             return Ok(());
         }
         run(async {
-            let mut client = self.client().await?;
-            let tx = self.fenced(&mut client).await?;
-            for record in &records {
-                let (devices_json, raw_id) = device_list_params(record)?;
-                exec(
-                    &tx,
-                    UPSERT_DEVICE_LIST,
-                    &[
-                        &self.phone(),
+            let phone = self.phone();
+            let prepared = records
+                .iter()
+                .map(device_list_params)
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let rows: Vec<[&(dyn ToSql + Sync); 6]> = records
+                .iter()
+                .zip(&prepared)
+                .map(|(record, (devices_json, raw_id))| {
+                    [
+                        &phone as &(dyn ToSql + Sync),
                         &record.user,
-                        &devices_json,
+                        devices_json,
                         &record.timestamp,
                         &record.phash,
-                        &raw_id,
-                    ],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
+                        raw_id,
+                    ]
+                })
+                .collect();
+            self.write_many(UPSERT_DEVICE_LIST, &rows).await.map(drop)
         })
         .await
     }
@@ -630,19 +630,23 @@ impl ProtocolStore for PgBackend {
         if rows.is_empty() {
             return Ok(());
         }
+        let phone = self.phone();
+        let params: Vec<[&(dyn ToSql + Sync); 5]> = rows
+            .iter()
+            .map(|row| {
+                [
+                    &phone as &(dyn ToSql + Sync),
+                    &row.chat,
+                    &row.sender,
+                    &row.id,
+                    &row.message,
+                ]
+            })
+            .collect();
         run(async {
-            let mut client = self.client().await?;
-            let tx = self.fenced(&mut client).await?;
-            for row in rows {
-                exec(
-                    &tx,
-                    UPSERT_PENDING_INBOUND,
-                    &[&self.phone(), &row.chat, &row.sender, &row.id, &row.message],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
+            self.write_many(UPSERT_PENDING_INBOUND, &params)
+                .await
+                .map(drop)
         })
         .await
     }
@@ -651,19 +655,22 @@ impl ProtocolStore for PgBackend {
         if keys.is_empty() {
             return Ok(());
         }
+        let phone = self.phone();
+        let params: Vec<[&(dyn ToSql + Sync); 4]> = keys
+            .iter()
+            .map(|key| {
+                [
+                    &phone as &(dyn ToSql + Sync),
+                    &key.chat,
+                    &key.sender,
+                    &key.id,
+                ]
+            })
+            .collect();
         run(async {
-            let mut client = self.client().await?;
-            let tx = self.fenced(&mut client).await?;
-            for key in keys {
-                exec(
-                    &tx,
-                    DELETE_PENDING_INBOUND,
-                    &[&self.phone(), &key.chat, &key.sender, &key.id],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
+            self.write_many(DELETE_PENDING_INBOUND, &params)
+                .await
+                .map(drop)
         })
         .await
     }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio_postgres::types::ToSql;
 use wacore::store::error::{Result, StoreError};
 use wacore::store::traits::SignalStore;
 
-use super::{PgBackend, exec, run, to_u32};
+use super::{PgBackend, run, to_u32};
 use crate::error::PgStoreError;
 
 const UPSERT_IDENTITY: &str = "INSERT INTO wa_identities (phone, address, key) VALUES ($1, $2, $3)
@@ -22,21 +23,19 @@ const UPSERT_SENDER_KEY: &str =
      ON CONFLICT (phone, address) DO UPDATE SET record = excluded.record";
 impl PgBackend {
     /// Upserts `(address, value)` pairs with `sql` in one fenced transaction.
-    async fn upsert_pairs<V: tokio_postgres::types::ToSql + Sync>(
+    async fn upsert_pairs<V: ToSql + Sync>(
         &self,
         sql: &str,
         pairs: &[(Arc<str>, V)],
     ) -> std::result::Result<(), PgStoreError> {
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        let mut client = self.client().await?;
-        let tx = self.fenced(&mut client).await?;
-        for (address, value) in pairs {
-            exec(&tx, sql, &[&self.phone(), &address.as_ref(), value]).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let phone = self.phone();
+        let addresses: Vec<&str> = pairs.iter().map(|(address, _)| address.as_ref()).collect();
+        let rows: Vec<[&(dyn ToSql + Sync); 3]> = addresses
+            .iter()
+            .zip(pairs)
+            .map(|(address, (_, value))| [&phone as &(dyn ToSql + Sync), address, value])
+            .collect();
+        self.write_many(sql, &rows).await.map(drop)
     }
 }
 
@@ -182,24 +181,15 @@ impl SignalStore for PgBackend {
     }
 
     async fn store_prekeys_batch(&self, keys: &[(u32, Bytes)], uploaded: bool) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        run(async {
-            let mut client = self.client().await?;
-            let tx = self.fenced(&mut client).await?;
-            for (id, record) in keys {
-                exec(
-                    &tx,
-                    UPSERT_PREKEY,
-                    &[&self.phone(), &i64::from(*id), &record.as_ref(), &uploaded],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
+        let phone = self.phone();
+        let ids: Vec<i64> = keys.iter().map(|(id, _)| i64::from(*id)).collect();
+        let records: Vec<&[u8]> = keys.iter().map(|(_, record)| record.as_ref()).collect();
+        let rows: Vec<[&(dyn ToSql + Sync); 4]> = ids
+            .iter()
+            .zip(&records)
+            .map(|(id, record)| [&phone as &(dyn ToSql + Sync), id, record, &uploaded])
+            .collect();
+        run(async { self.write_many(UPSERT_PREKEY, &rows).await.map(drop) }).await
     }
 
     async fn load_prekey(&self, id: u32) -> Result<Option<Bytes>> {

@@ -172,6 +172,13 @@ pub async fn identity_keys(store: Arc<dyn Backend>) {
     assert_eq!(store.load_identity(&carol).await.unwrap(), Some([4; 32]));
     assert_eq!(store.load_identity(alice).await.unwrap(), Some([5; 32]));
 
+    // A key repeated in one batch ends with its last value.
+    store
+        .put_identities_batch(&[(Arc::from(alice), [6; 32]), (Arc::from(alice), [7; 32])])
+        .await
+        .unwrap();
+    assert_eq!(store.load_identity(alice).await.unwrap(), Some([7; 32]));
+
     store.delete_identity(alice).await.unwrap();
     assert_eq!(store.load_identity(alice).await.unwrap(), None);
     assert_eq!(
@@ -274,6 +281,16 @@ pub async fn prekeys(store: Arc<dyn Backend>) {
         Some(&b"one again"[..])
     );
 
+    store
+        .store_prekeys_batch(
+            &[
+                (2, Bytes::from_static(b"two, first")),
+                (2, Bytes::from_static(b"two")),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
     let batch = store.load_prekeys_batch(&[300, 2, 999]).await.unwrap();
     let batch: Vec<(u32, Vec<u8>)> =
         sorted(batch.into_iter().map(|(id, k)| (id, k.to_vec())).collect());
@@ -1250,7 +1267,25 @@ pub async fn msg_secrets(store: Arc<dyn Backend>) {
         Some((vec![33; 32], 700))
     );
 
-    // Deadlines: m1 never (0 kept), m2 at 1000, m3 never now, m4 at 3000.
+    // A key repeated in one batch merges row after row.
+    let stored = store
+        .put_msg_secrets(vec![
+            secret_entry("m5", 5, 5000, 10),
+            secret_entry("m5", 55, 4000, 0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stored, 2, "rows written, a repeat counted again");
+    assert_eq!(
+        store
+            .get_msg_secret_with_ts(chat, sender, "m5")
+            .await
+            .unwrap(),
+        Some((vec![55; 32], 10))
+    );
+
+    // Deadlines: m1 never (0 kept), m2 at 1000, m3 never now, m4 at 3000,
+    // m5 at 5000.
     assert_eq!(store.delete_expired_msg_secrets(999).await.unwrap(), 0);
     assert_eq!(
         store.delete_expired_msg_secrets(1000).await.unwrap(),
@@ -1263,6 +1298,11 @@ pub async fn msg_secrets(store: Arc<dyn Backend>) {
             .await
             .unwrap()
             .is_none()
+    );
+    assert_eq!(
+        store.delete_expired_msg_secrets(4999).await.unwrap(),
+        1,
+        "m4, not m5"
     );
     assert_eq!(store.delete_expired_msg_secrets(i64::MAX).await.unwrap(), 1);
     assert!(

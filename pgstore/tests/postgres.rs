@@ -431,3 +431,15 @@ async fn temp_postgres_is_a_real_server_gone_after_drop() {
     let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
     assert!(refused.is_err(), "the server is stopped");
 }
+
+#[tokio::test]
+async fn the_store_reports_no_process_memory() {
+    let a = pg_phone("report").await;
+    let report = a.backend.resource_report().await;
+    assert_eq!(
+        report.memory_bytes,
+        Some(0),
+        "its data lives in the database"
+    );
+    a.backend.snapshot_db("name", None).await.unwrap();
+}

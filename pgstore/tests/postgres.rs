@@ -443,3 +443,35 @@ async fn the_store_reports_no_process_memory() {
     );
     a.backend.snapshot_db("name", None).await.unwrap();
 }
+
+/// PostgreSQL down: reads and writes fail with a connection error in bounded
+/// time (not a hang, and not a lost lease: the phone is not taken elsewhere).
+#[tokio::test]
+async fn a_database_that_is_down_fails_in_bounded_time() {
+    let server = TempPostgres::start().expect("a server starts");
+    let pool = connect_pool(&server.database_url(), 2).unwrap();
+    migrate(&pool).await.unwrap();
+    let fence = claim_lease(&pool, "down", NODE, TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    let backend = PgBackend::new(pool, fence);
+    backend.put_session("s", b"x").await.unwrap();
+    drop(server);
+
+    let started = std::time::Instant::now();
+    let write = backend
+        .put_session("s", b"y")
+        .await
+        .expect_err("the server is gone");
+    let read = backend
+        .get_session("s")
+        .await
+        .expect_err("the server is gone");
+    assert!(
+        started.elapsed() < lila_pgstore::CONNECTION_TIMEOUT * 3,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!PgStoreError::is_lease_lost(&write) && !PgStoreError::is_lease_lost(&read));
+}

@@ -12,8 +12,11 @@ mod signal;
 
 use std::future::Future;
 use std::str::FromStr;
+use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
+};
 use futures_util::future::try_join_all;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -137,10 +140,20 @@ fn to_u32(value: i64, what: &str) -> Result<u32, PgStoreError> {
     u32::try_from(value).map_err(|_| PgStoreError::Invalid(format!("{what} {value} is not a u32")))
 }
 
+/// How long a statement may wait for a connection, and a connection for the
+/// server, before the store reports the database unreachable (instead of the
+/// client hanging while PostgreSQL is down).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A pool of connections to `database_url` (`postgres://…`), at most
-/// `max_size` at once. Connections are opened lazily.
+/// `max_size` at once. Connections are opened lazily; none waits longer than
+/// [`CONNECTION_TIMEOUT`] to be had.
 pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, PgStoreError> {
-    let config = tokio_postgres::Config::from_str(database_url).map_err(PgStoreError::Config)?;
+    let mut config =
+        tokio_postgres::Config::from_str(database_url).map_err(PgStoreError::Config)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECTION_TIMEOUT);
+    }
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -148,7 +161,13 @@ pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, PgStore
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(manager).max_size(max_size).build()?)
+    Ok(Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECTION_TIMEOUT))
+        .create_timeout(Some(CONNECTION_TIMEOUT))
+        .recycle_timeout(Some(CONNECTION_TIMEOUT))
+        .build()?)
 }
 
 /// Tables whose rows `delete_phone` keeps although they have a `phone`

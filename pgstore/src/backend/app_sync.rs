@@ -52,23 +52,19 @@ impl AppSyncStore for PgBackend {
     }
 
     async fn set_sync_key(&self, key_id: &[u8], key: AppStateSyncKey) -> Result<()> {
-        run(async {
-            self.write(
-                "INSERT INTO wa_app_state_keys (phone, key_id, key_data, fingerprint, key_timestamp)
+        self.write_unit(
+            "INSERT INTO wa_app_state_keys (phone, key_id, key_data, fingerprint, key_timestamp)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (phone, key_id) DO UPDATE SET key_data = excluded.key_data,
                      fingerprint = excluded.fingerprint, key_timestamp = excluded.key_timestamp",
-                &[
-                    &self.phone(),
-                    &key_id,
-                    &key.key_data,
-                    &key.fingerprint,
-                    &key.timestamp,
-                ],
-            )
-            .await
-            .map(drop)
-        })
+            &[
+                &self.phone(),
+                &key_id,
+                &key.key_data,
+                &key.fingerprint,
+                &key.timestamp,
+            ],
+        )
         .await
     }
 
@@ -187,19 +183,11 @@ impl AppSyncStore for PgBackend {
     }
 
     async fn get_mutation_mac(&self, name: &str, index_mac: &[u8]) -> Result<Option<Vec<u8>>> {
-        run(async {
-            let row = self
-                .read_opt(
-                    "SELECT value_mac FROM wa_app_state_mutation_macs
+        self.read_value(
+            "SELECT value_mac FROM wa_app_state_mutation_macs
                      WHERE phone = $1 AND name = $2 AND index_mac = $3",
-                    &[&self.phone(), &name, &index_mac],
-                )
-                .await?;
-            match row {
-                Some(row) => Ok(Some(row.try_get(0)?)),
-                None => Ok(None),
-            }
-        })
+            &[&self.phone(), &name, &index_mac],
+        )
         .await
     }
 
@@ -236,47 +224,31 @@ impl AppSyncStore for PgBackend {
         if index_macs.is_empty() {
             return Ok(());
         }
-        run(async {
-            self.write(
-                "DELETE FROM wa_app_state_mutation_macs
+        self.write_unit(
+            "DELETE FROM wa_app_state_mutation_macs
                  WHERE phone = $1 AND name = $2 AND index_mac = ANY($3)",
-                &[&self.phone(), &name, &index_macs],
-            )
-            .await
-            .map(drop)
-        })
+            &[&self.phone(), &name, &index_macs],
+        )
         .await
     }
 
     async fn clear_mutation_macs(&self, name: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_app_state_mutation_macs WHERE phone = $1 AND name = $2",
-                &[&self.phone(), &name],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_app_state_mutation_macs WHERE phone = $1 AND name = $2",
+            &[&self.phone(), &name],
+        )
         .await
     }
 
     async fn get_latest_sync_key_id(&self) -> Result<Option<Vec<u8>>> {
         // The greatest key id (bytewise, as SQLite orders blobs) among the
         // usable keys: a row get_sync_key treats as absent is skipped.
-        run(async {
-            let row = self
-                .read_opt(
-                    "SELECT key_id FROM wa_app_state_keys
+        self.read_value(
+            "SELECT key_id FROM wa_app_state_keys
                      WHERE phone = $1 AND length(key_data) = 32
                      ORDER BY key_id DESC LIMIT 1",
-                    &[&self.phone()],
-                )
-                .await?;
-            match row {
-                Some(row) => Ok(Some(row.try_get(0)?)),
-                None => Ok(None),
-            }
-        })
+            &[&self.phone()],
+        )
         .await
     }
 }

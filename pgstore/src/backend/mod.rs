@@ -18,7 +18,7 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
 };
 use futures_util::future::try_join_all;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 use wacore::store::error::StoreError;
 
@@ -106,6 +106,26 @@ impl PgBackend {
         .await?;
         tx.commit().await?;
         Ok(changed.iter().sum())
+    }
+
+    /// One fenced statement, for a trait method that returns nothing.
+    async fn write_unit(&self, sql: &str, params: &Params<'_>) -> Result<(), StoreError> {
+        run(self.write(sql, params)).await.map(drop)
+    }
+
+    /// The first column of the row `sql` finds, if it finds one.
+    async fn read_value<T: for<'r> FromSql<'r>>(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<T>, StoreError> {
+        run(async {
+            match self.read_opt(sql, params).await? {
+                Some(row) => Ok(Some(row.try_get(0)?)),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
     async fn read_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, PgStoreError> {

@@ -111,14 +111,10 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn clear_sender_key_devices(&self, group_jid: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_sender_key_devices WHERE phone = $1 AND group_jid = $2",
-                &[&self.phone(), &group_jid],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_sender_key_devices WHERE phone = $1 AND group_jid = $2",
+            &[&self.phone(), &group_jid],
+        )
         .await
     }
 
@@ -126,26 +122,18 @@ impl ProtocolStore for PgBackend {
         if device_jids.is_empty() {
             return Ok(());
         }
-        run(async {
-            self.write(
-                "DELETE FROM wa_sender_key_devices WHERE phone = $1 AND device_jid = ANY($2)",
-                &[&self.phone(), &device_jids],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_sender_key_devices WHERE phone = $1 AND device_jid = ANY($2)",
+            &[&self.phone(), &device_jids],
+        )
         .await
     }
 
     async fn clear_all_sender_key_devices(&self) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_sender_key_devices WHERE phone = $1",
-                &[&self.phone()],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_sender_key_devices WHERE phone = $1",
+            &[&self.phone()],
+        )
         .await
     }
 
@@ -209,17 +197,12 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn save_base_key(&self, address: &str, message_id: &str, base_key: &[u8]) -> Result<()> {
-        run(async {
-            self.write(
+        self.write_unit(
                 "INSERT INTO wa_base_keys (phone, address, message_id, base_key, created_at)
                  VALUES ($1, $2, $3, $4, extract(epoch from now())::bigint)
                  ON CONFLICT (phone, address, message_id) DO UPDATE SET base_key = excluded.base_key",
                 &[&self.phone(), &address, &message_id, &base_key],
-            )
-            .await
-            .map(drop)
-        })
-        .await
+            ).await
     }
 
     async fn has_same_base_key(
@@ -245,14 +228,10 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn delete_base_key(&self, address: &str, message_id: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_base_keys WHERE phone = $1 AND address = $2 AND message_id = $3",
-                &[&self.phone(), &address, &message_id],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_base_keys WHERE phone = $1 AND address = $2 AND message_id = $3",
+            &[&self.phone(), &address, &message_id],
+        )
         .await
     }
 
@@ -315,57 +294,37 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn delete_devices(&self, user: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_device_registry WHERE phone = $1 AND user_id = $2",
-                &[&self.phone(), &user],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_device_registry WHERE phone = $1 AND user_id = $2",
+            &[&self.phone(), &user],
+        )
         .await
     }
 
     async fn get_group_metadata(&self, group_jid: &str) -> Result<Option<Vec<u8>>> {
-        run(async {
-            let row = self
-                .read_opt(
-                    "SELECT info FROM wa_group_metadata WHERE phone = $1 AND group_jid = $2",
-                    &[&self.phone(), &group_jid],
-                )
-                .await?;
-            match row {
-                Some(row) => Ok(Some(row.try_get(0)?)),
-                None => Ok(None),
-            }
-        })
+        self.read_value(
+            "SELECT info FROM wa_group_metadata WHERE phone = $1 AND group_jid = $2",
+            &[&self.phone(), &group_jid],
+        )
         .await
     }
 
     async fn put_group_metadata(&self, group_jid: &str, blob: &[u8]) -> Result<()> {
-        run(async {
-            self.write(
-                "INSERT INTO wa_group_metadata (phone, group_jid, info, updated_at)
+        self.write_unit(
+            "INSERT INTO wa_group_metadata (phone, group_jid, info, updated_at)
                  VALUES ($1, $2, $3, extract(epoch from now())::bigint)
                  ON CONFLICT (phone, group_jid)
                  DO UPDATE SET info = excluded.info, updated_at = excluded.updated_at",
-                &[&self.phone(), &group_jid, &blob],
-            )
-            .await
-            .map(drop)
-        })
+            &[&self.phone(), &group_jid, &blob],
+        )
         .await
     }
 
     async fn delete_group_metadata(&self, group_jid: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_group_metadata WHERE phone = $1 AND group_jid = $2",
-                &[&self.phone(), &group_jid],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_group_metadata WHERE phone = $1 AND group_jid = $2",
+            &[&self.phone(), &group_jid],
+        )
         .await
     }
 
@@ -391,8 +350,7 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn put_tc_token(&self, jid: &str, entry: &TcTokenEntry) -> Result<()> {
-        run(async {
-            self.write(
+        self.write_unit(
                 "INSERT INTO wa_tc_tokens (phone, jid, token, token_timestamp, sender_timestamp, updated_at)
                  VALUES ($1, $2, $3, $4, $5, extract(epoch from now())::bigint)
                  ON CONFLICT (phone, jid) DO UPDATE SET token = excluded.token,
@@ -406,22 +364,14 @@ impl ProtocolStore for PgBackend {
                     &entry.token_timestamp,
                     &entry.sender_timestamp,
                 ],
-            )
-            .await
-            .map(drop)
-        })
-        .await
+            ).await
     }
 
     async fn delete_tc_token(&self, jid: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_tc_tokens WHERE phone = $1 AND jid = $2",
-                &[&self.phone(), &jid],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_tc_tokens WHERE phone = $1 AND jid = $2",
+            &[&self.phone(), &jid],
+        )
         .await
     }
 
@@ -462,19 +412,14 @@ impl ProtocolStore for PgBackend {
     ) -> Result<()> {
         // One statement, so atomic against put/store_received: on conflict
         // only the sender bucket moves, and only forward.
-        run(async {
-            self.write(
+        self.write_unit(
                 "INSERT INTO wa_tc_tokens (phone, jid, token, token_timestamp, sender_timestamp, updated_at)
                  VALUES ($1, $2, '\\x'::bytea, $3, $3, extract(epoch from now())::bigint)
                  ON CONFLICT (phone, jid) DO UPDATE SET
                      sender_timestamp = GREATEST(wa_tc_tokens.sender_timestamp, excluded.sender_timestamp),
                      updated_at = excluded.updated_at",
                 &[&self.phone(), &jid, &sender_timestamp],
-            )
-            .await
-            .map(drop)
-        })
-        .await
+            ).await
     }
 
     async fn store_received_tc_token(
@@ -485,8 +430,7 @@ impl ProtocolStore for PgBackend {
     ) -> Result<()> {
         // Newer wins, in one statement: the stored token is replaced when it
         // is a byte-less placeholder or not newer; the sender bucket stays.
-        run(async {
-            self.write(
+        self.write_unit(
                 "INSERT INTO wa_tc_tokens (phone, jid, token, token_timestamp, sender_timestamp, updated_at)
                  VALUES ($1, $2, $3, $4, NULL, extract(epoch from now())::bigint)
                  ON CONFLICT (phone, jid) DO UPDATE SET token = excluded.token,
@@ -494,11 +438,7 @@ impl ProtocolStore for PgBackend {
                  WHERE length(wa_tc_tokens.token) = 0
                     OR excluded.token_timestamp >= wa_tc_tokens.token_timestamp",
                 &[&self.phone(), &jid, &token, &token_timestamp],
-            )
-            .await
-            .map(drop)
-        })
-        .await
+            ).await
     }
 
     async fn store_sent_message(
@@ -509,17 +449,13 @@ impl ProtocolStore for PgBackend {
     ) -> Result<()> {
         // A re-store replaces the payload and restarts its age, as the SQLite
         // store's `REPLACE INTO` does.
-        run(async {
-            self.write(
-                "INSERT INTO wa_sent_messages (phone, chat_jid, message_id, payload, created_at)
+        self.write_unit(
+            "INSERT INTO wa_sent_messages (phone, chat_jid, message_id, payload, created_at)
                  VALUES ($1, $2, $3, $4, extract(epoch from now())::bigint)
                  ON CONFLICT (phone, chat_jid, message_id)
                  DO UPDATE SET payload = excluded.payload, created_at = excluded.created_at",
-                &[&self.phone(), &chat_jid, &message_id, &payload],
-            )
-            .await
-            .map(drop)
-        })
+            &[&self.phone(), &chat_jid, &message_id, &payload],
+        )
         .await
     }
 
@@ -568,14 +504,10 @@ impl ProtocolStore for PgBackend {
         id: &str,
         message: &[u8],
     ) -> Result<()> {
-        run(async {
-            self.write(
-                UPSERT_PENDING_INBOUND,
-                &[&self.phone(), &chat, &sender, &id, &message],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            UPSERT_PENDING_INBOUND,
+            &[&self.phone(), &chat, &sender, &id, &message],
+        )
         .await
     }
 
@@ -585,31 +517,19 @@ impl ProtocolStore for PgBackend {
         sender: &str,
         id: &str,
     ) -> Result<Option<Vec<u8>>> {
-        run(async {
-            let row = self
-                .read_opt(
-                    "SELECT message FROM wa_pending_inbound
+        self.read_value(
+            "SELECT message FROM wa_pending_inbound
                      WHERE phone = $1 AND chat = $2 AND sender = $3 AND id = $4",
-                    &[&self.phone(), &chat, &sender, &id],
-                )
-                .await?;
-            match row {
-                Some(row) => Ok(Some(row.try_get(0)?)),
-                None => Ok(None),
-            }
-        })
+            &[&self.phone(), &chat, &sender, &id],
+        )
         .await
     }
 
     async fn delete_pending_inbound(&self, chat: &str, sender: &str, id: &str) -> Result<()> {
-        run(async {
-            self.write(
-                DELETE_PENDING_INBOUND,
-                &[&self.phone(), &chat, &sender, &id],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            DELETE_PENDING_INBOUND,
+            &[&self.phone(), &chat, &sender, &id],
+        )
         .await
     }
 

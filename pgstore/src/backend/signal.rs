@@ -42,12 +42,8 @@ impl PgBackend {
 #[async_trait]
 impl SignalStore for PgBackend {
     async fn put_identity(&self, address: &str, key: [u8; 32]) -> Result<()> {
-        run(async {
-            self.write(UPSERT_IDENTITY, &[&self.phone(), &address, &&key[..]])
-                .await
-                .map(drop)
-        })
-        .await
+        self.write_unit(UPSERT_IDENTITY, &[&self.phone(), &address, &&key[..]])
+            .await
     }
 
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
@@ -77,40 +73,26 @@ impl SignalStore for PgBackend {
     }
 
     async fn delete_identity(&self, address: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_identities WHERE phone = $1 AND address = $2",
-                &[&self.phone(), &address],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_identities WHERE phone = $1 AND address = $2",
+            &[&self.phone(), &address],
+        )
         .await
     }
 
     async fn get_session(&self, address: &str) -> Result<Option<Bytes>> {
-        run(async {
-            let row = self
-                .read_opt(
-                    "SELECT record FROM wa_sessions WHERE phone = $1 AND address = $2",
-                    &[&self.phone(), &address],
-                )
-                .await?;
-            match row {
-                Some(row) => Ok(Some(Bytes::from(row.try_get::<_, Vec<u8>>(0)?))),
-                None => Ok(None),
-            }
-        })
-        .await
+        Ok(self
+            .read_value::<Vec<u8>>(
+                "SELECT record FROM wa_sessions WHERE phone = $1 AND address = $2",
+                &[&self.phone(), &address],
+            )
+            .await?
+            .map(Bytes::from))
     }
 
     async fn put_session(&self, address: &str, session: &[u8]) -> Result<()> {
-        run(async {
-            self.write(UPSERT_SESSION, &[&self.phone(), &address, &session])
-                .await
-                .map(drop)
-        })
-        .await
+        self.write_unit(UPSERT_SESSION, &[&self.phone(), &address, &session])
+            .await
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
@@ -122,14 +104,10 @@ impl SignalStore for PgBackend {
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_sessions WHERE phone = $1 AND address = $2",
-                &[&self.phone(), &address],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_sessions WHERE phone = $1 AND address = $2",
+            &[&self.phone(), &address],
+        )
         .await
     }
 
@@ -169,14 +147,10 @@ impl SignalStore for PgBackend {
     }
 
     async fn store_prekey(&self, id: u32, record: &[u8], uploaded: bool) -> Result<()> {
-        run(async {
-            self.write(
-                UPSERT_PREKEY,
-                &[&self.phone(), &i64::from(id), &record, &uploaded],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            UPSERT_PREKEY,
+            &[&self.phone(), &i64::from(id), &record, &uploaded],
+        )
         .await
     }
 
@@ -193,19 +167,13 @@ impl SignalStore for PgBackend {
     }
 
     async fn load_prekey(&self, id: u32) -> Result<Option<Bytes>> {
-        run(async {
-            let row = self
-                .read_opt(
-                    "SELECT key FROM wa_prekeys WHERE phone = $1 AND id = $2",
-                    &[&self.phone(), &i64::from(id)],
-                )
-                .await?;
-            match row {
-                Some(row) => Ok(Some(Bytes::from(row.try_get::<_, Vec<u8>>(0)?))),
-                None => Ok(None),
-            }
-        })
-        .await
+        Ok(self
+            .read_value::<Vec<u8>>(
+                "SELECT key FROM wa_prekeys WHERE phone = $1 AND id = $2",
+                &[&self.phone(), &i64::from(id)],
+            )
+            .await?
+            .map(Bytes::from))
     }
 
     async fn load_prekeys_batch(&self, ids: &[u32]) -> Result<Vec<(u32, Bytes)>> {
@@ -236,26 +204,18 @@ impl SignalStore for PgBackend {
         }
         let ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
         // UPDATE, never upsert: a key consumed since the upload must stay gone.
-        run(async {
-            self.write(
-                "UPDATE wa_prekeys SET uploaded = true WHERE phone = $1 AND id = ANY($2)",
-                &[&self.phone(), &ids],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "UPDATE wa_prekeys SET uploaded = true WHERE phone = $1 AND id = ANY($2)",
+            &[&self.phone(), &ids],
+        )
         .await
     }
 
     async fn remove_prekey(&self, id: u32) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_prekeys WHERE phone = $1 AND id = $2",
-                &[&self.phone(), &i64::from(id)],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_prekeys WHERE phone = $1 AND id = $2",
+            &[&self.phone(), &i64::from(id)],
+        )
         .await
     }
 
@@ -276,31 +236,19 @@ impl SignalStore for PgBackend {
     }
 
     async fn store_signed_prekey(&self, id: u32, record: &[u8]) -> Result<()> {
-        run(async {
-            self.write(
-                "INSERT INTO wa_signed_prekeys (phone, id, record) VALUES ($1, $2, $3)
+        self.write_unit(
+            "INSERT INTO wa_signed_prekeys (phone, id, record) VALUES ($1, $2, $3)
                  ON CONFLICT (phone, id) DO UPDATE SET record = excluded.record",
-                &[&self.phone(), &i64::from(id), &record],
-            )
-            .await
-            .map(drop)
-        })
+            &[&self.phone(), &i64::from(id), &record],
+        )
         .await
     }
 
     async fn load_signed_prekey(&self, id: u32) -> Result<Option<Vec<u8>>> {
-        run(async {
-            let row = self
-                .read_opt(
-                    "SELECT record FROM wa_signed_prekeys WHERE phone = $1 AND id = $2",
-                    &[&self.phone(), &i64::from(id)],
-                )
-                .await?;
-            match row {
-                Some(row) => Ok(Some(row.try_get(0)?)),
-                None => Ok(None),
-            }
-        })
+        self.read_value(
+            "SELECT record FROM wa_signed_prekeys WHERE phone = $1 AND id = $2",
+            &[&self.phone(), &i64::from(id)],
+        )
         .await
     }
 
@@ -325,24 +273,16 @@ impl SignalStore for PgBackend {
     }
 
     async fn remove_signed_prekey(&self, id: u32) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_signed_prekeys WHERE phone = $1 AND id = $2",
-                &[&self.phone(), &i64::from(id)],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_signed_prekeys WHERE phone = $1 AND id = $2",
+            &[&self.phone(), &i64::from(id)],
+        )
         .await
     }
 
     async fn put_sender_key(&self, address: &str, record: &[u8]) -> Result<()> {
-        run(async {
-            self.write(UPSERT_SENDER_KEY, &[&self.phone(), &address, &record])
-                .await
-                .map(drop)
-        })
-        .await
+        self.write_unit(UPSERT_SENDER_KEY, &[&self.phone(), &address, &record])
+            .await
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
@@ -354,30 +294,18 @@ impl SignalStore for PgBackend {
     }
 
     async fn get_sender_key(&self, address: &str) -> Result<Option<Vec<u8>>> {
-        run(async {
-            let row = self
-                .read_opt(
-                    "SELECT record FROM wa_sender_keys WHERE phone = $1 AND address = $2",
-                    &[&self.phone(), &address],
-                )
-                .await?;
-            match row {
-                Some(row) => Ok(Some(row.try_get(0)?)),
-                None => Ok(None),
-            }
-        })
+        self.read_value(
+            "SELECT record FROM wa_sender_keys WHERE phone = $1 AND address = $2",
+            &[&self.phone(), &address],
+        )
         .await
     }
 
     async fn delete_sender_key(&self, address: &str) -> Result<()> {
-        run(async {
-            self.write(
-                "DELETE FROM wa_sender_keys WHERE phone = $1 AND address = $2",
-                &[&self.phone(), &address],
-            )
-            .await
-            .map(drop)
-        })
+        self.write_unit(
+            "DELETE FROM wa_sender_keys WHERE phone = $1 AND address = $2",
+            &[&self.phone(), &address],
+        )
         .await
     }
 }

@@ -874,6 +874,11 @@ fn tc_key(entry: &TcTokenEntry) -> (Vec<u8>, i64, Option<i64>) {
     )
 }
 
+/// The stored token of `jid`, comparable.
+async fn tc_of(store: &Arc<dyn Backend>, jid: &str) -> Option<(Vec<u8>, i64, Option<i64>)> {
+    store.get_tc_token(jid).await.unwrap().as_ref().map(tc_key)
+}
+
 pub async fn tc_tokens(store: Arc<dyn Backend>) {
     let jid = "100@lid";
     assert!(store.get_tc_token(jid).await.unwrap().is_none());
@@ -882,12 +887,12 @@ pub async fn tc_tokens(store: Arc<dyn Backend>) {
         .await
         .unwrap();
     assert_eq!(
-        store.get_tc_token(jid).await.unwrap().as_ref().map(tc_key),
+        tc_of(&store, jid).await,
         Some(tc_key(&tc(b"t1", 100, Some(90))))
     );
     store.put_tc_token(jid, &tc(b"t0", 50, None)).await.unwrap();
     assert_eq!(
-        store.get_tc_token(jid).await.unwrap().as_ref().map(tc_key),
+        tc_of(&store, jid).await,
         Some(tc_key(&tc(b"t0", 50, None))),
         "put overwrites everything, older or not"
     );
@@ -913,15 +918,7 @@ pub async fn tc_token_writers_keep_each_others_field(store: Arc<dyn Backend>) {
         .touch_tc_token_sender_timestamp("a@lid", 100)
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .get_tc_token("a@lid")
-            .await
-            .unwrap()
-            .as_ref()
-            .map(tc_key),
-        Some((vec![], 100, Some(100)))
-    );
+    assert_eq!(tc_of(&store, "a@lid").await, Some((vec![], 100, Some(100))));
     // A placeholder never blocks the first real token, even an older one;
     // the sender bucket stays.
     store
@@ -929,12 +926,7 @@ pub async fn tc_token_writers_keep_each_others_field(store: Arc<dyn Backend>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .get_tc_token("a@lid")
-            .await
-            .unwrap()
-            .as_ref()
-            .map(tc_key),
+        tc_of(&store, "a@lid").await,
         Some((b"real".to_vec(), 50, Some(100)))
     );
     // Newer wins; an older received token is dropped; equal time replaces.
@@ -964,12 +956,7 @@ pub async fn tc_token_writers_keep_each_others_field(store: Arc<dyn Backend>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .get_tc_token("a@lid")
-            .await
-            .unwrap()
-            .as_ref()
-            .map(tc_key),
+        tc_of(&store, "a@lid").await,
         Some((b"same-time".to_vec(), 50, Some(150)))
     );
     // A received token on a new contact has no sender bucket.
@@ -978,12 +965,7 @@ pub async fn tc_token_writers_keep_each_others_field(store: Arc<dyn Backend>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .get_tc_token("b@lid")
-            .await
-            .unwrap()
-            .as_ref()
-            .map(tc_key),
+        tc_of(&store, "b@lid").await,
         Some((b"fresh".to_vec(), 10, None))
     );
 }

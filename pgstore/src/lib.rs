@@ -32,8 +32,8 @@ mod migrations;
 pub mod testing;
 
 pub use backend::{
-    CONNECTION_TIMEOUT, PgBackend, TABLES_KEPT_BY_DELETE_PHONE, connect_pool, delete_phone,
-    tables_with_phone_column,
+    CONNECTION_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, PgBackend, TABLES_KEPT_BY_DELETE_PHONE,
+    connect_pool, delete_phone, tables_with_phone_column,
 };
 pub use error::PgStoreError;
 pub use lease::{Fence, check_fence, claim_lease, renew_lease};

@@ -195,6 +195,44 @@ async fn a_takeover_waits_for_the_write_in_flight() {
     assert_lease_lost(a.backend.put_session("s", b"y").await, "after the takeover");
 }
 
+/// A node paused in the middle of a write (SIGSTOP) holds the lease row
+/// locked; the server ends its transaction after
+/// `IDLE_IN_TRANSACTION_TIMEOUT`, so the takeover waits that long at most and
+/// the paused write never commits.
+#[tokio::test]
+async fn a_write_paused_in_flight_holds_a_takeover_back_only_briefly() {
+    let a = pg_phone("paused").await;
+    let mut writer = a.pool.get().await.unwrap();
+    let tx = writer.transaction().await.unwrap();
+    check_fence(&tx, &a.fence).await.unwrap();
+    tx.execute(
+        "INSERT INTO wa_sessions (phone, address, record) VALUES ($1, 'paused', 'x')",
+        &[&a.fence.phone],
+    )
+    .await
+    .unwrap();
+
+    // The "pause": the transaction stays open and idle. A claim (here the
+    // node's own restarted incarnation, which may claim a live lease) waits.
+    let started = std::time::Instant::now();
+    let claimed = claim_lease(&a.pool, &a.fence.phone, NODE, TTL)
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(claimed.is_some(), "the takeover goes through");
+    assert!(
+        waited >= lila_pgstore::IDLE_IN_TRANSACTION_TIMEOUT - Duration::from_millis(500)
+            && waited < lila_pgstore::IDLE_IN_TRANSACTION_TIMEOUT * 3,
+        "the takeover waited {waited:?}"
+    );
+    assert!(
+        tx.commit().await.is_err(),
+        "the paused write is ended, not committed"
+    );
+    let b = PgBackend::new(a.pool.clone(), claimed.unwrap());
+    assert!(b.get_session("paused").await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn only_a_lost_lease_reads_as_one() {
     let error: wacore::store::error::StoreError =

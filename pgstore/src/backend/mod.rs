@@ -165,6 +165,10 @@ fn to_u32(value: i64, what: &str) -> Result<u32, PgStoreError> {
 /// client hanging while PostgreSQL is down).
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a connection may sit in an open transaction before the server
+/// ends it: the longest a paused node can hold up a takeover of its phones.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A pool of connections to `database_url` (`postgres://…`), at most
 /// `max_size` at once. Connections are opened lazily; none waits longer than
 /// [`CONNECTION_TIMEOUT`] to be had.
@@ -174,6 +178,15 @@ pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, PgStore
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECTION_TIMEOUT);
     }
+    // A node paused (SIGSTOP, a long GC, a partition) in the middle of a
+    // write holds the lease row share-locked, which would stall a takeover
+    // for as long as the pause. The server ends such a session instead.
+    let options = format!(
+        "{} -c idle_in_transaction_session_timeout={}",
+        config.get_options().unwrap_or_default(),
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+    );
+    config.options(options.trim());
     let manager = Manager::from_config(
         config,
         NoTls,

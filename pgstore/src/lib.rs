@@ -28,6 +28,8 @@ mod error;
 mod lease;
 mod migrations;
 
+#[cfg(feature = "sqlite-import")]
+pub mod import;
 #[cfg(feature = "testing")]
 pub mod testing;
 

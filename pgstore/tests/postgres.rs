@@ -10,9 +10,8 @@ use lila_pgstore::testing::TempPostgres;
 use lila_pgstore::{
     Fence, MIGRATIONS, Migration, PgBackend, PgStoreError, Pool, check_fence, claim_lease,
     connect_pool, delete_phone, latest_version, migrate, migrate_with, renew_lease,
-    tables_with_phone_column,
 };
-use support::{NODE, TTL, fill_every_table, pg_phone, pg_pool, unique_phone};
+use support::{NODE, TTL, fill_every_table, pg_phone, pg_pool, rows_of, unique_phone};
 use wacore::store::traits::{DeviceStore, ProtocolStore, SignalStore};
 
 /// A fresh, empty database on the shared server, and a pool on it.
@@ -382,21 +381,6 @@ async fn nodes_starting_together_migrate_once() {
 }
 
 // --- delete_phone ---
-
-async fn rows_of(pool: &Pool, phone: &str) -> Vec<(String, i64)> {
-    let client = pool.get().await.unwrap();
-    let mut counts = Vec::new();
-    for table in tables_with_phone_column(&**client).await.unwrap() {
-        let sql = format!("SELECT count(*) FROM \"{table}\" WHERE phone = $1");
-        let count: i64 = client
-            .query_one(sql.as_str(), &[&phone])
-            .await
-            .unwrap()
-            .get(0);
-        counts.push((table, count));
-    }
-    counts
-}
 
 #[tokio::test]
 async fn delete_phone_removes_every_row_of_the_phone_in_every_table() {

@@ -177,3 +177,88 @@ pub async fn fill_every_table(store: &dyn Backend) {
         .await
         .expect("message secret");
 }
+
+/// Everything `fill_every_table` wrote, read back through the traits, as
+/// text to compare two stores by. Takes the sent message (a take consumes it).
+pub async fn read_back_filled(store: &dyn Backend) -> String {
+    let device = store.load().await.expect("load").expect("a device");
+    let mut text = format!(
+        "device: {:?} {} {:?} {:?}\n",
+        device.pn.as_ref().map(ToString::to_string),
+        device.registration_id,
+        device.identity_key.public_key.public_key_bytes(),
+        device.noise_key.private_key.serialize(),
+    );
+    let sync_key = store.get_sync_key(b"key-id").await.expect("sync key");
+    let version = store.get_version("regular").await.expect("version");
+    let lines = [
+        format!("{:?}", store.load_identity("5511@s.whatsapp.net").await),
+        format!("{:?}", store.get_session("5511.0").await),
+        format!("{:?}", store.load_prekey(1).await),
+        format!("{:?}", store.load_all_signed_prekeys().await),
+        format!("{:?}", store.get_sender_key("group::5511::0").await),
+        format!(
+            "{:?}",
+            sync_key.map(|k| (k.key_data, k.fingerprint, k.timestamp))
+        ),
+        format!(
+            "{:?}",
+            (version.version, version.hash, version.index_value_map)
+        ),
+        format!("{:?}", store.get_mutation_mac("regular", &[1; 32]).await),
+        format!("{:?}", store.get_sender_key_devices("g@g.us").await),
+        format!("{:?}", store.get_lid_mapping("100").await),
+        format!(
+            "{:?}",
+            store.has_same_base_key("5511.0", "m1", b"base").await
+        ),
+        format!("{:?}", store.get_devices("5511").await),
+        format!("{:?}", store.get_group_metadata("g@g.us").await),
+        format!("{:?}", store.get_tc_token("100@lid").await),
+        format!(
+            "{:?}",
+            store
+                .get_pending_inbound("5511@s.whatsapp.net", "5511@s.whatsapp.net", "m2")
+                .await
+        ),
+        format!(
+            "{:?}",
+            store
+                .get_msg_secret_with_ts("5511@s.whatsapp.net", "5522@s.whatsapp.net", "m1")
+                .await
+        ),
+        format!(
+            "{:?}",
+            store.take_sent_message("5511@s.whatsapp.net", "m1").await
+        ),
+    ];
+    for line in lines {
+        let absent = ["None", "Ok(None)", "Ok(false)", "Err"];
+        assert!(
+            !absent.iter().any(|a| line.starts_with(a)),
+            "missing: {line}"
+        );
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
+/// How many rows `phone` has in each table with a `phone` column.
+pub async fn rows_of(pool: &Pool, phone: &str) -> Vec<(String, i64)> {
+    let client = pool.get().await.expect("a connection");
+    let mut counts = Vec::new();
+    for table in lila_pgstore::tables_with_phone_column(&**client)
+        .await
+        .expect("the tables")
+    {
+        let sql = format!("SELECT count(*) FROM \"{table}\" WHERE phone = $1");
+        let count: i64 = client
+            .query_one(sql.as_str(), &[&phone])
+            .await
+            .expect("a count")
+            .get(0);
+        counts.push((table, count));
+    }
+    counts
+}

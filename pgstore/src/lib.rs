@@ -27,6 +27,7 @@ mod backend;
 mod error;
 mod lease;
 mod migrations;
+pub mod phone_state;
 
 #[cfg(feature = "sqlite-import")]
 pub mod import;

@@ -21,11 +21,18 @@ pub struct Migration {
 
 /// Every migration, in order. Versions are 1, 2, 3… with no gap; a new one is
 /// appended, never edited once released.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "whatsapp_store",
-    sql: include_str!("../migrations/0001_whatsapp_store.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "whatsapp_store",
+        sql: include_str!("../migrations/0001_whatsapp_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "phone_state",
+        sql: include_str!("../migrations/0002_phone_state.sql"),
+    },
+];
 
 /// Serialises concurrent migrators across the cluster (an arbitrary constant,
 /// "lila" in ASCII).

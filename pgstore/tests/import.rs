@@ -23,7 +23,14 @@ async fn a_sqlite_store_moves_into_postgres_row_for_row() {
         report.rows.values().all(|rows| *rows == 1),
         "one row each, as filled: {report:?}"
     );
-    let counts = rows_of(&phone.pool, &phone.fence.phone).await;
+    // The WhatsApp store's tables (the host's own state, `phone_records` and
+    // `phone_state`, comes from its files, not from this store).
+    let counts: Vec<(String, i64)> = rows_of(&phone.pool, &phone.fence.phone)
+        .await
+        .into_iter()
+        .filter(|(table, _)| table.starts_with("wa_") || table == "leases")
+        .collect();
+    assert_eq!(counts.len(), 19, "{counts:?}");
     assert!(
         counts.iter().all(|(_, rows)| *rows == 1),
         "one row in every table, the lease's too: {counts:?}"
@@ -33,7 +40,12 @@ async fn a_sqlite_store_moves_into_postgres_row_for_row() {
         .await
         .expect("the import runs again");
     assert_eq!(again, report);
-    assert_eq!(rows_of(&phone.pool, &phone.fence.phone).await, counts);
+    let counts_again: Vec<(String, i64)> = rows_of(&phone.pool, &phone.fence.phone)
+        .await
+        .into_iter()
+        .filter(|(table, _)| table.starts_with("wa_") || table == "leases")
+        .collect();
+    assert_eq!(counts_again, counts);
 
     assert_eq!(
         read_back_filled(&*phone.backend).await,

@@ -6,10 +6,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lila_pgstore::phone_state::{self, StateKind};
 use lila_pgstore::testing::TempPostgres;
 use lila_pgstore::{
-    Fence, MIGRATIONS, Migration, PgBackend, PgStoreError, Pool, check_fence, claim_lease,
-    connect_pool, delete_phone, latest_version, migrate, migrate_with, renew_lease,
+    Fence, MIGRATIONS, Migration, PgBackend, PgStoreError, Pool, TABLES_KEPT_BY_DELETE_PHONE,
+    check_fence, claim_lease, connect_pool, delete_phone, latest_version, migrate, migrate_with,
+    renew_lease,
 };
 use support::{NODE, TTL, fill_every_table, pg_phone, pg_pool, rows_of, unique_phone};
 use wacore::store::traits::{DeviceStore, ProtocolStore, SignalStore};
@@ -389,8 +391,9 @@ async fn delete_phone_removes_every_row_of_the_phone_in_every_table() {
     let mut backends = Vec::new();
     for label in ["deleted", "kept"] {
         let fence = claim_lease(&pool, label, NODE, TTL).await.unwrap().unwrap();
-        let backend = PgBackend::new(pool.clone(), fence);
+        let backend = PgBackend::new(pool.clone(), fence.clone());
         fill_every_table(&backend).await;
+        fill_host_state(&pool, &fence).await;
         backends.push(backend);
     }
 
@@ -407,9 +410,25 @@ async fn delete_phone_removes_every_row_of_the_phone_in_every_table() {
     let kept_before = rows_of(&pool, "kept").await;
 
     let removed = delete_phone(&pool, "deleted").await.unwrap();
-    assert_eq!(removed, before.iter().map(|(_, n)| *n as u64).sum::<u64>());
+    let kept = |table: &str| TABLES_KEPT_BY_DELETE_PHONE.contains(&table);
+    assert_eq!(
+        removed,
+        before
+            .iter()
+            .filter(|(t, _)| !kept(t))
+            .map(|(_, n)| *n as u64)
+            .sum::<u64>()
+    );
     let after = rows_of(&pool, "deleted").await;
-    assert!(after.iter().all(|(_, n)| *n == 0), "rows left: {after:?}");
+    assert!(
+        after.iter().all(|(t, n)| *n == 0 || kept(t)),
+        "rows left: {after:?}"
+    );
+    // The record (which will hold the reset's tombstone) is what stays.
+    assert_eq!(
+        after.iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>(),
+        vec![&("phone_records".to_owned(), 1)]
+    );
     assert_eq!(
         rows_of(&pool, "kept").await,
         kept_before,
@@ -421,7 +440,130 @@ async fn delete_phone_removes_every_row_of_the_phone_in_every_table() {
         backends[0].put_session("5511.0", b"late").await,
         "after the reset",
     );
-    assert!(rows_of(&pool, "deleted").await.iter().all(|(_, n)| *n == 0));
+    assert_eq!(
+        rows_of(&pool, "deleted").await,
+        after,
+        "no write of the phone after its reset"
+    );
+}
+
+/// The host's own state of a phone, one row in each of its tables.
+async fn fill_host_state(pool: &Pool, fence: &Fence) {
+    phone_state::save_record(pool, fence, b"record")
+        .await
+        .unwrap();
+    phone_state::save_state(pool, fence, StateKind::Outbox, Some(b"outbox"))
+        .await
+        .unwrap();
+    phone_state::save_state(pool, fence, StateKind::Statuses, Some(b"statuses"))
+        .await
+        .unwrap();
+    assert!(
+        phone_state::save_contacts_if_session(pool, fence, b"contacts")
+            .await
+            .unwrap()
+    );
+}
+
+// --- the host's phone state ---
+
+#[tokio::test]
+async fn phone_state_keeps_what_it_is_given_under_the_lease_only() {
+    let pool = fresh_database().await;
+    migrate(&pool).await.unwrap();
+    let phone = "51987654321";
+    let fence = claim_lease(&pool, phone, NODE, TTL).await.unwrap().unwrap();
+    assert_eq!(phone_state::load_record(&pool, phone).await.unwrap(), None);
+    assert!(phone_state::known_phones(&pool).await.unwrap().is_empty());
+
+    phone_state::save_record(&pool, &fence, b"v1")
+        .await
+        .unwrap();
+    phone_state::save_record(&pool, &fence, b"v2")
+        .await
+        .unwrap();
+    assert_eq!(
+        phone_state::load_record(&pool, phone).await.unwrap(),
+        Some(b"v2".to_vec())
+    );
+    assert_eq!(phone_state::known_phones(&pool).await.unwrap(), [phone]);
+
+    phone_state::save_state(&pool, &fence, StateKind::Outbox, Some(b"queued"))
+        .await
+        .unwrap();
+    assert_eq!(
+        phone_state::load_state(&pool, phone, StateKind::Outbox)
+            .await
+            .unwrap(),
+        Some(b"queued".to_vec())
+    );
+    assert_eq!(
+        phone_state::load_state(&pool, phone, StateKind::Statuses)
+            .await
+            .unwrap(),
+        None,
+        "kinds are apart"
+    );
+    // Empty is no row.
+    phone_state::save_state(&pool, &fence, StateKind::Outbox, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        phone_state::load_state(&pool, phone, StateKind::Outbox)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Contacts only while the phone has a session (a device row).
+    assert!(
+        !phone_state::save_contacts_if_session(&pool, &fence, b"ana")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        phone_state::load_state(&pool, phone, StateKind::Contacts)
+            .await
+            .unwrap(),
+        None
+    );
+    PgBackend::new(pool.clone(), fence.clone())
+        .create()
+        .await
+        .unwrap();
+    assert!(
+        phone_state::save_contacts_if_session(&pool, &fence, b"ana")
+            .await
+            .unwrap()
+    );
+
+    // Another node takes the phone over: the old fence writes nothing more.
+    expire_lease(&pool, phone).await;
+    let newer = claim_lease(&pool, phone, "node-b", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = phone_state::save_record(&pool, &fence, b"stale").await;
+    assert!(
+        matches!(stale, Err(PgStoreError::LeaseLost { .. })),
+        "{stale:?}"
+    );
+    let stale = phone_state::save_state(&pool, &fence, StateKind::Outbox, Some(b"stale")).await;
+    assert!(
+        matches!(stale, Err(PgStoreError::LeaseLost { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(
+        phone_state::load_record(&pool, phone).await.unwrap(),
+        Some(b"v2".to_vec())
+    );
+    phone_state::save_record(&pool, &newer, b"v3")
+        .await
+        .unwrap();
+    assert_eq!(
+        phone_state::load_record(&pool, phone).await.unwrap(),
+        Some(b"v3".to_vec())
+    );
 }
 
 // --- the throwaway server itself ---

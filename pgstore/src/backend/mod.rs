@@ -204,9 +204,9 @@ pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, PgStore
 }
 
 /// Tables whose rows `delete_phone` keeps although they have a `phone`
-/// column. Empty: a reset removes every row of the phone. A table that must
-/// outlive the reset (one holding its tombstone) is named here.
-pub const TABLES_KEPT_BY_DELETE_PHONE: &[&str] = &[];
+/// column: `phone_records`, which holds the reset's tombstone and journal
+/// and so must outlive the phone's other rows. Everything else goes.
+pub const TABLES_KEPT_BY_DELETE_PHONE: &[&str] = &["phone_records"];
 
 /// Removes every row of `phone` from every table of the current schema that
 /// has a `phone` column (found in `information_schema`, so a table added later

@@ -158,7 +158,11 @@ impl Gateway {
     pub async fn boot(&self) -> BootSummary {
         let mut summary = BootSummary::default();
         let store = &self.ctx.store;
-        for phone in store.known_phones().await {
+        let phones = store.known_phones().await.unwrap_or_else(|e| {
+            error!(error = %e, "could not list the phones; none resumed");
+            Default::default()
+        });
+        for phone in phones {
             let record = match store.load_record(&phone).await {
                 Ok(record) => record,
                 Err(e) => {

@@ -10,6 +10,7 @@ pub mod message_status_file;
 pub mod outbox_file;
 pub mod phone_records;
 pub mod phone_store;
+pub mod postgres_store;
 pub mod purge;
 pub mod versioned;
 
@@ -33,6 +34,12 @@ pub enum StorageError {
     Sqlite { path: PathBuf, reason: String },
     #[error("refusing to touch {path}: it is outside the data root")]
     OutsideRoot { path: PathBuf },
+    #[error("database error: {reason}")]
+    Database { reason: String },
+    /// Cluster mode: this node does not (or no longer) hold the phone's
+    /// lease, so it may not write the phone's state; nothing was written.
+    #[error("this node no longer holds phone {phone}; another node runs it now")]
+    LeaseLost { phone: String },
 }
 
 impl StorageError {

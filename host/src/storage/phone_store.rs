@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::postgres_store::PgPhoneStore;
 use super::{StorageError, contacts, message_status_file, outbox_file, phone_records};
 use crate::core::message_status::MessageStatuses;
 use crate::core::outbox::Outbox;
@@ -23,6 +24,8 @@ use crate::phone::Phone;
 pub enum PhoneStore {
     /// Files under the data root (`layout.rs` says where each one goes).
     Files(DataLayout),
+    /// PostgreSQL, for a cluster (`postgres_store.rs`).
+    Postgres(PgPhoneStore),
 }
 
 impl PhoneStore {
@@ -31,15 +34,18 @@ impl PhoneStore {
         PhoneStore::Files(layout)
     }
 
-    /// Every phone with a record or session files.
-    pub async fn known_phones(&self) -> BTreeSet<Phone> {
+    /// Every phone with a record or a session (credentials).
+    pub async fn known_phones(&self) -> Result<BTreeSet<Phone>, StorageError> {
         match self {
             PhoneStore::Files(layout) => {
                 let layout = layout.clone();
-                tokio::task::spawn_blocking(move || phone_records::known_phones(&layout))
-                    .await
-                    .unwrap_or_default()
+                Ok(
+                    tokio::task::spawn_blocking(move || phone_records::known_phones(&layout))
+                        .await
+                        .unwrap_or_default(),
+                )
             }
+            PhoneStore::Postgres(db) => db.known_phones().await,
         }
     }
 
@@ -47,6 +53,7 @@ impl PhoneStore {
     pub async fn load_record(&self, phone: &Phone) -> Result<Option<PhoneRecord>, StorageError> {
         match self {
             PhoneStore::Files(layout) => phone_records::load(layout, phone),
+            PhoneStore::Postgres(db) => db.load_record(phone).await,
         }
     }
 
@@ -58,6 +65,7 @@ impl PhoneStore {
     ) -> Result<(), StorageError> {
         match self {
             PhoneStore::Files(layout) => phone_records::save(layout, phone, record),
+            PhoneStore::Postgres(db) => db.save_record(phone, record).await,
         }
     }
 
@@ -65,6 +73,7 @@ impl PhoneStore {
     pub async fn load_outbox(&self, phone: &Phone) -> Result<Outbox, StorageError> {
         match self {
             PhoneStore::Files(layout) => outbox_file::load(layout, phone),
+            PhoneStore::Postgres(db) => db.load_outbox(phone).await,
         }
     }
 
@@ -72,6 +81,7 @@ impl PhoneStore {
     pub async fn has_outbox(&self, phone: &Phone) -> bool {
         match self {
             PhoneStore::Files(layout) => layout.outbox_file(phone).exists(),
+            PhoneStore::Postgres(db) => db.has_outbox(phone).await,
         }
     }
 
@@ -79,6 +89,7 @@ impl PhoneStore {
     pub async fn save_outbox(&self, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
         match self {
             PhoneStore::Files(layout) => outbox_file::save(layout, phone, outbox),
+            PhoneStore::Postgres(db) => db.save_outbox(phone, outbox).await,
         }
     }
 
@@ -86,6 +97,7 @@ impl PhoneStore {
     pub async fn load_statuses(&self, phone: &Phone) -> Result<MessageStatuses, StorageError> {
         match self {
             PhoneStore::Files(layout) => message_status_file::load(layout, phone),
+            PhoneStore::Postgres(db) => db.load_statuses(phone).await,
         }
     }
 
@@ -97,6 +109,7 @@ impl PhoneStore {
     ) -> Result<(), StorageError> {
         match self {
             PhoneStore::Files(layout) => message_status_file::save(layout, phone, statuses),
+            PhoneStore::Postgres(db) => db.save_statuses(phone, statuses).await,
         }
     }
 
@@ -107,6 +120,7 @@ impl PhoneStore {
     ) -> Result<BTreeMap<String, String>, StorageError> {
         match self {
             PhoneStore::Files(layout) => contacts::load(layout, phone),
+            PhoneStore::Postgres(db) => db.load_contacts(phone).await,
         }
     }
 
@@ -120,6 +134,7 @@ impl PhoneStore {
     ) -> Result<(), StorageError> {
         match self {
             PhoneStore::Files(layout) => contacts::save(layout, phone, names),
+            PhoneStore::Postgres(db) => db.save_contacts(phone, names).await,
         }
     }
 }
@@ -137,7 +152,10 @@ mod tests {
     /// What any store must do: give back what it was given, know the phone,
     /// and keep contacts only while the phone has a session (`open_session`
     /// makes one, as the WhatsApp client does when it first stores credentials).
-    async fn keeps_what_it_is_given(store: &PhoneStore, open_session: impl FnOnce()) {
+    async fn keeps_what_it_is_given(
+        store: &PhoneStore,
+        open_session: impl std::future::Future<Output = ()>,
+    ) {
         let phone = phone();
         assert_eq!(store.load_record(&phone).await.unwrap(), None);
         assert!(store.load_outbox(&phone).await.unwrap().is_empty());
@@ -146,12 +164,15 @@ mod tests {
         let record = PhoneRecord::new(owner, DesiredState::Running, 1_700_000_000_000);
         store.save_record(&phone, &record).await.unwrap();
         assert_eq!(store.load_record(&phone).await.unwrap(), Some(record));
-        assert_eq!(store.known_phones().await, BTreeSet::from([phone.clone()]));
+        assert_eq!(
+            store.known_phones().await.unwrap(),
+            BTreeSet::from([phone.clone()])
+        );
         let mut names = BTreeMap::new();
         names.insert("51900000001@s.whatsapp.net".to_owned(), "Ana".to_owned());
         store.save_contacts(&phone, &names).await.unwrap();
         assert!(store.load_contacts(&phone).await.unwrap().is_empty());
-        open_session();
+        open_session.await;
         store.save_contacts(&phone, &names).await.unwrap();
         assert_eq!(store.load_contacts(&phone).await.unwrap(), names);
         let mut statuses = MessageStatuses::default();
@@ -168,9 +189,88 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = DataLayout::new(dir.path());
         let store = PhoneStore::files(layout.clone());
-        keeps_what_it_is_given(&store, || {
+        keeps_what_it_is_given(&store, async {
             std::fs::create_dir_all(layout.session_dir(&phone())).unwrap();
         })
         .await;
+    }
+
+    /// A fresh database on the tests' throwaway PostgreSQL server, migrated.
+    async fn fresh_database() -> lila_pgstore::Pool {
+        let server =
+            lila_pgstore::testing::TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
+        let url = server.create_database().unwrap();
+        let pool = lila_pgstore::connect_pool(&url, 4).unwrap();
+        lila_pgstore::migrate(&pool).await.unwrap();
+        pool
+    }
+
+    #[tokio::test]
+    async fn the_postgres_store_keeps_what_it_is_given() {
+        use wacore::store::traits::DeviceStore;
+        let pool = fresh_database().await;
+        let db = PgPhoneStore::new(pool.clone());
+        let fence = lila_pgstore::claim_lease(&pool, phone().as_str(), "node-a", LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        db.hold(&phone(), fence.clone());
+        let store = PhoneStore::Postgres(db);
+        keeps_what_it_is_given(&store, async {
+            lila_pgstore::PgBackend::new(pool.clone(), fence)
+                .create()
+                .await
+                .unwrap();
+        })
+        .await;
+    }
+
+    const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn the_postgres_store_writes_a_phone_only_under_its_lease() {
+        let pool = fresh_database().await;
+        let db = PgPhoneStore::new(pool.clone());
+        let record = PhoneRecord::new(None, DesiredState::Running, 1);
+        // Not held: refused, nothing written.
+        let refused = db.save_record(&phone(), &record).await;
+        assert!(
+            matches!(refused, Err(StorageError::LeaseLost { .. })),
+            "{refused:?}"
+        );
+        let fence = lila_pgstore::claim_lease(&pool, phone().as_str(), "node-a", LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        db.hold(&phone(), fence);
+        db.save_record(&phone(), &record).await.unwrap();
+        // Another node took the phone (the lease expired): this node's write fails.
+        pool.get()
+            .await
+            .unwrap()
+            .execute(
+                "UPDATE leases SET expires_at = now() - interval '1 second'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let b = lila_pgstore::claim_lease(&pool, phone().as_str(), "node-b", LEASE)
+            .await
+            .unwrap();
+        assert!(b.is_some());
+        let mut stopped = record.clone();
+        stopped.desired = DesiredState::Stopped;
+        let lost = db.save_record(&phone(), &stopped).await;
+        assert!(
+            matches!(lost, Err(StorageError::LeaseLost { .. })),
+            "{lost:?}"
+        );
+        assert_eq!(db.load_record(&phone()).await.unwrap(), Some(record));
+        // Released: refused without asking the database.
+        db.release(&phone());
+        assert!(matches!(
+            db.save_outbox(&phone(), &Outbox::default()).await,
+            Err(StorageError::LeaseLost { .. })
+        ));
     }
 }

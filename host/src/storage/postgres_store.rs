@@ -1,0 +1,193 @@
+//! A phone's record, outbox, statuses and contacts in PostgreSQL (cluster
+//! mode): the `PhoneStore::Postgres` variant, with the same methods as the
+//! files and the same encodings (each value is the bytes of its versioned
+//! file format, decoded by the same functions).
+//!
+//! Every write is fenced by the phone's lease (see `lila-pgstore`): the
+//! store writes a phone only while this node holds it (`hold`), and a write
+//! under a lease another node took over fails with `LeaseLost`, having
+//! written nothing. Reads need no lease.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use lila_pgstore::phone_state::{self, StateKind};
+use lila_pgstore::{Fence, PgStoreError, Pool};
+
+use super::{StorageError, contacts, message_status_file, outbox_file, phone_records};
+use crate::core::message_status::MessageStatuses;
+use crate::core::outbox::Outbox;
+use crate::core::record::PhoneRecord;
+use crate::phone::Phone;
+
+/// The PostgreSQL store of one node.
+#[derive(Clone)]
+pub struct PgPhoneStore {
+    pool: Pool,
+    /// The leases this node holds, by phone: the fence of each write.
+    held: Arc<Mutex<HashMap<Phone, Fence>>>,
+}
+
+impl std::fmt::Debug for PgPhoneStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgPhoneStore").finish_non_exhaustive()
+    }
+}
+
+/// Names a row in errors the way a file path names a file.
+fn place(phone: &Phone, what: &str) -> String {
+    format!("postgres:{what}/{phone}")
+}
+
+fn database(e: PgStoreError) -> StorageError {
+    match e {
+        PgStoreError::LeaseLost { phone, .. } => StorageError::LeaseLost { phone },
+        other => StorageError::Database {
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl PgPhoneStore {
+    pub fn new(pool: Pool) -> PgPhoneStore {
+        PgPhoneStore {
+            pool,
+            held: Arc::default(),
+        }
+    }
+
+    /// This node holds `phone`'s lease under `fence` (from `claim_lease`):
+    /// its writes of the phone go under that fence from now on.
+    pub fn hold(&self, phone: &Phone, fence: Fence) {
+        self.held_leases().insert(phone.clone(), fence);
+    }
+
+    /// This node no longer holds `phone`: its writes of the phone are refused.
+    pub fn release(&self, phone: &Phone) {
+        self.held_leases().remove(phone);
+    }
+
+    fn held_leases(&self) -> std::sync::MutexGuard<'_, HashMap<Phone, Fence>> {
+        // A map of finished values: a panic elsewhere cannot have left it half-written.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fence(&self, phone: &Phone) -> Result<Fence, StorageError> {
+        self.held_leases()
+            .get(phone)
+            .cloned()
+            .ok_or_else(|| StorageError::LeaseLost {
+                phone: phone.as_str().to_owned(),
+            })
+    }
+
+    pub async fn known_phones(&self) -> Result<BTreeSet<Phone>, StorageError> {
+        let phones = phone_state::known_phones(&self.pool)
+            .await
+            .map_err(database)?;
+        // A row whose key is not a phone was not written by lila: skipped.
+        Ok(phones.iter().filter_map(|p| Phone::parse(p).ok()).collect())
+    }
+
+    pub async fn load_record(&self, phone: &Phone) -> Result<Option<PhoneRecord>, StorageError> {
+        match phone_state::load_record(&self.pool, phone.as_str())
+            .await
+            .map_err(database)?
+        {
+            Some(bytes) => {
+                let place = place(phone, "phone_records");
+                phone_records::decode(Path::new(&place), phone, &bytes).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn save_record(
+        &self,
+        phone: &Phone,
+        record: &PhoneRecord,
+    ) -> Result<(), StorageError> {
+        let bytes = phone_records::encode_bytes(record)?;
+        phone_state::save_record(&self.pool, &self.fence(phone)?, &bytes)
+            .await
+            .map_err(database)
+    }
+
+    async fn load_state(
+        &self,
+        phone: &Phone,
+        kind: StateKind,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        phone_state::load_state(&self.pool, phone.as_str(), kind)
+            .await
+            .map_err(database)
+    }
+
+    async fn save_state(
+        &self,
+        phone: &Phone,
+        kind: StateKind,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<(), StorageError> {
+        phone_state::save_state(&self.pool, &self.fence(phone)?, kind, bytes.as_deref())
+            .await
+            .map_err(database)
+    }
+
+    pub async fn has_outbox(&self, phone: &Phone) -> bool {
+        matches!(self.load_state(phone, StateKind::Outbox).await, Ok(Some(_)))
+    }
+
+    pub async fn load_outbox(&self, phone: &Phone) -> Result<Outbox, StorageError> {
+        match self.load_state(phone, StateKind::Outbox).await? {
+            Some(bytes) => outbox_file::decode(Path::new(&place(phone, "outbox")), &bytes),
+            None => Ok(Outbox::default()),
+        }
+    }
+
+    pub async fn save_outbox(&self, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
+        let bytes = outbox_file::encode_bytes(outbox)?;
+        self.save_state(phone, StateKind::Outbox, bytes).await
+    }
+
+    pub async fn load_statuses(&self, phone: &Phone) -> Result<MessageStatuses, StorageError> {
+        match self.load_state(phone, StateKind::Statuses).await? {
+            Some(bytes) => {
+                message_status_file::decode(Path::new(&place(phone, "statuses")), &bytes)
+            }
+            None => Ok(MessageStatuses::default()),
+        }
+    }
+
+    pub async fn save_statuses(
+        &self,
+        phone: &Phone,
+        statuses: &MessageStatuses,
+    ) -> Result<(), StorageError> {
+        let bytes = message_status_file::encode_bytes(statuses)?;
+        self.save_state(phone, StateKind::Statuses, bytes).await
+    }
+
+    pub async fn load_contacts(
+        &self,
+        phone: &Phone,
+    ) -> Result<BTreeMap<String, String>, StorageError> {
+        match self.load_state(phone, StateKind::Contacts).await? {
+            Some(bytes) => contacts::decode(Path::new(&place(phone, "contacts")), &bytes),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    pub async fn save_contacts(
+        &self,
+        phone: &Phone,
+        names: &BTreeMap<String, String>,
+    ) -> Result<(), StorageError> {
+        let bytes = contacts::encode_bytes(names)?;
+        phone_state::save_contacts_if_session(&self.pool, &self.fence(phone)?, &bytes)
+            .await
+            .map(|_| ())
+            .map_err(database)
+    }
+}

@@ -48,6 +48,9 @@ pub enum CliCommand {
     /// Print the OpenAPI 3.1 document of the HTTP API (what `GET
     /// /api/openapi.json` serves; `lila openapi > docs/openapi.json` updates the committed copy).
     Openapi,
+    /// Brings the PostgreSQL schema of cluster mode (LILA_DATABASE_URL or
+    /// `database_url`) to this lila's version; nodes also do it at start.
+    Migrate,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -64,6 +67,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 openapi::document_json().context("rendering the document")?
             );
+            Ok(())
+        }
+        CliCommand::Migrate => {
+            let config = config()?;
+            let Some(url) = config.database_url else {
+                anyhow::bail!(
+                    "no database to migrate: set LILA_DATABASE_URL (or database_url in lila.toml) to a postgres:// URL"
+                );
+            };
+            let pool = lila_pgstore::connect_pool(&url.0, 1).context("the database URL")?;
+            let report = lila_pgstore::migrate(&pool)
+                .await
+                .context("migrating the database")?;
+            if report.from == report.to {
+                println!("database schema at version {}: up to date", report.to);
+            } else {
+                println!(
+                    "database schema migrated from version {} to {}",
+                    report.from, report.to
+                );
+            }
             Ok(())
         }
         CliCommand::Token {
@@ -92,6 +116,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // The PostgreSQL store exists (`lila migrate`, `storage::postgres_store`);
+    // running sessions across nodes does not yet. Refuse rather than run a
+    // single node that the operator believes is part of a cluster.
+    if config.database_url.is_some() {
+        anyhow::bail!(
+            "cluster mode (LILA_DATABASE_URL) cannot serve yet: this lila can only migrate its schema (lila migrate); unset it to run a single node on files"
+        );
+    }
     let layout = DataLayout::new(config.data_dir.clone());
     let (secret, source) =
         load_or_create_secret(config.jwt_secret.as_deref(), &layout.jwt_secret_file())

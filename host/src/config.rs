@@ -7,6 +7,7 @@
 //! | `LILA_JWT_SECRET` | HS256 secret shared with the Portal | generated into `{data}/lila/jwt.secret` |
 //! | `LILA_CONFIG` | path of the TOML file | `./lila.toml` if present |
 //! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work) | WhatsApp's own |
+//! | `LILA_DATABASE_URL` | PostgreSQL, for cluster mode (`postgres://…`) | none: one node, files |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub struct Config {
     pub backups: BackupConfig,
     pub sessions: SessionConfig,
     pub events: EventsConfig,
+    /// PostgreSQL for cluster mode; `None` is the single node on files.
+    pub database_url: Option<DatabaseUrl>,
     /// The TOML file this configuration was read from, if any: the plugin
     /// runtime re-reads its `[plugins]` section on change.
     pub config_file: Option<PathBuf>,
@@ -31,6 +34,17 @@ pub struct Config {
     /// Test switch: abort the process at this reset step (see `ResetStep::name`).
     /// Set only by crash tests through `LILA_CRASH_AT`.
     pub crash_at: Option<String>,
+}
+
+/// A PostgreSQL URL. It usually carries a password, so it prints as its
+/// scheme only: a `{:?}` of the configuration never leaks it to a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(postgres://…)")
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -107,6 +121,7 @@ impl Default for Config {
                 shutdown_deadline: Duration::from_secs(4),
             },
             events: EventsConfig::default(),
+            database_url: None,
             config_file: None,
             plugins_configured: false,
             crash_at: None,
@@ -135,6 +150,7 @@ pub struct ConfigFile {
     pub bind: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub jwt_secret: Option<String>,
+    pub database_url: Option<String>,
     #[serde(default)]
     pub whatsapp: WhatsAppFile,
     #[serde(default)]
@@ -251,6 +267,23 @@ impl Config {
                 reason: "must be at least 16 bytes".into(),
             });
         }
+        config.database_url = match env("LILA_DATABASE_URL")
+            .or(file.database_url)
+            .filter(|s| !s.is_empty())
+        {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(DatabaseUrl(url))
+            }
+            Some(_) => {
+                return Err(ConfigError::Value {
+                    name: "LILA_DATABASE_URL",
+                    reason:
+                        "must be a PostgreSQL URL (postgres://user:password@host:port/database)"
+                            .into(),
+                });
+            }
+            None => None,
+        };
         config.whatsapp.url = env("LILA_WA_URL")
             .or(file.whatsapp.url)
             .filter(|s| !s.is_empty());
@@ -353,6 +386,24 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/srv/lila"));
         assert_eq!(config.backups.interval, Duration::from_secs(60));
         assert_eq!(config.backups.retention, 2);
+    }
+
+    #[test]
+    fn a_database_url_is_postgres_only_and_never_printed() {
+        let file: ConfigFile =
+            toml::from_str("database_url = \"postgres://lila:s3cret@db:5432/lila\"\n").unwrap();
+        let config = Config::from_parts(file, &env_of(&[])).unwrap();
+        let url = config.database_url.clone().unwrap();
+        assert_eq!(url.0, "postgres://lila:s3cret@db:5432/lila");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let refused = Config::from_parts(
+            ConfigFile::default(),
+            &env_of(&[("LILA_DATABASE_URL", "mysql://db/lila")]),
+        )
+        .unwrap_err();
+        assert!(refused.to_string().contains("PostgreSQL URL"), "{refused}");
+        let none = Config::from_parts(ConfigFile::default(), &env_of(&[])).unwrap();
+        assert_eq!(none.database_url, None);
     }
 
     #[test]

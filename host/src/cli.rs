@@ -51,6 +51,11 @@ pub enum CliCommand {
     /// Brings the PostgreSQL schema of cluster mode (LILA_DATABASE_URL or
     /// `database_url`) to this lila's version; nodes also do it at start.
     Migrate,
+    /// Copies this node's data root (phone records, outboxes, statuses,
+    /// contacts and each phone's WhatsApp store) into the PostgreSQL
+    /// database, for cluster mode. Run it with every lila node stopped;
+    /// running it again rewrites the same rows.
+    Import,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -70,13 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Migrate => {
-            let config = config()?;
-            let Some(url) = config.database_url else {
-                anyhow::bail!(
-                    "no database to migrate: set LILA_DATABASE_URL (or database_url in lila.toml) to a postgres:// URL"
-                );
-            };
-            let pool = lila_pgstore::connect_pool(&url.0, 1).context("the database URL")?;
+            let pool = database_pool(&config()?, "migrate")?;
             let report = lila_pgstore::migrate(&pool)
                 .await
                 .context("migrating the database")?;
@@ -88,6 +87,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     report.from, report.to
                 );
             }
+            Ok(())
+        }
+        CliCommand::Import => {
+            let config = config()?;
+            let pool = database_pool(&config, "import into")?;
+            let layout = DataLayout::new(config.data_dir.clone());
+            let node = format!("lila-import-{}", std::process::id());
+            let summary = crate::import::import_data_root(&layout, &pool, &node)
+                .await
+                .context("importing the data root")?;
+            println!(
+                "imported {} phones from {}: {} WhatsApp stores ({} rows), {} messages still to send",
+                summary.phones,
+                config.data_dir.display(),
+                summary.stores,
+                summary.store_rows,
+                summary.pending_messages
+            );
             Ok(())
         }
         CliCommand::Token {
@@ -113,6 +130,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A pool on the configured database, or the sentence saying what to set.
+fn database_pool(config: &Config, doing: &str) -> anyhow::Result<lila_pgstore::Pool> {
+    let Some(url) = &config.database_url else {
+        anyhow::bail!(
+            "no database to {doing}: set LILA_DATABASE_URL (or database_url in lila.toml) to a postgres:// URL"
+        );
+    };
+    lila_pgstore::connect_pool(&url.0, 2).context("the database URL")
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod hooks;
 pub mod http;
+pub mod import;
 pub mod layout;
 pub mod limits;
 pub mod metrics;

@@ -3,6 +3,7 @@
 //! `lila serve` refuses a database URL rather than pretend to be a cluster.
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use lila_pgstore::testing::TempPostgres;
 
@@ -83,4 +84,124 @@ fn without_a_database_url_migrate_says_what_to_set_and_serve_refuses_one() {
         "{}",
         text(&serve.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lila_import_moves_a_data_root_into_postgres_and_again_changes_nothing() {
+    use std::collections::BTreeMap;
+
+    use lila::core::message_status::MessageStatuses;
+    use lila::core::outbox::{Outbox, OutboxMessage, Recipient};
+    use lila::core::record::{DesiredState, PhoneRecord};
+    use lila::core::tenant::TenantId;
+    use lila::layout::DataLayout;
+    use lila::phone::Phone;
+    use lila::storage::phone_store::PhoneStore;
+    use lila::storage::postgres_store::PgPhoneStore;
+    use wacore::store::traits::DeviceStore;
+
+    // A single node's data root: a paired phone with two messages to send,
+    // and a stopped phone with a record only.
+    let root = tempfile::tempdir().unwrap();
+    let layout = DataLayout::new(root.path());
+    let files = PhoneStore::files(layout.clone());
+    let paired = Phone::parse("51987650001").unwrap();
+    let stopped = Phone::parse("51987650002").unwrap();
+    let acme = TenantId::parse("acme").ok();
+    let running = PhoneRecord::new(acme.clone(), DesiredState::Running, 1_700_000_000_000);
+    let down = PhoneRecord::new(acme, DesiredState::Stopped, 1_700_000_000_001);
+    files.save_record(&paired, &running).await.unwrap();
+    files.save_record(&stopped, &down).await.unwrap();
+    std::fs::create_dir_all(layout.session_dir(&paired)).unwrap();
+    let store_path = layout.store_file(&paired);
+    let sqlite = whatsapp_rust::store::SqliteStore::new(store_path.to_str().unwrap())
+        .await
+        .unwrap();
+    sqlite.create().await.unwrap();
+    drop(sqlite);
+    let mut outbox = Outbox::default();
+    let mut statuses = MessageStatuses::default();
+    for (i, text) in ["uno", "dos"].into_iter().enumerate() {
+        let id = format!("3EB0A1B2C3D4E5F6A7B8C9D{i}");
+        let to = Recipient::parse("51900000001").unwrap();
+        statuses.queued(&id, to.as_jid(), 1_700_000_000_000);
+        outbox
+            .enqueue(OutboxMessage::new(id, to, text.to_owned(), 1_700_000_000_000).unwrap())
+            .unwrap();
+    }
+    files.save_outbox(&paired, &outbox).await.unwrap();
+    files.save_statuses(&paired, &statuses).await.unwrap();
+    let names = BTreeMap::from([("51900000001@s.whatsapp.net".to_owned(), "Ana".to_owned())]);
+    files.save_contacts(&paired, &names).await.unwrap();
+
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.create_database().unwrap();
+    let import = |url: String, dir: std::path::PathBuf| {
+        std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_lila"))
+                .arg("import")
+                .current_dir(&dir)
+                .env("LILA_DATA_DIR", &dir)
+                .env("LILA_DATABASE_URL", url)
+                .env_remove("LILA_CONFIG")
+                .output()
+                .unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    let first = import(url.clone(), root.path().to_owned());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let said = answer(&first);
+    assert!(
+        said.starts_with("imported 2 phones from ")
+            && said.contains(": 1 WhatsApp stores (")
+            && said.ends_with(" rows), 2 messages still to send"),
+        "{said}"
+    );
+
+    let pool = lila_pgstore::connect_pool(&url, 2).unwrap();
+    let db = PgPhoneStore::new(pool.clone());
+    let check = || async {
+        assert_eq!(
+            db.known_phones().await.unwrap(),
+            [paired.clone(), stopped.clone()].into()
+        );
+        assert_eq!(
+            db.load_record(&paired).await.unwrap(),
+            Some(running.clone())
+        );
+        assert_eq!(db.load_record(&stopped).await.unwrap(), Some(down.clone()));
+        assert_eq!(db.load_outbox(&paired).await.unwrap(), outbox);
+        assert_eq!(db.load_statuses(&paired).await.unwrap().len(), 2);
+        assert_eq!(db.load_contacts(&paired).await.unwrap(), names);
+        assert!(db.load_outbox(&stopped).await.unwrap().is_empty());
+    };
+    check().await;
+    // The import gave every lease up: a node may take the phones at once.
+    assert!(
+        lila_pgstore::claim_lease(&pool, paired.as_str(), "node-a", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Held by a running node, a phone is not imported over.
+    let refused = import(url.clone(), root.path().to_owned());
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("another node holds this phone now"),
+        "{}",
+        text(&refused.stderr)
+    );
+    pool.get()
+        .await
+        .unwrap()
+        .execute("UPDATE leases SET expires_at = now()", &[])
+        .await
+        .unwrap();
+    // Once more: the same answer and the same rows.
+    let again = import(url, root.path().to_owned());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(answer(&again), said);
+    check().await;
 }

@@ -108,3 +108,18 @@ pub async fn renew_lease(pool: &Pool, fence: &Fence, ttl: Duration) -> Result<()
         Err(fence.lost())
     }
 }
+
+/// Gives the phone's lease up at once (its row expires now), when `fence`
+/// still holds it: another node may claim the phone without waiting for
+/// the lease to run out. Returns whether it was still held.
+pub async fn release_lease(pool: &Pool, fence: &Fence) -> Result<bool, PgStoreError> {
+    let client = pool.get().await?;
+    let released = client
+        .execute(
+            "UPDATE leases SET expires_at = now()
+             WHERE phone = $1 AND node_id = $2 AND epoch = $3 AND expires_at > now()",
+            &[&fence.phone, &fence.node_id, &fence.epoch],
+        )
+        .await?;
+    Ok(released == 1)
+}

@@ -39,7 +39,7 @@ pub use backend::{
     connect_pool, delete_phone, tables_with_phone_column,
 };
 pub use error::PgStoreError;
-pub use lease::{Fence, check_fence, claim_lease, renew_lease};
+pub use lease::{Fence, check_fence, claim_lease, release_lease, renew_lease};
 pub use migrations::{
     MIGRATIONS, Migration, MigrationReport, latest_version, migrate, migrate_with,
 };

@@ -133,6 +133,35 @@ fn phone_in_body_schema() -> impl Into<RefOr<Schema>> {
         .examples(["51987654321"])
 }
 
+/// The documented shape of a message's recipient, as `Recipient::parse`
+/// takes it: a phone (digits, as a string or a JSON number), a user JID or a
+/// group JID, with surrounding spaces ignored.
+fn recipient_schema() -> impl Into<RefOr<Schema>> {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .pattern(Some(RECIPIENT_PATTERN)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Integer))
+                .minimum(Some(10_000_000u64))
+                .maximum(Some(999_999_999_999_999u64)),
+        )
+        .description(Some(
+            "A phone (8 to 15 digits, as a string or a JSON number), a user JID (`{digits}@s.whatsapp.net`) or a group JID (`{digits}[-{digits}]@g.us`)",
+        ))
+        .examples(["51900000001"])
+}
+
+/// A recipient: a phone, a user JID or a group JID (`Recipient::parse`).
+/// It may be stricter than the parser (a group JID of at most 40
+/// characters in the usual two shapes), never looser: a test checks that
+/// whatever it matches, the parser accepts.
+pub const RECIPIENT_PATTERN: &str =
+    r"^\s*([0-9]{8,15}(@s\.whatsapp\.net)?|[0-9]{1,20}(-[0-9]{1,19})?@g\.us)\s*$";
+
 /// A phone: 8 to 15 ASCII digits (E.164 without `+`).
 pub const PHONE_PATTERN: &str = "^[0-9]{8,15}$";
 
@@ -153,10 +182,10 @@ pub struct CreateSessionRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SendMessageRequest {
     /// The recipient: a phone (digits, as a string or a number) or a JID.
-    #[schema(value_type = String, required = true, example = "51900000001")]
+    #[schema(schema_with = recipient_schema, required = true)]
     pub to: Option<StringOrNumber>,
-    /// The text; it must not be blank.
-    #[schema(value_type = String, required = true, example = "hola")]
+    /// The text; it must not be blank, and at most 65,536 bytes (UTF-8).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 65536, pattern = "\\S", example = "hola")]
     pub text: Option<String>,
 }
 

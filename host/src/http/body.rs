@@ -769,8 +769,46 @@ pub struct HealthBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::outbox::Recipient;
     use crate::core::reset_report::{AFTER_CLEAR, BEFORE_CLEAR};
     use crate::core::status::Status;
+
+    /// Whatever the document promises, the API accepts: a client (or
+    /// schemathesis) that follows the patterns never gets a 400 for them.
+    #[test]
+    fn the_documented_patterns_never_promise_what_the_parsers_refuse() {
+        let recipient = regex::Regex::new(RECIPIENT_PATTERN).unwrap();
+        let phone = regex::Regex::new(PHONE_PATTERN).unwrap();
+        let samples = [
+            "51900000001",
+            " 51900000001 ",
+            "1234567",
+            "1234567890123456",
+            "51900000001@s.whatsapp.net",
+            "5190000@s.whatsapp.net",
+            "120363025246125486@g.us",
+            "5511999999999-1600000000@g.us",
+            "12345678901234567890-1234567890123456789@g.us",
+            "-1@g.us",
+            "1-@g.us",
+            "abc",
+            "",
+            "51900000001@g.us",
+            "+51900000001",
+            "51900000001\n",
+        ];
+        let mut matched = 0;
+        for sample in samples {
+            if recipient.is_match(sample) {
+                matched += 1;
+                assert!(Recipient::parse(sample).is_ok(), "{sample:?}");
+            }
+            if phone.is_match(sample) {
+                assert!(Phone::parse(sample).is_ok(), "{sample:?}");
+            }
+        }
+        assert_eq!(matched, 8, "the pattern matches the usual shapes");
+    }
 
     fn name(value: impl Serialize) -> String {
         serde_json::to_value(value)

@@ -92,7 +92,7 @@ pub struct ErrorBody {
 ///
 /// Any other JSON value is kept, so that the handler answers with a sentence
 /// naming the field ("'to' must be a string") rather than a parser's message.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum StringOrNumber {
     Text(String),
@@ -113,13 +113,18 @@ impl StringOrNumber {
     }
 }
 
-/// The documented shape of a phone sent in a body: digits as a string (or a number).
-fn phone_in_body_schema() -> impl Into<RefOr<Schema>> {
+/// A value the body may carry as a string matching `pattern` or as a JSON
+/// number that is a phone (8 to 15 digits): what `StringOrNumber` reads.
+fn string_or_phone_number_schema(
+    pattern: &str,
+    description: &str,
+    example: &str,
+) -> impl Into<RefOr<Schema>> {
     OneOfBuilder::new()
         .item(
             ObjectBuilder::new()
                 .schema_type(SchemaType::Type(Type::String))
-                .pattern(Some(PHONE_PATTERN)),
+                .pattern(Some(pattern)),
         )
         .item(
             ObjectBuilder::new()
@@ -127,32 +132,28 @@ fn phone_in_body_schema() -> impl Into<RefOr<Schema>> {
                 .minimum(Some(10_000_000u64))
                 .maximum(Some(999_999_999_999_999u64)),
         )
-        .description(Some(
-            "E.164 without `+`: 8 to 15 ASCII digits, as a string (or a JSON number)",
-        ))
-        .examples(["51987654321"])
+        .description(Some(description))
+        .examples([example])
+}
+
+/// The documented shape of a phone sent in a body: digits as a string (or a number).
+fn phone_in_body_schema() -> impl Into<RefOr<Schema>> {
+    string_or_phone_number_schema(
+        PHONE_PATTERN,
+        "E.164 without `+`: 8 to 15 ASCII digits, as a string (or a JSON number)",
+        "51987654321",
+    )
 }
 
 /// The documented shape of a message's recipient, as `Recipient::parse`
 /// takes it: a phone (digits, as a string or a JSON number), a user JID or a
 /// group JID, with surrounding spaces ignored.
 fn recipient_schema() -> impl Into<RefOr<Schema>> {
-    OneOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .schema_type(SchemaType::Type(Type::String))
-                .pattern(Some(RECIPIENT_PATTERN)),
-        )
-        .item(
-            ObjectBuilder::new()
-                .schema_type(SchemaType::Type(Type::Integer))
-                .minimum(Some(10_000_000u64))
-                .maximum(Some(999_999_999_999_999u64)),
-        )
-        .description(Some(
-            "A phone (8 to 15 digits, as a string or a JSON number), a user JID (`{digits}@s.whatsapp.net`) or a group JID (`{digits}[-{digits}]@g.us`)",
-        ))
-        .examples(["51900000001"])
+    string_or_phone_number_schema(
+        RECIPIENT_PATTERN,
+        "A phone (8 to 15 digits, as a string or a JSON number), a user JID (`{digits}@s.whatsapp.net`) or a group JID (`{digits}[-{digits}]@g.us`)",
+        "51900000001",
+    )
 }
 
 /// A recipient: a phone, a user JID or a group JID (`Recipient::parse`).
@@ -166,7 +167,7 @@ pub const RECIPIENT_PATTERN: &str =
 pub const PHONE_PATTERN: &str = "^[0-9]{8,15}$";
 
 /// `POST /api/sessions`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSessionRequest {
     /// The phone to create or start.

@@ -178,9 +178,8 @@ impl Gateway {
                 Some(record) => self.ctx.index.record(&phone, record),
                 None => self.ctx.index.orphan(&phone),
             }
-            if store.has_outbox(&phone).await
-                && let Ok(outbox) = store.load_outbox(&phone).await
-            {
+            // No outbox stored reads as an empty one: one read either way.
+            if let Ok(outbox) = store.load_outbox(&phone).await {
                 self.ctx.index.set_pending_at_boot(&phone, outbox.len());
             }
             match boot_action(record.as_ref(), has_files) {

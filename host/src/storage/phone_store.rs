@@ -77,14 +77,6 @@ impl PhoneStore {
         }
     }
 
-    /// Whether the phone has an outbox stored, without reading it.
-    pub async fn has_outbox(&self, phone: &Phone) -> bool {
-        match self {
-            PhoneStore::Files(layout) => layout.outbox_file(phone).exists(),
-            PhoneStore::Postgres(db) => db.has_outbox(phone).await,
-        }
-    }
-
     /// Replaces the phone's outbox, durably, before it returns.
     pub async fn save_outbox(&self, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
         match self {
@@ -159,7 +151,6 @@ mod tests {
         let phone = phone();
         assert_eq!(store.load_record(&phone).await.unwrap(), None);
         assert!(store.load_outbox(&phone).await.unwrap().is_empty());
-        assert!(!store.has_outbox(&phone).await);
         let owner = TenantId::parse("acme").ok();
         let record = PhoneRecord::new(owner, DesiredState::Running, 1_700_000_000_000);
         store.save_record(&phone, &record).await.unwrap();

@@ -135,10 +135,6 @@ impl PgPhoneStore {
             .map_err(database)
     }
 
-    pub async fn has_outbox(&self, phone: &Phone) -> bool {
-        matches!(self.load_state(phone, StateKind::Outbox).await, Ok(Some(_)))
-    }
-
     pub async fn load_outbox(&self, phone: &Phone) -> Result<Outbox, StorageError> {
         match self.load_state(phone, StateKind::Outbox).await? {
             Some(bytes) => outbox_file::decode(Path::new(&place(phone, "outbox")), &bytes),

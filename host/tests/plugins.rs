@@ -996,10 +996,13 @@ async fn chosen_events_reach_the_webhook_in_order_signed_and_once_each() {
 async fn a_slow_event_plugin_never_holds_a_session_back_and_what_it_drops_is_counted() {
     // Each forwarded event takes the receiver 300 ms; the plugin's queue holds one.
     let (url, seen) = receiver_taking(Duration::from_millis(300)).await;
+    // Every type the host publishes, from the host's own list: webhook-notify
+    // keeps a copy of it, and refuses a config naming a type it lacks.
+    let every_type = lila::core::event::EVENT_TYPES;
     let s = Setup::with_config(
         &[("webhook-notify", "webhook-notify.wasm")],
         &format!(
-            "[[plugins.plugin]]\nname = \"webhook-notify\"\nhooks = [\"on-event\"]\ncapabilities = {{ http = [\"{url}\"] }}\nconfig = {{ endpoints = [{{ url = \"{url}\", secret = \"whsec_test\" }}], events = [\"session.status\", \"session.qr\", \"session.cleared\", \"session.logged_out\", \"message.status\"] }}\n"
+            "[[plugins.plugin]]\nname = \"webhook-notify\"\nhooks = [\"on-event\"]\ncapabilities = {{ http = [\"{url}\"] }}\nconfig = {{ endpoints = [{{ url = \"{url}\", secret = \"whsec_test\" }}], events = {every_type:?} }}\n"
         ),
         |config| config.events.plugin_queue = 1,
     )

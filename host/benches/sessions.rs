@@ -83,17 +83,24 @@ fn connected_count(server: &Server, token: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn wait_connected(server: &Server, token: &str, n: usize, limit: Duration) -> Duration {
+/// How many sessions are connected once `n` are, or once `limit` has passed.
+fn connected_within(server: &Server, token: &str, n: usize, limit: Duration) -> usize {
     let started = Instant::now();
-    while connected_count(server, token) < n {
-        assert!(
-            started.elapsed() < limit,
-            "only {} of {n} sessions connected after {limit:?}",
-            connected_count(server, token)
-        );
+    loop {
+        let connected = connected_count(server, token);
+        if connected >= n || started.elapsed() >= limit {
+            return connected;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    started.elapsed()
+}
+
+fn wait_connected(server: &Server, token: &str, n: usize, limit: Duration) {
+    let connected = connected_within(server, token, n, limit);
+    assert!(
+        connected >= n,
+        "only {connected} of {n} sessions connected after {limit:?}"
+    );
 }
 
 fn sample_rss(pid: u32) -> f64 {
@@ -258,11 +265,7 @@ fn run(n: usize) {
     // A session the simulator lost during pairing (it resets connections
     // under load) can be left showing a QR nobody can scan: it is reported
     // and left out, and the restarts wait for the sessions that did pair.
-    let pairing_limit = Instant::now() + Duration::from_secs(120);
-    while connected_count(&server, &token) < n && Instant::now() < pairing_limit {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let unpaired = n - connected_count(&server, &token).min(n);
+    let unpaired = n - connected_within(&server, &token, n, Duration::from_secs(120)).min(n);
     if unpaired > 0 {
         eprintln!(
             "sessions: {unpaired} of {n} never connected after their scan; measuring the rest"

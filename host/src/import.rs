@@ -6,7 +6,6 @@
 //! writes a phone a running node holds. Run it with lila stopped; running it
 //! again rewrites the same rows.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lila_pgstore::import::{ImportError, import_sqlite_store};
@@ -101,7 +100,7 @@ async fn import_phone(
         db.save_outbox(phone, &outbox).await?;
         db.save_statuses(phone, &files.load_statuses(phone).await?)
             .await?;
-        let store: PathBuf = layout.store_file(phone);
+        let store = layout.store_file(phone);
         if store.is_file() {
             let backend = PgBackend::new(pool.clone(), fence.clone());
             let report = import_sqlite_store(&store, &backend).await?;

@@ -18,6 +18,7 @@
 #
 #   bash tests/contract/run-schemathesis.sh          # CI: bounded examples
 #   bash tests/contract/run-schemathesis.sh --long   # docs/RELIABILITY.md: many more
+#   LILA_SCHEMATHESIS_SEED=7 bash tests/contract/run-schemathesis.sh   # another generation (default seed 1)
 #
 # schemathesis is installed, at the versions pinned in requirements.txt,
 # into target/schemathesis-venv the first time.
@@ -106,7 +107,7 @@ run() {
         --phases examples,coverage,fuzzing,stateful \
         --max-examples "$max_examples" \
         --exclude-path /api/events \
-        --seed 1 \
+        --seed "${LILA_SCHEMATHESIS_SEED:-1}" \
         --workers 1 \
         --request-timeout 20 \
         --generation-database none \

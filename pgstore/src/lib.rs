@@ -24,6 +24,7 @@
 //! succeeds until the phone is claimed anew. Reads are not fenced.
 
 mod backend;
+pub mod cluster;
 mod error;
 mod lease;
 mod migrations;
@@ -35,8 +36,9 @@ pub mod import;
 pub mod testing;
 
 pub use backend::{
-    CONNECTION_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, PgBackend, TABLES_KEPT_BY_DELETE_PHONE,
-    connect_pool, delete_phone, tables_with_phone_column,
+    CONNECTION_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, PgBackend, PhoneRows, PurgePart,
+    TABLES_KEPT_BY_DELETE_PHONE, connect_pool, delete_phone, phone_rows, purge_phone,
+    tables_with_phone_column,
 };
 pub use error::PgStoreError;
 pub use lease::{Fence, check_fence, claim_lease, release_lease, renew_lease};

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "phone_state",
         sql: include_str!("../migrations/0002_phone_state.sql"),
     },
+    Migration {
+        version: 3,
+        name: "cluster",
+        sql: include_str!("../migrations/0003_cluster.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators across the cluster (an arbitrary constant,

@@ -22,7 +22,7 @@ pub enum StateKind {
 }
 
 impl StateKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             StateKind::Outbox => "outbox",
             StateKind::Statuses => "statuses",
@@ -43,15 +43,23 @@ pub async fn load_record(pool: &Pool, phone: &str) -> Result<Option<Vec<u8>>, Pg
     })
 }
 
-/// Replaces the phone's record, under its lease.
-pub async fn save_record(pool: &Pool, fence: &Fence, body: &[u8]) -> Result<(), PgStoreError> {
+/// Replaces the phone's record, under its lease. `wants_node`: whether some
+/// node should hold the phone (its session is meant to run, or a reset of
+/// it is unfinished); the lease loops claim only such phones.
+pub async fn save_record(
+    pool: &Pool,
+    fence: &Fence,
+    body: &[u8],
+    wants_node: bool,
+) -> Result<(), PgStoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     check_fence(&tx, fence).await?;
     tx.execute(
-        "INSERT INTO phone_records (phone, body) VALUES ($1, $2)
-         ON CONFLICT (phone) DO UPDATE SET body = excluded.body, updated_at = now()",
-        &[&fence.phone, &body],
+        "INSERT INTO phone_records (phone, body, wants_node) VALUES ($1, $2, $3)
+         ON CONFLICT (phone) DO UPDATE
+            SET body = excluded.body, wants_node = excluded.wants_node, updated_at = now()",
+        &[&fence.phone, &body, &wants_node],
     )
     .await?;
     tx.commit().await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lila_pgstore::{Fence, PgBackend, PgStoreError, claim_lease};
-use support::{TTL, pg_pool, unique_phone};
+use support::{TTL, expire_lease, pg_pool, unique_phone};
 use tokio::sync::mpsc;
 use wa_sim::{SimHandle, Simulator};
 use wacore::store::traits::{DeviceStore, SignalStore};
@@ -90,17 +90,6 @@ impl RunningClient {
             .await
             .expect("the client stops in time");
     }
-}
-
-async fn expire_lease(pool: &lila_pgstore::Pool, phone: &str) {
-    let client = pool.get().await.unwrap();
-    client
-        .execute(
-            "UPDATE leases SET expires_at = now() - interval '1 second' WHERE phone = $1",
-            &[&phone],
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,9 @@ use lila_pgstore::{
     check_fence, claim_lease, connect_pool, delete_phone, latest_version, migrate, migrate_with,
     renew_lease,
 };
-use support::{NODE, TTL, fill_every_table, pg_phone, pg_pool, rows_of, unique_phone};
+use support::{
+    NODE, TTL, expire_lease, fill_every_table, pg_phone, pg_pool, rows_of, unique_phone,
+};
 use wacore::store::traits::{DeviceStore, ProtocolStore, SignalStore};
 
 /// A fresh, empty database on the shared server, and a pool on it.
@@ -21,19 +23,6 @@ async fn fresh_database() -> Pool {
     let server = TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
     let url = server.create_database().expect("a database");
     connect_pool(&url, 4).expect("a pool")
-}
-
-/// Ends the phone's lease now, as time passing would.
-async fn expire_lease(pool: &Pool, phone: &str) {
-    let client = pool.get().await.unwrap();
-    let changed = client
-        .execute(
-            "UPDATE leases SET expires_at = now() - interval '1 second' WHERE phone = $1",
-            &[&phone],
-        )
-        .await
-        .unwrap();
-    assert_eq!(changed, 1);
 }
 
 fn assert_lease_lost(result: Result<(), wacore::store::error::StoreError>, what: &str) {
@@ -449,7 +438,7 @@ async fn delete_phone_removes_every_row_of_the_phone_in_every_table() {
 
 /// The host's own state of a phone, one row in each of its tables.
 async fn fill_host_state(pool: &Pool, fence: &Fence) {
-    phone_state::save_record(pool, fence, b"record")
+    phone_state::save_record(pool, fence, b"record", true)
         .await
         .unwrap();
     phone_state::save_state(pool, fence, StateKind::Outbox, Some(b"outbox"))
@@ -476,10 +465,10 @@ async fn phone_state_keeps_what_it_is_given_under_the_lease_only() {
     assert_eq!(phone_state::load_record(&pool, phone).await.unwrap(), None);
     assert!(phone_state::known_phones(&pool).await.unwrap().is_empty());
 
-    phone_state::save_record(&pool, &fence, b"v1")
+    phone_state::save_record(&pool, &fence, b"v1", true)
         .await
         .unwrap();
-    phone_state::save_record(&pool, &fence, b"v2")
+    phone_state::save_record(&pool, &fence, b"v2", true)
         .await
         .unwrap();
     assert_eq!(
@@ -543,7 +532,7 @@ async fn phone_state_keeps_what_it_is_given_under_the_lease_only() {
         .await
         .unwrap()
         .unwrap();
-    let stale = phone_state::save_record(&pool, &fence, b"stale").await;
+    let stale = phone_state::save_record(&pool, &fence, b"stale", true).await;
     assert!(
         matches!(stale, Err(PgStoreError::LeaseLost { .. })),
         "{stale:?}"
@@ -557,7 +546,7 @@ async fn phone_state_keeps_what_it_is_given_under_the_lease_only() {
         phone_state::load_record(&pool, phone).await.unwrap(),
         Some(b"v2".to_vec())
     );
-    phone_state::save_record(&pool, &newer, b"v3")
+    phone_state::save_record(&pool, &newer, b"v3", true)
         .await
         .unwrap();
     assert_eq!(

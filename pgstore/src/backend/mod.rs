@@ -24,6 +24,7 @@ use wacore::store::error::StoreError;
 
 use crate::error::PgStoreError;
 use crate::lease::{Fence, check_fence};
+use crate::phone_state::StateKind;
 
 /// Statement parameters, as tokio-postgres takes them.
 type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -229,6 +230,133 @@ pub async fn delete_phone(pool: &Pool, phone: &str) -> Result<u64, PgStoreError>
     }
     tx.commit().await?;
     tracing::info!(phone, rows = removed, "deleted every row of the phone");
+    Ok(removed)
+}
+
+/// What one step of a reset's purge removes. The parts are those of a
+/// single node's files, so that a reset reads alike on both backends and a
+/// crash between two parts is finished from the same journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgePart {
+    /// The WhatsApp credentials and Signal state (every table of the store)
+    /// and the contacts: what `sessions/{phone}/` holds on one node.
+    Session,
+    /// One kind of the host's state (the outbox, or the message statuses).
+    State(StateKind),
+}
+
+/// Rows of one phone in one place: a table, or one kind of `phone_state`
+/// (`phone_state:outbox`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneRows {
+    pub place: String,
+    pub rows: u64,
+    /// Their size as stored (`pg_column_size` of each row).
+    pub bytes: u64,
+}
+
+impl PhoneRows {
+    /// The purge part these rows belong to.
+    pub fn part(&self) -> PurgePart {
+        match self.place.strip_prefix("phone_state:") {
+            Some("outbox") => PurgePart::State(StateKind::Outbox),
+            Some("statuses") => PurgePart::State(StateKind::Statuses),
+            _ => PurgePart::Session,
+        }
+    }
+}
+
+/// The phone's rows in every place a purge empties (places with none are
+/// left out), in a stable order: what a reset is about to remove.
+pub async fn phone_rows(pool: &Pool, phone: &str) -> Result<Vec<PhoneRows>, PgStoreError> {
+    let client = pool.get().await?;
+    count_phone_rows(&**client, phone).await
+}
+
+async fn count_phone_rows<C: tokio_postgres::GenericClient>(
+    client: &C,
+    phone: &str,
+) -> Result<Vec<PhoneRows>, PgStoreError> {
+    let mut counts = Vec::new();
+    for table in tables_with_phone_column(client).await? {
+        if table == "leases" || TABLES_KEPT_BY_DELETE_PHONE.contains(&table.as_str()) {
+            continue;
+        }
+        let sql = if table == "phone_state" {
+            "SELECT 'phone_state:' || kind, count(*), coalesce(sum(pg_column_size(t.*)), 0)::int8
+             FROM phone_state t WHERE phone = $1 GROUP BY kind ORDER BY kind"
+                .to_owned()
+        } else {
+            format!(
+                "SELECT $2::text, count(*), coalesce(sum(pg_column_size(t.*)), 0)::int8
+                 FROM {} t WHERE phone = $1 HAVING count(*) > 0",
+                quote_identifier(&table)
+            )
+        };
+        let params: Vec<&(dyn ToSql + Sync)> = if table == "phone_state" {
+            vec![&phone]
+        } else {
+            vec![&phone, &table]
+        };
+        for row in client.query(sql.as_str(), &params).await? {
+            counts.push(PhoneRows {
+                place: row.try_get(0)?,
+                rows: to_u64(row.try_get(1)?, "a row count")?,
+                bytes: to_u64(row.try_get(2)?, "a size")?,
+            });
+        }
+    }
+    Ok(counts)
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, PgStoreError> {
+    u64::try_from(value).map_err(|_| PgStoreError::Invalid(format!("{what} {value} is negative")))
+}
+
+/// One step of a reset's purge, under the phone's lease: removes the rows
+/// of `part` and returns what they were. The record (tombstone and
+/// journal) and the lease (the fence of the reset's last writes) stay. In
+/// one fenced transaction, so a node that lost the phone removes nothing.
+pub async fn purge_phone(
+    pool: &Pool,
+    fence: &Fence,
+    part: PurgePart,
+) -> Result<Vec<PhoneRows>, PgStoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    check_fence(&tx, fence).await?;
+    let removed: Vec<PhoneRows> = count_phone_rows(&*tx, &fence.phone)
+        .await?
+        .into_iter()
+        .filter(|rows| rows.part() == part)
+        .collect();
+    match part {
+        PurgePart::Session => {
+            for table in tables_with_phone_column(&*tx).await? {
+                if table == "leases"
+                    || table == "phone_state"
+                    || TABLES_KEPT_BY_DELETE_PHONE.contains(&table.as_str())
+                {
+                    continue;
+                }
+                let sql = format!("DELETE FROM {} WHERE phone = $1", quote_identifier(&table));
+                tx.execute(sql.as_str(), &[&fence.phone]).await?;
+            }
+            tx.execute(
+                "DELETE FROM phone_state WHERE phone = $1 AND kind = 'contacts'",
+                &[&fence.phone],
+            )
+            .await?;
+        }
+        PurgePart::State(kind) => {
+            tx.execute(
+                "DELETE FROM phone_state WHERE phone = $1 AND kind = $2",
+                &[&fence.phone, &kind.as_str()],
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
     Ok(removed)
 }
 

@@ -262,3 +262,16 @@ pub async fn rows_of(pool: &Pool, phone: &str) -> Vec<(String, i64)> {
     }
     counts
 }
+
+/// Ends the phone's lease now, as time passing would (its holder died).
+pub async fn expire_lease(pool: &Pool, phone: &str) {
+    let client = pool.get().await.expect("a connection");
+    let changed = client
+        .execute(
+            "UPDATE leases SET expires_at = now() - interval '1 second' WHERE phone = $1",
+            &[&phone],
+        )
+        .await
+        .expect("the lease expires");
+    assert_eq!(changed, 1, "{phone} had a lease to expire");
+}

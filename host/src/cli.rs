@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::auth::{JwtAuth, SecretSource, load_or_create_secret};
+use crate::cluster::{Cluster, LEASE_TTL, new_node_id};
 use crate::config::Config;
 use crate::core::tenant::TenantId;
 use crate::gateway::Gateway;
@@ -16,6 +17,8 @@ use crate::hooks::{NoHooks, ResetHooks};
 use crate::http::{AppState, openapi, router};
 use crate::layout::DataLayout;
 use crate::plugins::PluginHooks;
+use crate::storage::phone_store::PhoneStore;
+use crate::storage::postgres_store::PgPhoneStore;
 use crate::whatsapp::real::RealWhatsApp;
 
 #[derive(Debug, Parser)]
@@ -75,7 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Migrate => {
-            let pool = database_pool(&config()?, "migrate")?;
+            let pool = database_pool(&config()?, "migrate", 2)?;
             let report = lila_pgstore::migrate(&pool)
                 .await
                 .context("migrating the database")?;
@@ -91,7 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         CliCommand::Import => {
             let config = config()?;
-            let pool = database_pool(&config, "import into")?;
+            let pool = database_pool(&config, "import into", 2)?;
             let layout = DataLayout::new(config.data_dir.clone());
             let node = format!("lila-import-{}", std::process::id());
             let summary = crate::import::import_data_root(&layout, &pool, &node)
@@ -132,25 +135,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Connections a cluster node keeps to the database at most.
+const DATABASE_POOL_SIZE: usize = 16;
+
 /// A pool on the configured database, or the sentence saying what to set.
-fn database_pool(config: &Config, doing: &str) -> anyhow::Result<lila_pgstore::Pool> {
+fn database_pool(config: &Config, doing: &str, size: usize) -> anyhow::Result<lila_pgstore::Pool> {
     let Some(url) = &config.database_url else {
         anyhow::bail!(
             "no database to {doing}: set LILA_DATABASE_URL (or database_url in lila.toml) to a postgres:// URL"
         );
     };
-    lila_pgstore::connect_pool(&url.0, 2).context("the database URL")
+    lila_pgstore::connect_pool(&url.0, size).context("the database URL")
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    // The PostgreSQL store exists (`lila migrate`, `storage::postgres_store`);
-    // running sessions across nodes does not yet. Refuse rather than run a
-    // single node that the operator believes is part of a cluster.
-    if config.database_url.is_some() {
-        anyhow::bail!(
-            "cluster mode (LILA_DATABASE_URL) cannot serve yet: this lila can only migrate its schema (lila migrate); unset it to run a single node on files"
-        );
-    }
     let layout = DataLayout::new(config.data_dir.clone());
     let (secret, source) =
         load_or_create_secret(config.jwt_secret.as_deref(), &layout.jwt_secret_file())
@@ -171,7 +169,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let bind = config.bind;
     let hooks = start_plugins(&config).await?;
     let open_files_limit = crate::limits::raise_open_files_limit();
-    let gateway = Gateway::new(config, Arc::new(whatsapp), hooks);
+    let database = match &config.database_url {
+        Some(_) => {
+            let pool = database_pool(&config, "run a cluster node on", DATABASE_POOL_SIZE)?;
+            let report = lila_pgstore::migrate(&pool)
+                .await
+                .context("migrating the database")?;
+            tracing::info!(from = report.from, to = report.to, "database schema ready");
+            Some(pool)
+        }
+        None => None,
+    };
+    let node_url = config
+        .node_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bind}"));
+    let gateway = match &database {
+        Some(pool) => Gateway::with_store(
+            config,
+            PhoneStore::Postgres(PgPhoneStore::new(pool.clone())),
+            Arc::new(whatsapp),
+            hooks,
+        ),
+        None => Gateway::new(config, Arc::new(whatsapp), hooks),
+    };
     gateway.metrics().open_files_limit.store(
         open_files_limit.unwrap_or(0),
         std::sync::atomic::Ordering::Relaxed,
@@ -192,6 +213,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {bind}"))?;
     tracing::info!(addr = %listener.local_addr()?, "lila is listening");
+    let cluster = match (&database, &gateway.store()) {
+        (Some(pool), PhoneStore::Postgres(store)) => {
+            let cluster = Cluster::join(
+                pool.clone(),
+                store.clone(),
+                new_node_id(),
+                node_url,
+                LEASE_TTL,
+            )
+            .await
+            .context("joining the cluster")?;
+            gateway.join_cluster(cluster.clone());
+            Some(cluster)
+        }
+        _ => None,
+    };
     let state = AppState {
         gateway: gateway.clone(),
         auth: Arc::new(JwtAuth::new(&secret)?),
@@ -231,6 +268,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "sessions stopped"
     );
+    // Cluster mode: the leases go back at once, so the other nodes take
+    // the phones over at their next round instead of after the ttl.
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
+    }
     Ok(())
 }
 

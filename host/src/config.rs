@@ -26,6 +26,10 @@ pub struct Config {
     pub events: EventsConfig,
     /// PostgreSQL for cluster mode; `None` is the single node on files.
     pub database_url: Option<DatabaseUrl>,
+    /// Cluster mode: where the other nodes reach this one (`LILA_NODE_URL`,
+    /// e.g. `http://10.0.0.5:3000`); `None` means `http://` and the bind
+    /// address, which suits nodes on one host.
+    pub node_url: Option<String>,
     /// The TOML file this configuration was read from, if any: the plugin
     /// runtime re-reads its `[plugins]` section on change.
     pub config_file: Option<PathBuf>,
@@ -122,6 +126,7 @@ impl Default for Config {
             },
             events: EventsConfig::default(),
             database_url: None,
+            node_url: None,
             config_file: None,
             plugins_configured: false,
             crash_at: None,
@@ -151,6 +156,7 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     pub jwt_secret: Option<String>,
     pub database_url: Option<String>,
+    pub node_url: Option<String>,
     #[serde(default)]
     pub whatsapp: WhatsAppFile,
     #[serde(default)]
@@ -280,6 +286,19 @@ impl Config {
                     reason:
                         "must be a PostgreSQL URL (postgres://user:password@host:port/database)"
                             .into(),
+                });
+            }
+            None => None,
+        };
+        config.node_url = match env("LILA_NODE_URL")
+            .or(file.node_url)
+            .filter(|s| !s.is_empty())
+        {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url),
+            Some(_) => {
+                return Err(ConfigError::Value {
+                    name: "LILA_NODE_URL",
+                    reason: "must be an http:// or https:// URL where the other nodes reach this one (http://10.0.0.5:3000)".into(),
                 });
             }
             None => None,

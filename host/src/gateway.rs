@@ -10,14 +10,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
+use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::core::record::DesiredState;
 use crate::core::recovery::{BootAction, boot_action};
 use crate::core::tenant::Caller;
 use crate::events::EventBus;
@@ -38,6 +40,8 @@ const BOOT_PROGRESS_FOR: Duration = Duration::from_secs(600);
 
 pub struct Gateway {
     ctx: Arc<SessionContext>,
+    /// This node's membership, in cluster mode (set once, at start).
+    cluster: OnceLock<Arc<Cluster>>,
     sessions: Mutex<HashMap<Phone, (SessionHandle, JoinHandle<()>)>>,
     /// The boot progress reporter, stopped at shutdown.
     progress: Mutex<Option<JoinHandle<()>>>,
@@ -61,15 +65,27 @@ pub struct ShutdownSummary {
 }
 
 impl Gateway {
+    /// A single node, its phones in files under the data root.
     pub fn new(
         config: Config,
+        whatsapp: Arc<dyn WhatsApp>,
+        hooks: Arc<dyn ResetHooks>,
+    ) -> Arc<Gateway> {
+        let store = PhoneStore::files(DataLayout::new(config.data_dir.clone()));
+        Gateway::with_store(config, store, whatsapp, hooks)
+    }
+
+    /// A gateway over `store` (files, or PostgreSQL for a cluster).
+    pub fn with_store(
+        config: Config,
+        store: PhoneStore,
         whatsapp: Arc<dyn WhatsApp>,
         hooks: Arc<dyn ResetHooks>,
     ) -> Arc<Gateway> {
         let events = Arc::new(EventBus::new(&config.events));
         let layout = DataLayout::new(config.data_dir.clone());
         let ctx = SessionContext {
-            store: PhoneStore::files(layout.clone()),
+            store,
             layout,
             start_permits: Semaphore::new(config.sessions.max_concurrent_starts),
             config,
@@ -83,9 +99,23 @@ impl Gateway {
         ctx.hooks.attach_events(&events);
         Arc::new(Gateway {
             ctx: Arc::new(ctx),
+            cluster: OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             progress: Mutex::new(None),
         })
+    }
+
+    /// Makes this gateway a cluster node: phones are run where their lease
+    /// is held, and the lease loop starts.
+    pub fn join_cluster(self: &Arc<Self>, cluster: Arc<Cluster>) -> JoinHandle<()> {
+        let lease_loop = cluster.spawn_lease_loop(self.clone());
+        let _ = self.cluster.set(cluster);
+        lease_loop
+    }
+
+    /// This node's membership, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
     }
 
     pub fn config(&self) -> &Config {
@@ -104,6 +134,11 @@ impl Gateway {
     /// The reset hooks, for `GET /api/plugins` and the hook metrics.
     pub fn hooks(&self) -> &Arc<dyn ResetHooks> {
         &self.ctx.hooks
+    }
+
+    /// Where phone state is kept.
+    pub fn store(&self) -> &PhoneStore {
+        &self.ctx.store
     }
 
     pub fn layout(&self) -> &DataLayout {
@@ -153,11 +188,76 @@ impl Gateway {
         }
     }
 
+    /// Cluster mode: this node just claimed `phone`'s lease. A fresh actor
+    /// (any earlier one saw state another node may have changed since)
+    /// loads the phone from the database, and resumes its session or
+    /// finishes its interrupted reset, as boot does on a single node.
+    pub async fn adopt(&self, phone: &Phone) {
+        self.drop_actor(phone).await;
+        let store = &self.ctx.store;
+        let record = match store.load_record(phone).await {
+            Ok(record) => record,
+            Err(e) => {
+                error!(phone = %phone, error = %e, "could not read the phone's record; not resumed");
+                return;
+            }
+        };
+        match &record {
+            Some(record) => self.ctx.index.record(phone, record),
+            None => return,
+        }
+        if let Ok(outbox) = store.load_outbox(phone).await {
+            self.ctx.index.set_pending_at_boot(phone, outbox.len());
+        }
+        match boot_action(record.as_ref(), false) {
+            BootAction::Resume => self.session(phone).resume().await,
+            BootAction::FinishPurge => {
+                let handle = self.session(phone);
+                let phone = phone.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle.finish_purge().await {
+                        error!(phone = %phone, error = %e, "could not finish an interrupted reset");
+                    }
+                });
+            }
+            BootAction::ReportOrphan | BootAction::StayDown => {}
+        }
+    }
+
+    /// Stops the phone's actor, if it has one, and forgets it: its client
+    /// stops without logging out. Bounded by the shutdown deadline.
+    pub async fn drop_actor(&self, phone: &Phone) {
+        let Some((handle, task)) = self.map().remove(phone) else {
+            return;
+        };
+        let deadline = self.ctx.config.sessions.shutdown_deadline;
+        let stopped = tokio::time::timeout(deadline, async {
+            handle.shutdown().await;
+            let _ = task.await;
+        })
+        .await;
+        if stopped.is_err() {
+            warn!(phone = %phone, "the session did not stop in time");
+        }
+    }
+
+    /// Whether some node should run `phone` (its session is meant to run),
+    /// as far as this node knows.
+    pub fn wants_a_node(&self, phone: &Phone) -> bool {
+        self.ctx
+            .index
+            .get(phone)
+            .is_some_and(|entry| entry.desired == Some(DesiredState::Running))
+    }
+
     /// Boot-time recovery: build the owner index, finish interrupted resets,
     /// resume what was running, and leave everything else down (with no actor).
+    /// In cluster mode boot only builds the index: the lease loop decides
+    /// which phones this node runs.
     pub async fn boot(&self) -> BootSummary {
         let mut summary = BootSummary::default();
         let store = &self.ctx.store;
+        let clustered = matches!(store, PhoneStore::Postgres(_));
         let phones = store.known_phones().await.unwrap_or_else(|e| {
             error!(error = %e, "could not list the phones; none resumed");
             Default::default()
@@ -181,6 +281,9 @@ impl Gateway {
             // No outbox stored reads as an empty one: one read either way.
             if let Ok(outbox) = store.load_outbox(&phone).await {
                 self.ctx.index.set_pending_at_boot(&phone, outbox.len());
+            }
+            if clustered {
+                continue;
             }
             match boot_action(record.as_ref(), has_files) {
                 BootAction::Resume => {

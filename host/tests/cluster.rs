@@ -1,6 +1,7 @@
-//! Cluster mode, as far as it goes today: `lila migrate` brings a real
-//! PostgreSQL (a throwaway server) to the schema this lila knows, and
-//! `lila serve` refuses a database URL rather than pretend to be a cluster.
+//! Cluster mode's commands: `lila migrate` brings a real PostgreSQL (a
+//! throwaway server) to the schema this lila knows, `lila import` moves a
+//! data root into it, and a node whose database is unreachable stops.
+//! The nodes themselves are tested end to end in `tests/e2e/cluster.rs`.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -61,7 +62,7 @@ fn lila_migrate_brings_the_database_to_the_latest_schema_once() {
 }
 
 #[test]
-fn without_a_database_url_migrate_says_what_to_set_and_serve_refuses_one() {
+fn without_a_database_url_migrate_says_what_to_set_and_a_node_without_its_database_stops() {
     let none = lila(&["migrate"], None);
     assert!(!none.status.success());
     assert!(
@@ -76,11 +77,12 @@ fn without_a_database_url_migrate_says_what_to_set_and_serve_refuses_one() {
         "{}",
         text(&bad.stderr)
     );
-    // Not yet a cluster: serve says so and exits, instead of running alone.
+    // A cluster node whose database cannot be reached says so and exits,
+    // instead of running alone.
     let serve = lila(&["serve"], Some("postgres://lila@127.0.0.1:1/lila"));
     assert!(!serve.status.success());
     assert!(
-        text(&serve.stderr).contains("cluster mode (LILA_DATABASE_URL) cannot serve yet"),
+        text(&serve.stderr).contains("migrating the database"),
         "{}",
         text(&serve.stderr)
     );

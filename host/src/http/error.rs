@@ -10,6 +10,7 @@ use super::body::{ErrorBody, json_response};
 
 use crate::auth::AuthError;
 use crate::session::SessionError;
+use crate::storage::StorageError;
 use crate::whatsapp::WhatsAppError;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,11 @@ impl From<SessionError> for ApiError {
             }
             SessionError::WhatsApp(WhatsAppError::Timeout) => ApiError::Unavailable(e.to_string()),
             SessionError::WhatsApp(_) => ApiError::BadGateway(e.to_string()),
+            // Cluster mode: the phone moved to another node, or the
+            // database is unreachable; a retry finds the new holder.
+            SessionError::Storage(
+                StorageError::LeaseLost { .. } | StorageError::Database { .. },
+            ) => ApiError::Unavailable(e.to_string()),
             SessionError::Storage(_) => ApiError::Internal(e.to_string()),
             SessionError::Unavailable | SessionError::OutOfDescriptors { .. } => {
                 ApiError::Unavailable(e.to_string())

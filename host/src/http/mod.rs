@@ -8,6 +8,7 @@ pub(crate) mod body;
 mod console;
 mod error;
 pub mod events;
+pub mod forward;
 mod handlers;
 pub mod openapi;
 mod qr;
@@ -54,6 +55,10 @@ pub fn router(state: AppState) -> Router {
         .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_holder,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }

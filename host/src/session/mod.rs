@@ -9,7 +9,6 @@
 
 mod actor;
 mod index;
-mod purge;
 
 pub use actor::spawn_session;
 
@@ -32,8 +31,8 @@ use crate::storage::StorageError;
 use crate::storage::phone_store::PhoneStore;
 use crate::whatsapp::{GroupInfo, WhatsApp, WhatsAppError};
 
+pub use crate::storage::purge::RemovedSummary;
 pub use index::{IndexEntry, SessionIndex};
-pub use purge::RemovedSummary;
 
 /// What every session actor shares.
 pub struct SessionContext {

@@ -12,10 +12,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::postgres_store::PgPhoneStore;
-use super::{StorageError, contacts, message_status_file, outbox_file, phone_records};
+use super::{StorageError, contacts, message_status_file, outbox_file, phone_records, purge};
 use crate::core::message_status::MessageStatuses;
 use crate::core::outbox::Outbox;
 use crate::core::record::PhoneRecord;
+use crate::core::reset_plan::{PurgeTarget, ResetPlan};
+use crate::hooks::{PlannedRemoval, RemovedTarget};
 use crate::layout::DataLayout;
 use crate::phone::Phone;
 
@@ -127,6 +129,46 @@ impl PhoneStore {
         match self {
             PhoneStore::Files(layout) => contacts::save(layout, phone, names),
             PhoneStore::Postgres(db) => db.save_contacts(phone, names).await,
+        }
+    }
+}
+
+impl PhoneStore {
+    /// What each target of a reset plan holds now (for `before_clear` hooks).
+    pub async fn reset_inventory(
+        &self,
+        phone: &Phone,
+        plan: &ResetPlan,
+    ) -> Result<Vec<PlannedRemoval>, StorageError> {
+        match self {
+            PhoneStore::Files(layout) => {
+                let (layout, plan) = (layout.clone(), plan.clone());
+                let root = layout.root().to_owned();
+                tokio::task::spawn_blocking(move || purge::plan_inventory(&layout, &plan))
+                    .await
+                    .map_err(|e| StorageError::io(&root, std::io::Error::other(e)))
+            }
+            PhoneStore::Postgres(db) => db.reset_inventory(phone, plan).await,
+        }
+    }
+
+    /// Removes one target of a reset plan (or of a disconnect), and says
+    /// what was there. Removing what is already gone succeeds.
+    pub async fn purge_target(
+        &self,
+        phone: &Phone,
+        target: &PurgeTarget,
+    ) -> Result<RemovedTarget, StorageError> {
+        match self {
+            PhoneStore::Files(layout) => {
+                let layout = layout.clone();
+                let (kind, path) = (target.kind, target.path.clone());
+                let at = path.clone();
+                tokio::task::spawn_blocking(move || purge::remove(&layout, kind, &path))
+                    .await
+                    .map_err(|e| StorageError::io(&at, std::io::Error::other(e)))?
+            }
+            PhoneStore::Postgres(db) => db.purge_target(phone, target.kind).await,
         }
     }
 }

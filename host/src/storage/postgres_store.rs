@@ -9,16 +9,18 @@
 //! written nothing. Reads need no lease.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lila_pgstore::phone_state::{self, StateKind};
-use lila_pgstore::{Fence, PgStoreError, Pool};
+use lila_pgstore::{Fence, PgBackend, PgStoreError, Pool, PurgePart};
 
 use super::{StorageError, contacts, message_status_file, outbox_file, phone_records};
 use crate::core::message_status::MessageStatuses;
 use crate::core::outbox::Outbox;
-use crate::core::record::PhoneRecord;
+use crate::core::record::{DesiredState, PhoneRecord};
+use crate::core::reset_plan::{PurgeTargetKind, ResetPlan};
+use crate::hooks::{PlannedRemoval, RemovedTarget};
 use crate::phone::Phone;
 
 /// The PostgreSQL store of one node.
@@ -63,9 +65,20 @@ impl PgPhoneStore {
         self.held_leases().insert(phone.clone(), fence);
     }
 
-    /// This node no longer holds `phone`: its writes of the phone are refused.
-    pub fn release(&self, phone: &Phone) {
-        self.held_leases().remove(phone);
+    /// This node no longer holds `phone`: its writes of the phone are
+    /// refused. Returns the fence it held, if any.
+    pub fn release(&self, phone: &Phone) -> Option<Fence> {
+        self.held_leases().remove(phone)
+    }
+
+    /// Whether this node holds `phone`'s lease.
+    pub fn holds(&self, phone: &Phone) -> bool {
+        self.held_leases().contains_key(phone)
+    }
+
+    /// The fences of every lease this node holds.
+    pub fn held_fences(&self) -> Vec<Fence> {
+        self.held_leases().values().cloned().collect()
     }
 
     fn held_leases(&self) -> std::sync::MutexGuard<'_, HashMap<Phone, Fence>> {
@@ -80,6 +93,11 @@ impl PgPhoneStore {
             .ok_or_else(|| StorageError::LeaseLost {
                 phone: phone.as_str().to_owned(),
             })
+    }
+
+    /// The WhatsApp store of `phone`, writing under the lease this node holds.
+    pub fn client_backend(&self, phone: &Phone) -> Result<PgBackend, StorageError> {
+        Ok(PgBackend::new(self.pool.clone(), self.fence(phone)?))
     }
 
     pub async fn known_phones(&self) -> Result<BTreeSet<Phone>, StorageError> {
@@ -109,7 +127,10 @@ impl PgPhoneStore {
         record: &PhoneRecord,
     ) -> Result<(), StorageError> {
         let bytes = phone_records::encode_bytes(record)?;
-        phone_state::save_record(&self.pool, &self.fence(phone)?, &bytes)
+        // Some node should hold the phone while it is meant to run, or while
+        // a reset of it is unfinished (whoever claims it next finishes it).
+        let wants_node = record.desired == DesiredState::Running || record.purge.is_some();
+        phone_state::save_record(&self.pool, &self.fence(phone)?, &bytes, wants_node)
             .await
             .map_err(database)
     }
@@ -186,4 +207,66 @@ impl PgPhoneStore {
             .map(|_| ())
             .map_err(database)
     }
+
+    /// What each target of a reset plan holds in the database: one entry
+    /// per table (or kind of state) with rows of the phone, with its size.
+    pub async fn reset_inventory(
+        &self,
+        phone: &Phone,
+        plan: &ResetPlan,
+    ) -> Result<Vec<PlannedRemoval>, StorageError> {
+        let rows = lila_pgstore::phone_rows(&self.pool, phone.as_str())
+            .await
+            .map_err(database)?;
+        Ok(plan
+            .targets
+            .iter()
+            .map(|target| PlannedRemoval {
+                kind: target.kind,
+                path: target_place(phone, target.kind),
+                files: rows
+                    .iter()
+                    .filter(|r| Some(r.part()) == part_of(target.kind))
+                    .map(|r| (PathBuf::from(format!("postgres:{}", r.place)), r.bytes))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Removes one target's rows, under the phone's lease.
+    pub async fn purge_target(
+        &self,
+        phone: &Phone,
+        kind: PurgeTargetKind,
+    ) -> Result<RemovedTarget, StorageError> {
+        let removed = match part_of(kind) {
+            Some(part) => lila_pgstore::purge_phone(&self.pool, &self.fence(phone)?, part)
+                .await
+                .map_err(database)?,
+            None => Vec::new(),
+        };
+        Ok(RemovedTarget {
+            kind,
+            path: target_place(phone, kind),
+            existed: !removed.is_empty(),
+            files: removed.len(),
+            bytes: removed.iter().map(|r| r.bytes).sum(),
+        })
+    }
+}
+
+/// The rows a reset target stands for in the database. Backups have none:
+/// PostgreSQL keeps its own copies, and lila takes no snapshots there.
+fn part_of(kind: PurgeTargetKind) -> Option<PurgePart> {
+    match kind {
+        PurgeTargetKind::SessionDir => Some(PurgePart::Session),
+        PurgeTargetKind::Backups => None,
+        PurgeTargetKind::Outbox => Some(PurgePart::State(StateKind::Outbox)),
+        PurgeTargetKind::MessageStatuses => Some(PurgePart::State(StateKind::Statuses)),
+    }
+}
+
+/// A target as reports name it: `postgres:session/5511…`.
+fn target_place(phone: &Phone, kind: PurgeTargetKind) -> PathBuf {
+    PathBuf::from(place(phone, kind.as_str()))
 }

@@ -1,10 +1,14 @@
-//! Deleting a reset's targets, and reporting what was there.
+//! Deleting a reset's targets on disk, and reporting what was there: the
+//! inventory `before_clear` hooks see, and each target's removal.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::StorageError;
 use super::atomic::sync_dir;
+use crate::core::reset_plan::{PurgeTargetKind, ResetPlan};
+use crate::hooks::{PlannedRemoval, RemovedTarget};
+use crate::layout::DataLayout;
 
 /// What one removal found and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,6 +96,70 @@ fn inventory(dir: &Path, relative: &Path, removed: &mut Removed) {
             Err(_) => removed.files.push(rel),
         }
     }
+}
+
+// --- a reset plan on disk ---
+
+/// One removed target, as responses report it.
+pub type RemovedSummary = RemovedTarget;
+
+fn relative(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// What each target holds now (for `before_clear` hooks). Blocking.
+pub fn plan_inventory(layout: &DataLayout, plan: &ResetPlan) -> Vec<PlannedRemoval> {
+    plan.targets
+        .iter()
+        .map(|t| {
+            let mut files = Vec::new();
+            collect(&t.path, &mut files);
+            PlannedRemoval {
+                kind: t.kind,
+                path: relative(layout.root(), &t.path),
+                files: files
+                    .into_iter()
+                    .map(|(p, n)| (relative(layout.root(), &p), n))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn collect(path: &Path, out: &mut Vec<(PathBuf, u64)>) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            collect(&entry.path(), out);
+        }
+    } else {
+        out.push((path.to_owned(), meta.len()));
+    }
+}
+
+/// Removes one target. Blocking.
+pub fn remove(
+    layout: &DataLayout,
+    kind: PurgeTargetKind,
+    path: &Path,
+) -> Result<RemovedTarget, StorageError> {
+    let removed = remove_target(layout.root(), path)?;
+    Ok(RemovedTarget {
+        kind,
+        path: relative(layout.root(), path),
+        existed: removed.existed,
+        files: removed.files.len(),
+        bytes: removed.bytes,
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 pub mod real;
 pub mod scripted;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -91,15 +91,25 @@ pub struct GroupInfo {
     pub participants: usize,
 }
 
+/// Where a client keeps its credentials and Signal state.
+#[derive(Debug, Clone)]
+pub enum ClientStore {
+    /// whatsapp-rust's SQLite store in this file (whose directory exists):
+    /// one node, files.
+    Sqlite(PathBuf),
+    /// PostgreSQL, every write under the phone's lease: a cluster.
+    Postgres(lila_pgstore::PgBackend),
+}
+
 /// Starts clients. One per process, shared by every session.
 #[async_trait]
 pub trait WhatsApp: Send + Sync + 'static {
-    /// Builds and starts a new client over the store at `store_path` (whose
-    /// directory exists). The client reports through `events` until stopped.
+    /// Builds and starts a new client over `store`. The client reports
+    /// through `events` until stopped.
     async fn start(
         &self,
         phone: &Phone,
-        store_path: &Path,
+        store: &ClientStore,
         events: EventSink,
     ) -> Result<Arc<dyn WhatsAppClient>, WhatsAppError>;
 }

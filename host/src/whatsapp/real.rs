@@ -12,12 +12,14 @@ use whatsapp_rust::Client;
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::http::UreqHttpClient;
 use whatsapp_rust::pair_code::PairCodeOptions;
-use whatsapp_rust::store::SqliteStore;
+use whatsapp_rust::store::{Backend, SqliteStore};
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::net::WHATSAPP_WEB_WS_URL;
 
-use super::{ClientNotice, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError};
+use super::{
+    ClientNotice, ClientStore, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError,
+};
 use crate::core::message_status::ReceiptKind;
 use crate::core::status::{ConnectFailureCause, SessionEvent};
 use crate::phone::Phone;
@@ -47,22 +49,13 @@ impl WhatsApp for RealWhatsApp {
     async fn start(
         &self,
         _phone: &Phone,
-        store_path: &Path,
+        store: &ClientStore,
         events: EventSink,
     ) -> Result<Arc<dyn WhatsAppClient>, WhatsAppError> {
-        let store_url = store_path
-            .to_str()
-            .ok_or_else(|| WhatsAppError::Store("the store path is not UTF-8".into()))?;
-        // SqliteStore waits 30 s and fails when the directory is missing; the
-        // caller creates it, and this check turns a slip into a clear error.
-        if !store_path.parent().is_some_and(Path::is_dir) {
-            return Err(WhatsAppError::Store(
-                "the session directory does not exist".into(),
-            ));
-        }
-        let store = SqliteStore::new(store_url)
-            .await
-            .map_err(|e| WhatsAppError::Store(e.to_string()))?;
+        let backend: Arc<dyn Backend> = match store {
+            ClientStore::Sqlite(path) => Arc::new(open_sqlite(path).await?),
+            ClientStore::Postgres(backend) => Arc::new(backend.clone()),
+        };
         let mut transport = TokioWebSocketTransportFactory::new();
         if let Some(url) = &self.url {
             transport = transport.with_url(url.clone());
@@ -75,7 +68,7 @@ impl WhatsApp for RealWhatsApp {
         let stopping = Arc::new(AtomicBool::new(false));
         let sink = events.clone();
         let mut builder = Bot::builder()
-            .with_backend(store)
+            .with_backend_arc(backend)
             .with_transport_factory(ObservedTransportFactory {
                 inner: transport,
                 url,
@@ -128,6 +121,23 @@ impl WhatsApp for RealWhatsApp {
             stopping,
         }))
     }
+}
+
+/// whatsapp-rust's SQLite store in the file at `path`.
+async fn open_sqlite(path: &Path) -> Result<SqliteStore, WhatsAppError> {
+    let url = path
+        .to_str()
+        .ok_or_else(|| WhatsAppError::Store("the store path is not UTF-8".into()))?;
+    // SqliteStore waits 30 s and fails when the directory is missing; the
+    // caller creates it, and this check turns a slip into a clear error.
+    if !path.parent().is_some_and(Path::is_dir) {
+        return Err(WhatsAppError::Store(
+            "the session directory does not exist".into(),
+        ));
+    }
+    SqliteStore::new(url)
+        .await
+        .map_err(|e| WhatsAppError::Store(e.to_string()))
 }
 
 /// Reduces a client event to what the host cares about. Message text is never looked at.

@@ -15,7 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
-use super::{ClientNotice, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError};
+use super::{
+    ClientNotice, ClientStore, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError,
+};
 use crate::core::message_status::ReceiptKind;
 use crate::core::status::{ConnectFailureCause, SessionEvent};
 use crate::phone::Phone;
@@ -272,9 +274,15 @@ impl WhatsApp for ScriptedWhatsApp {
     async fn start(
         &self,
         phone: &Phone,
-        store_path: &Path,
+        store: &ClientStore,
         events: EventSink,
     ) -> Result<Arc<dyn WhatsAppClient>, WhatsAppError> {
+        // The fake keeps its pairing in a SQLite file; cluster tests use the real client.
+        let ClientStore::Sqlite(store_path) = store else {
+            return Err(WhatsAppError::Store(
+                "the scripted client keeps its store in a file".into(),
+            ));
+        };
         let delay = self.behaviour.start_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;

@@ -98,6 +98,33 @@ impl Server {
         Server::wait_until_up(data, child, port)
     }
 
+    /// Starts `lila serve` as a cluster node on the PostgreSQL at
+    /// `database_url`, logging to `{data}.log`.
+    pub fn start_node(data: &Path, secret: &str, wa_url: &str, database_url: &str) -> Server {
+        std::fs::write(data.with_extension("toml"), "").expect("config file");
+        let port = free_port();
+        // Its log beside the data root (`{data}.log`), for a failing test to show.
+        let log = std::fs::File::create(data.with_extension("log")).expect("log file");
+        let errors = log.try_clone().expect("log file");
+        let mut command = Server::serve_command(data, secret, wa_url, port, "info");
+        command
+            .env("LILA_DATABASE_URL", database_url)
+            .env("NO_COLOR", "1")
+            .stdout(log)
+            .stderr(errors);
+        let child = command.spawn().expect("start lila");
+        Server::wait_until_up(data, child, port)
+    }
+
+    /// Sends SIGSTOP (`true`) or SIGCONT (`false`): a node paused as by a
+    /// partition or a long stall, then resumed.
+    pub fn pause(&self, paused: bool) {
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+    }
+
     fn serve_command(
         data: &Path,
         secret: &str,

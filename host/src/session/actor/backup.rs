@@ -9,12 +9,20 @@ use super::SessionActor;
 use crate::core::recovery::{StoreHealth, should_restore};
 use crate::metrics::Metrics;
 use crate::phone::Phone;
+use crate::storage::phone_store::PhoneStore;
 use crate::storage::{self, StorageError, backups, now_ms};
 
 impl SessionActor {
+    /// Whether this session's store is snapshotted: a SQLite file with a
+    /// backup interval set (PostgreSQL keeps its own copies).
+    pub(super) fn takes_backups(&self) -> bool {
+        matches!(self.ctx.store, PhoneStore::Files(_))
+            && !self.ctx.config.backups.interval.is_zero()
+    }
+
     pub(super) fn begin_backup(&mut self) {
         let interval = self.ctx.config.backups.interval;
-        if interval.is_zero() || !self.state.ready() {
+        if !self.takes_backups() || !self.state.ready() {
             return;
         }
         self.next_backup_at = Some(Instant::now() + interval);

@@ -13,7 +13,8 @@ use crate::core::record::DesiredState;
 use crate::core::status::{Reaction, SessionEvent};
 use crate::metrics::Metrics;
 use crate::storage::now_ms;
-use crate::whatsapp::{ClientNotice, EventSink, WhatsAppClient, WhatsAppError};
+use crate::storage::phone_store::PhoneStore;
+use crate::whatsapp::{ClientNotice, ClientStore, EventSink, WhatsAppClient, WhatsAppError};
 
 /// Contacts arrive in bursts (history sync); they are written at most this often.
 const CONTACTS_SAVE_DELAY: Duration = Duration::from_secs(2);
@@ -44,19 +45,30 @@ impl SessionActor {
         self.start_task = Some(tokio::spawn(
             async move {
                 let _permit = ctx.start_permits.acquire().await;
-                let layout = ctx.layout.clone();
-                let p = phone.clone();
-                let prepared = tokio::task::spawn_blocking(move || prepare_store(&layout, &p))
-                    .await
-                    .map_err(|e| WhatsAppError::Store(e.to_string()))?;
-                match prepared.map_err(|e| WhatsAppError::Store(e.to_string()))? {
-                    Some(backup) => {
-                        Metrics::inc(&ctx.metrics.backups_restored);
-                        warn!(backup = %backup.display(), "the store was missing or damaged; restored it from a backup");
+                let store = match &ctx.store {
+                    PhoneStore::Files(layout) => {
+                        let layout = layout.clone();
+                        let p = phone.clone();
+                        let prepared =
+                            tokio::task::spawn_blocking(move || prepare_store(&layout, &p))
+                                .await
+                                .map_err(|e| WhatsAppError::Store(e.to_string()))?;
+                        match prepared.map_err(|e| WhatsAppError::Store(e.to_string()))? {
+                            Some(backup) => {
+                                Metrics::inc(&ctx.metrics.backups_restored);
+                                warn!(backup = %backup.display(), "the store was missing or damaged; restored it from a backup");
+                            }
+                            None => debug!("store ready"),
+                        }
+                        ClientStore::Sqlite(ctx.layout.store_file(&phone))
                     }
-                    None => debug!("store ready"),
-                }
-                ctx.whatsapp.start(&phone, &ctx.layout.store_file(&phone), sink).await
+                    // PostgreSQL keeps its own copies: no file, no backup to restore.
+                    PhoneStore::Postgres(db) => ClientStore::Postgres(
+                        db.client_backend(&phone)
+                            .map_err(|e| WhatsAppError::Store(e.to_string()))?,
+                    ),
+                };
+                ctx.whatsapp.start(&phone, &store, sink).await
             }
             .in_current_span(),
         ));
@@ -159,7 +171,7 @@ impl SessionActor {
                         .fetch_add(1, Ordering::Relaxed);
                 }
                 self.pairing_code = None;
-                if self.next_backup_at.is_none() && !self.ctx.config.backups.interval.is_zero() {
+                if self.next_backup_at.is_none() && self.takes_backups() {
                     let first = self.ctx.config.backups.interval.min(FIRST_BACKUP_DELAY);
                     self.next_backup_at = Some(Instant::now() + first);
                 }

@@ -2,36 +2,28 @@
 
 use tracing::info;
 
-use super::{SessionActor, blocking};
+use super::SessionActor;
 use crate::core::record::DesiredState;
-use crate::core::reset_plan::PurgeTargetKind;
+use crate::core::reset_plan::{PurgeTargetKind, ResetPlan};
 use crate::core::tenant::Caller;
-use crate::session::purge::remove;
 use crate::session::{DisconnectReport, SessionError};
-use crate::storage::{StorageError, now_ms};
+use crate::storage::now_ms;
 
 impl SessionActor {
-    /// Removes the session directory and its backups (not the outbox).
+    /// Removes the session's credentials and their backups (not the outbox).
     pub(super) async fn remove_credentials(
         &mut self,
     ) -> Result<Vec<crate::hooks::RemovedTarget>, SessionError> {
-        let layout = self.ctx.layout.clone();
-        let phone = self.phone.clone();
-        let removed = blocking(move || -> Result<_, StorageError> {
-            Ok(vec![
-                remove(
-                    &layout,
-                    PurgeTargetKind::SessionDir,
-                    &layout.session_dir(&phone),
-                )?,
-                remove(
-                    &layout,
-                    PurgeTargetKind::Backups,
-                    &layout.backup_dir(&phone),
-                )?,
-            ])
-        })
-        .await??;
+        let plan = ResetPlan::for_phone(&self.ctx.layout, &self.phone);
+        let mut removed = Vec::new();
+        for target in plan.targets.iter().filter(|t| {
+            matches!(
+                t.kind,
+                PurgeTargetKind::SessionDir | PurgeTargetKind::Backups
+            )
+        }) {
+            removed.push(self.ctx.store.purge_target(&self.phone, target).await?);
+        }
         self.state.me = None;
         Ok(removed)
     }

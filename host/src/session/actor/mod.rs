@@ -155,14 +155,6 @@ fn backoff(attempts: u32, max: Duration) -> Duration {
     crate::core::status::retry_delay(attempts, max, jitter)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, SessionError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| SessionError::Unavailable)
-}
-
 impl SessionActor {
     async fn load(
         ctx: Arc<SessionContext>,

@@ -9,7 +9,7 @@
 
 use tracing::{error, info, warn};
 
-use super::{SessionActor, blocking};
+use super::SessionActor;
 use crate::core::message_status::{MessageStatuses, RecipientChecks};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
@@ -19,7 +19,6 @@ use crate::core::status::SessionState;
 use crate::core::tenant::Caller;
 use crate::hooks::{PlannedRemoval, ResetContext, ResetReport};
 use crate::metrics::Metrics;
-use crate::session::purge::{inventory, remove};
 use crate::session::{SessionError, describe_hook_runs};
 use crate::storage::now_ms;
 
@@ -68,9 +67,7 @@ impl SessionActor {
         let reset_id = new_reset_id();
 
         // 1. before_clear hooks, with what the reset will remove.
-        let layout = self.ctx.layout.clone();
-        let plan_for_inventory = plan.clone();
-        let targets = blocking(move || inventory(&layout, &plan_for_inventory)).await?;
+        let targets = self.ctx.store.reset_inventory(&self.phone, &plan).await?;
         let session = SessionSnapshot {
             status: self.view().status.to_owned(),
             me: self.state.me.clone(),
@@ -182,9 +179,7 @@ impl SessionActor {
     ) -> Result<Vec<RemovedTarget>, SessionError> {
         let mut removed = Vec::with_capacity(plan.targets.len());
         for target in &plan.targets {
-            let layout = self.ctx.layout.clone();
-            let (kind, path) = (target.kind, target.path.clone());
-            removed.push(blocking(move || remove(&layout, kind, &path)).await??);
+            removed.push(self.ctx.store.purge_target(&self.phone, target).await?);
             self.crash_point(ResetStep::Removed(target.kind));
         }
         Ok(removed)

@@ -1,0 +1,377 @@
+//! Cluster mode: this node among others on one PostgreSQL database.
+//!
+//! A phone is run by the one node holding its lease (see `lila-pgstore`).
+//! This module owns this node's side of that: its row in `nodes`, the
+//! lease loop, and the answer to "who runs this phone?" for a request.
+//!
+//! - **The lease loop** runs every `ttl / 3`. It renews every lease the node
+//!   holds in one statement; a phone whose lease was not renewed (expired
+//!   during a pause, or taken over) is let go at once: its writes are
+//!   refused from that moment and its client is stopped. When renewals
+//!   fail for a whole ttl (the database is unreachable), every phone is let
+//!   go, since other nodes may already run them. Then it claims free phones
+//!   (records that want a node, with no live lease) up to its fair share,
+//!   `ceil(phones wanting a node / live nodes)`, and adopts each: a fresh
+//!   actor loads the phone's state from the database and resumes it, or
+//!   finishes its interrupted reset. A phone held without wanting a node
+//!   (stopped, or cleared) for two rounds is given back.
+//! - **Routing.** A request for a phone is served by the node holding it:
+//!   here when this node holds it or can claim it, otherwise forwarded to
+//!   the holder's `LILA_NODE_URL` (`http/forward.rs`).
+//!
+//! Takeover after a node dies is bounded by the ttl plus one round plus a
+//! reconnect: 9 + 3 + about 1 s.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lila_pgstore::{Pool, claim_lease, cluster, release_lease};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, info, warn};
+
+use crate::gateway::Gateway;
+use crate::phone::Phone;
+use crate::storage::postgres_store::PgPhoneStore;
+
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(9);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("the cluster's database is unreachable: {0}")]
+    Database(#[from] lila_pgstore::PgStoreError),
+    /// The phone is held by another node although this request was already
+    /// forwarded once: the phone just moved; a retry finds its new holder.
+    #[error("the phone is moving between nodes; retry the request")]
+    Moving,
+}
+
+/// Who serves a request for a phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node holds the phone's lease.
+    Here,
+    /// Another node does; forward to it.
+    Elsewhere { node_id: String, url: String },
+}
+
+/// This node's membership in the cluster.
+pub struct Cluster {
+    node_id: String,
+    url: String,
+    pool: Pool,
+    store: PgPhoneStore,
+    ttl: Duration,
+    /// Phones held without wanting a node at the last round: given back
+    /// when they still want none at the next.
+    idle: Mutex<HashSet<Phone>>,
+    /// Serializes claiming and letting go of one phone, so a request and
+    /// the lease loop never adopt the same phone twice.
+    claiming: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A node id unique to this process: the host name, the pid and a random
+/// part, so a restarted node never mistakes its previous incarnation's
+/// leases for its own.
+pub fn new_node_id() -> String {
+    let mut random = [0u8; 4];
+    let _ = getrandom::fill(&mut random);
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "lila".into());
+    format!("{host}-{}-{}", std::process::id(), hex::encode(random))
+}
+
+impl Cluster {
+    /// Joins the cluster: this node's row says it is alive at `url`.
+    pub async fn join(
+        pool: Pool,
+        store: PgPhoneStore,
+        node_id: String,
+        url: String,
+        ttl: Duration,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        cluster::heartbeat(&pool, &node_id, &url).await?;
+        info!(node_id = %node_id, url = %url, ttl_ms = ttl.as_millis() as u64, "joined the cluster");
+        Ok(Arc::new(Cluster {
+            node_id,
+            url,
+            pool,
+            store,
+            ttl,
+            idle: Mutex::default(),
+            claiming: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The lease loop, until the gateway shuts down.
+    pub fn spawn_lease_loop(self: &Arc<Self>, gateway: Arc<Gateway>) -> JoinHandle<()> {
+        let cluster = self.clone();
+        let span = tracing::info_span!("lease_loop", node_id = %self.node_id);
+        tokio::spawn(
+            async move {
+                let mut last_renewed = Instant::now();
+                let mut tick = tokio::time::interval(cluster.ttl / 3);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    cluster.round(&gateway, &mut last_renewed).await;
+                }
+            }
+            .instrument(span),
+        )
+    }
+
+    /// One round of the lease loop.
+    async fn round(&self, gateway: &Arc<Gateway>, last_renewed: &mut Instant) {
+        if let Err(e) = cluster::heartbeat(&self.pool, &self.node_id, &self.url).await {
+            warn!(error = %e, "could not say this node is alive");
+        }
+        self.renew(gateway, last_renewed).await;
+        self.give_back_idle(gateway).await;
+        if let Err(e) = self.claim_fair_share(gateway).await {
+            warn!(error = %e, "could not claim free phones");
+        }
+    }
+
+    async fn renew(&self, gateway: &Arc<Gateway>, last_renewed: &mut Instant) {
+        let held = self.store.held_fences();
+        match cluster::renew_leases(&self.pool, &self.node_id, &held, self.ttl).await {
+            Ok(renewed) => {
+                // Measured from before the statement: the lease runs from
+                // the database's `now()`, which is no earlier than this.
+                *last_renewed = Instant::now();
+                let renewed: HashSet<String> = renewed.into_iter().collect();
+                for fence in held.iter().filter(|f| !renewed.contains(&f.phone)) {
+                    if let Ok(phone) = Phone::parse(&fence.phone) {
+                        warn!(phone = %phone, epoch = fence.epoch, "lost the phone's lease; stopping its session here");
+                        self.lose(gateway, &phone);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, held = held.len(), "could not renew the leases");
+                if last_renewed.elapsed() >= self.ttl {
+                    warn!(
+                        held = held.len(),
+                        "no renewal for a whole lease; other nodes may run these phones now: stopping every session here"
+                    );
+                    for fence in &held {
+                        if let Ok(phone) = Phone::parse(&fence.phone) {
+                            self.lose(gateway, &phone);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A phone whose lease is gone: its writes are refused from now on, and
+    /// its actor stops its client (without logging out: the new holder
+    /// runs the same session).
+    fn lose(&self, gateway: &Arc<Gateway>, phone: &Phone) {
+        self.store.release(phone);
+        let gateway = gateway.clone();
+        let phone = phone.clone();
+        tokio::spawn(async move { gateway.drop_actor(&phone).await }.in_current_span());
+    }
+
+    /// Gives back phones held for two rounds without wanting a node.
+    async fn give_back_idle(&self, gateway: &Arc<Gateway>) {
+        let held: BTreeSet<Phone> = self
+            .store
+            .held_fences()
+            .iter()
+            .filter_map(|f| Phone::parse(&f.phone).ok())
+            .collect();
+        let idle_now: HashSet<Phone> = held
+            .into_iter()
+            .filter(|p| !gateway.wants_a_node(p))
+            .collect();
+        let idle_before = std::mem::replace(&mut *self.idle_phones(), idle_now.clone());
+        for phone in idle_now.intersection(&idle_before) {
+            let _claiming = self.claiming.lock().await;
+            if gateway.wants_a_node(phone) {
+                continue;
+            }
+            gateway.drop_actor(phone).await;
+            if let Some(fence) = self.store.release(phone)
+                && let Err(e) = release_lease(&self.pool, &fence).await
+            {
+                warn!(phone = %phone, error = %e, "could not give the lease back; it expires by itself");
+            }
+            info!(phone = %phone, "gave back a phone that runs nowhere");
+        }
+    }
+
+    fn idle_phones(&self) -> std::sync::MutexGuard<'_, HashSet<Phone>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims free phones up to this node's fair share, and adopts each.
+    async fn claim_fair_share(&self, gateway: &Arc<Gateway>) -> Result<(), ClusterError> {
+        let (live, wanting) = cluster::census(&self.pool, self.ttl).await?;
+        let share = fair_share(wanting, live);
+        let held = self.store.held_fences().len() as i64;
+        let room = share - held;
+        if room <= 0 {
+            return Ok(());
+        }
+        for phone in cluster::free_phones(&self.pool, room).await? {
+            let Ok(phone) = Phone::parse(&phone) else {
+                continue;
+            };
+            let _claiming = self.claiming.lock().await;
+            if self.store.holds(&phone) {
+                continue;
+            }
+            if let Some(fence) =
+                claim_lease(&self.pool, phone.as_str(), &self.node_id, self.ttl).await?
+            {
+                info!(phone = %phone, epoch = fence.epoch, "claimed a free phone");
+                self.store.hold(&phone, fence);
+                gateway.adopt(&phone).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Who serves a request for `phone`: this node when it holds the phone
+    /// or claims it now (the phone is free), else its holder. `forwarded`:
+    /// the request already came from another node, so it is not sent on.
+    /// `create`: the request creates the session; any other request about
+    /// a phone with no record is answered here without a claim (a 404).
+    pub async fn route(
+        &self,
+        gateway: &Arc<Gateway>,
+        phone: &Phone,
+        forwarded: bool,
+        create: bool,
+    ) -> Result<Route, ClusterError> {
+        if self.store.holds(phone) {
+            return Ok(Route::Here);
+        }
+        let _claiming = self.claiming.lock().await;
+        if self.store.holds(phone) {
+            return Ok(Route::Here);
+        }
+        loop {
+            if let Some((node_id, url)) = cluster::holder(&self.pool, phone.as_str()).await? {
+                if node_id == self.node_id {
+                    // Held in the database under this node's name but not in
+                    // memory: a lease this node just let go; claim it anew.
+                } else if forwarded || url.is_empty() {
+                    return Err(ClusterError::Moving);
+                } else {
+                    return Ok(Route::Elsewhere { node_id, url });
+                }
+            }
+            if !create
+                && lila_pgstore::phone_state::load_record(&self.pool, phone.as_str())
+                    .await?
+                    .is_none()
+            {
+                return Ok(Route::Here);
+            }
+            if let Some(fence) =
+                claim_lease(&self.pool, phone.as_str(), &self.node_id, self.ttl).await?
+            {
+                self.store.hold(phone, fence);
+                gateway.adopt(phone).await;
+                return Ok(Route::Here);
+            }
+            // Another node claimed it in between: ask again who.
+        }
+    }
+
+    /// Leaves the cluster, after the gateway stopped every session here:
+    /// each lease is given back at once, so other nodes take the phones
+    /// over without waiting for them to expire, and this node's row goes.
+    pub async fn leave(&self) {
+        let held = self.store.held_fences();
+        for fence in &held {
+            if let Ok(phone) = Phone::parse(&fence.phone) {
+                self.store.release(&phone);
+            }
+            if let Err(e) = release_lease(&self.pool, fence).await {
+                warn!(phone = %fence.phone, error = %e, "could not give the lease back; it expires by itself");
+            }
+        }
+        if let Err(e) = cluster::leave(&self.pool, &self.node_id).await {
+            warn!(error = %e, "could not remove this node's row; it ages out");
+        }
+        info!(released = held.len(), "left the cluster");
+    }
+
+    /// Every node, for `GET /api/cluster`.
+    pub async fn nodes(&self) -> Result<Vec<cluster::NodeRow>, ClusterError> {
+        Ok(cluster::nodes(&self.pool).await?)
+    }
+
+    /// The phones this node holds.
+    pub fn held(&self) -> Vec<String> {
+        let mut held: Vec<String> = self
+            .store
+            .held_fences()
+            .into_iter()
+            .map(|f| f.phone)
+            .collect();
+        held.sort();
+        held
+    }
+}
+
+/// How many phones one node should run: an even share, rounded up so that
+/// every phone has room somewhere.
+pub fn fair_share(wanting: i64, live_nodes: i64) -> i64 {
+    let nodes = live_nodes.max(1);
+    (wanting.max(0) + nodes - 1) / nodes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fair_share_rounds_up_and_survives_no_nodes() {
+        assert_eq!(fair_share(10, 3), 4);
+        assert_eq!(fair_share(9, 3), 3);
+        assert_eq!(fair_share(0, 3), 0);
+        assert_eq!(fair_share(5, 0), 5);
+        assert_eq!(fair_share(-1, 2), 0);
+    }
+
+    #[test]
+    fn node_ids_differ_between_incarnations() {
+        assert_ne!(new_node_id(), new_node_id());
+    }
+}

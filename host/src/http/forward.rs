@@ -1,0 +1,230 @@
+//! Cluster mode: a request about a phone run by another node is forwarded to
+//! that node, so that any node answers any request with the same API,
+//! status codes and errors.
+//!
+//! The middleware reads which phone a request is about (the `{phone}` path
+//! segment, or the `phone` of a create), and asks the cluster who serves it
+//! (`Cluster::route`): this node, when it holds the phone or claims it now,
+//! or the holder, whose `LILA_NODE_URL` gets the request as it came, with
+//! the caller's token. A forwarded request is marked, and is never
+//! forwarded again: a phone that moved in between is answered 503, retry.
+//! Only an authenticated request can make a node claim a phone; anything
+//! else goes to the handlers here, which answer it as a single node does.
+
+use std::io::Read;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::{info, warn};
+
+use super::body::CreateSessionRequest;
+use super::{ApiError, AppState};
+use crate::cluster::{ClusterError, Route};
+use crate::core::tenant::Caller;
+use crate::phone::Phone;
+
+/// Marks a request one node forwarded to another (its value: the sender's id).
+pub const FORWARDED_FROM: &str = "x-lila-forwarded-from";
+
+/// The largest body read to find a create's phone (bodies are small JSON).
+const BODY_LIMIT: usize = 1 << 20;
+
+/// How long the holder may take to answer (a reset runs its hooks).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> ApiError {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+pub async fn to_holder(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(cluster) = state.gateway.cluster().cloned() else {
+        return next.run(request).await;
+    };
+    let caller = state.auth.authenticate(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let Ok(caller) = caller else {
+        return next.run(request).await;
+    };
+    if !request.uri().path().starts_with("/api/sessions") {
+        return next.run(request).await;
+    }
+    let forwarded = request.headers().contains_key(FORWARDED_FROM);
+    let (parts, body) = request.into_parts();
+    let body = match to_bytes(body, BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ApiError::BadRequest(format!("the request body is over {BODY_LIMIT} bytes"))
+                .into_response();
+        }
+    };
+    let Some((phone, create)) = phone_of(&parts.method, parts.uri.path(), &body, &caller) else {
+        return next.run(Request::from_parts(parts, Body::from(body))).await;
+    };
+    match cluster
+        .route(&state.gateway, &phone, forwarded, create)
+        .await
+    {
+        Ok(Route::Here) => next.run(Request::from_parts(parts, Body::from(body))).await,
+        Ok(Route::Elsewhere { node_id, url }) => {
+            info!(phone = %phone, holder = %node_id, "forwarding to the node that runs the phone");
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            let target = format!("{}{}", url.trim_end_matches('/'), path);
+            let from = cluster.node_id().to_owned();
+            let (method, headers) = (parts.method.clone(), parts.headers.clone());
+            let sent =
+                tokio::task::spawn_blocking(move || send(&target, &method, &headers, &from, body))
+                    .await;
+            match sent {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => {
+                    warn!(phone = %phone, holder = %node_id, error = %e, "the node that runs the phone did not answer");
+                    ApiError::Unavailable(format!(
+                        "the node running this phone ({node_id}) did not answer; retry the request"
+                    ))
+                    .into_response()
+                }
+                Err(_) => ApiError::Unavailable("forwarding failed; retry the request".into())
+                    .into_response(),
+            }
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The phone a request is about, and whether it creates the session: the
+/// `{phone}` segment of `/api/sessions/{phone}…`, or the `phone` of a
+/// create's body. `None` when there is none, or it is not a phone number:
+/// the handlers answer those (a listing, or a 400) here.
+fn phone_of(method: &Method, path: &str, body: &Bytes, caller: &Caller) -> Option<(Phone, bool)> {
+    let rest = path.strip_prefix("/api/sessions")?;
+    let rest = rest.trim_start_matches('/');
+    if rest.is_empty() {
+        if method != Method::POST {
+            return None;
+        }
+        // The create handler's own reading of its body, so both agree.
+        let create: CreateSessionRequest = serde_json::from_slice(body).ok()?;
+        let (phone, _owner) = create.into_parts(caller).ok()?;
+        return Some((phone, true));
+    }
+    let segment = rest.split('/').next()?;
+    Phone::parse(segment).ok().map(|p| (p, false))
+}
+
+/// Headers that belong to one hop, never passed on.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Sends the request to `target` and turns the answer into a response as
+/// it came (status, content type, body). Blocking.
+fn send(
+    target: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    from: &str,
+    body: Bytes,
+) -> Result<Response, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(FORWARD_TIMEOUT))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method.as_str())
+        .uri(target);
+    for (name, value) in headers {
+        if !is_hop_by_hop(name.as_str()) && name.as_str() != FORWARDED_FROM {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    request = request.header(FORWARDED_FROM, from);
+    let request = request.body(body.to_vec()).map_err(|e| e.to_string())?;
+    let answer = agent.run(request).map_err(|e| e.to_string())?;
+    let status = answer.status().as_u16();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .map(|v| v.as_bytes().to_vec());
+    let mut bytes = Vec::new();
+    answer
+        .into_body()
+        .into_reader()
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = axum::http::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
+    if let Some(content_type) = content_type
+        && let Ok(value) = HeaderValue::from_bytes(&content_type)
+    {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tenant::TenantId;
+
+    #[test]
+    fn the_phone_comes_from_the_path_or_from_a_create() {
+        let none = Bytes::new();
+        let tenant = Caller::Tenant(TenantId::parse("acme").unwrap());
+        let of = |method: &Method, path: &str, body: &Bytes| phone_of(method, path, body, &tenant);
+        let phone = |raw: &str| Phone::parse(raw).unwrap();
+        assert_eq!(
+            of(&Method::GET, "/api/sessions/5511999990001/status", &none),
+            Some((phone("5511999990001"), false))
+        );
+        assert_eq!(
+            of(&Method::DELETE, "/api/sessions/5511999990001", &none),
+            Some((phone("5511999990001"), false))
+        );
+        let create = Bytes::from_static(br#"{"phoneNumber":"5511999990002"}"#);
+        assert_eq!(
+            of(&Method::POST, "/api/sessions", &create),
+            Some((phone("5511999990002"), true))
+        );
+        let numeric = Bytes::from_static(br#"{"phoneNumber":5511999990003}"#);
+        assert_eq!(
+            of(&Method::POST, "/api/sessions/", &numeric),
+            Some((phone("5511999990003"), true))
+        );
+        // A listing, a bad phone or a bad body: the handlers answer here.
+        assert_eq!(of(&Method::GET, "/api/sessions", &none), None);
+        assert_eq!(of(&Method::GET, "/api/sessions/abc/status", &none), None);
+        assert_eq!(
+            of(&Method::POST, "/api/sessions", &Bytes::from_static(b"{")),
+            None
+        );
+        assert_eq!(of(&Method::GET, "/api/plugins", &none), None);
+    }
+}

@@ -224,8 +224,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             )
             .await
             .context("joining the cluster")?;
-            gateway.join_cluster(cluster.clone());
-            Some(cluster)
+            let lease_loop = gateway.join_cluster(cluster.clone());
+            Some((cluster, lease_loop))
         }
         _ => None,
     };
@@ -259,6 +259,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tokio::time::sleep(HTTP_DRAIN).await;
         } => tracing::warn!(drain_ms = HTTP_DRAIN.as_millis() as u64, "requests still in flight; stopping anyway"),
     }
+    // Cluster mode: no more claims or renewals while the sessions stop.
+    if let Some((_, lease_loop)) = &cluster {
+        lease_loop.abort();
+    }
     let started = std::time::Instant::now();
     tracing::info!("stopping sessions (they resume at the next start)");
     let summary = gateway.shutdown().await;
@@ -270,7 +274,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     // Cluster mode: the leases go back at once, so the other nodes take
     // the phones over at their next round instead of after the ttl.
-    if let Some(cluster) = cluster {
+    if let Some((cluster, _)) = cluster {
         cluster.leave().await;
     }
     Ok(())

@@ -23,16 +23,21 @@
 //! reconnect: 9 + 3 + about 1 s.
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lila_pgstore::{Pool, claim_lease, cluster, release_lease};
+use lila_pgstore::{Pool, claim_lease, cluster, phone_state, release_lease};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
+use crate::core::record::DesiredState;
+use crate::core::tenant::Caller;
 use crate::gateway::Gateway;
 use crate::phone::Phone;
+use crate::session::{IndexEntry, SessionView};
+use crate::storage::phone_records;
 use crate::storage::postgres_store::PgPhoneStore;
 
 /// How long a lease lasts without renewal.
@@ -332,9 +337,54 @@ impl Cluster {
         info!(released = held.len(), "left the cluster");
     }
 
-    /// Every node, for `GET /api/cluster`.
-    pub async fn nodes(&self) -> Result<Vec<cluster::NodeRow>, ClusterError> {
-        Ok(cluster::nodes(&self.pool).await?)
+    /// Every session `caller` may see, as its record describes it at rest
+    /// (cleared ones left out), sorted by phone: the base of a cluster-wide
+    /// listing, over which the nodes running them lay their live views.
+    pub async fn sessions_at_rest(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<SessionView>, ClusterError> {
+        let mut views = Vec::new();
+        for (phone, body) in phone_state::all_records(&self.pool).await? {
+            let Ok(phone) = Phone::parse(&phone) else {
+                continue;
+            };
+            let place = format!("postgres:phone_records/{phone}");
+            let Ok(record) = phone_records::decode(Path::new(&place), &phone, &body) else {
+                warn!(phone = %phone, "a damaged phone record; left out of the listing");
+                continue;
+            };
+            if record.desired == DesiredState::Cleared || !caller.may_access(record.owner.as_ref())
+            {
+                continue;
+            }
+            let entry = IndexEntry {
+                owner: record.owner,
+                desired: Some(record.desired),
+                pending_at_boot: 0,
+            };
+            views.push(entry.view_at_rest(&phone));
+        }
+        Ok(views)
+    }
+
+    /// The other nodes seen alive within a ttl: where a listing asks for
+    /// the sessions they run.
+    pub async fn peers(&self) -> Result<Vec<(String, String)>, ClusterError> {
+        Ok(cluster::nodes(&self.pool)
+            .await?
+            .into_iter()
+            .filter(|n| n.node_id != self.node_id && n.seen_secs_ago < self.ttl.as_secs_f64())
+            .map(|n| (n.node_id, n.url))
+            .collect())
+    }
+
+    /// Every node, and how many phones wait for a node, for `GET /api/cluster`.
+    pub async fn health(&self) -> Result<(Vec<cluster::NodeRow>, i64), ClusterError> {
+        Ok((
+            cluster::nodes(&self.pool).await?,
+            cluster::unheld(&self.pool).await?,
+        ))
     }
 
     /// The phones this node holds.

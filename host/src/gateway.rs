@@ -382,6 +382,22 @@ impl Gateway {
             .collect()
     }
 
+    /// Cluster mode: the live views of the sessions this node runs that
+    /// `caller` may see (cleared ones excluded), for a cluster-wide listing.
+    pub fn list_running_here(&self, caller: &Caller) -> Vec<SessionView> {
+        let PhoneStore::Postgres(store) = &self.ctx.store else {
+            return self.list(caller);
+        };
+        self.map()
+            .iter()
+            .filter(|(phone, (handle, task))| {
+                store.holds(phone) && !handle.is_closed() && !task.is_finished()
+            })
+            .map(|(_, (handle, _))| handle.current_view())
+            .filter(|view| caller.may_access(view.owner.as_ref()) && view.status != "cleared")
+            .collect()
+    }
+
     /// Stops every client (without logging out: they resume at next start),
     /// all at once, within `deadline`. Each actor saves what it holds in
     /// memory (its outbox is already on disk) and stops its client.

@@ -748,3 +748,20 @@ async fn a_node_out_of_descriptors_refuses_a_new_session_with_503_and_records_no
     let (status, body) = h.create(phone, &acme).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn a_single_node_shows_no_cluster_and_only_to_an_operator() {
+    let h = Harness::new().await;
+    let (code, body) = h.get("/api/cluster", &h.operator()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["clustered"], false);
+    assert_eq!(body["nodeId"], serde_json::Value::Null);
+    assert_eq!(body["nodes"], serde_json::json!([]));
+    let (code, body) = h.get("/api/cluster", &h.token("acme")).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("operator"),
+        "{body}"
+    );
+}

@@ -104,6 +104,7 @@ async fn every_documented_operation_is_routed_and_every_route_is_documented() {
         ("GET", format!("/api/sessions/{PHONE}/outbox")),
         ("POST", format!("/api/sessions/{PHONE}/clear")),
         ("GET", "/api/plugins".to_owned()),
+        ("GET", "/api/cluster".to_owned()),
         ("GET", "/api/events".to_owned()),
         ("GET", "/api/openapi.json".to_owned()),
         ("GET", "/health".to_owned()),

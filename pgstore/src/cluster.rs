@@ -162,3 +162,18 @@ pub async fn holder(pool: &Pool, phone: &str) -> Result<Option<(String, String)>
         None => None,
     })
 }
+
+/// How many phones want a node but have no live lease: waiting for a
+/// claim (a node just died, or every node is at its fair share).
+pub async fn unheld(pool: &Pool) -> Result<i64, PgStoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM phone_records r
+             WHERE r.wants_node AND NOT EXISTS
+                (SELECT 1 FROM leases l WHERE l.phone = r.phone AND l.expires_at > now())",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}

@@ -153,3 +153,14 @@ pub async fn known_phones(pool: &Pool) -> Result<Vec<String>, PgStoreError> {
         .map(|row| row.try_get::<_, String>(0).map_err(PgStoreError::from))
         .collect()
 }
+
+/// Every phone's record, sorted by phone: a cluster-wide listing's base.
+pub async fn all_records(pool: &Pool) -> Result<Vec<(String, Vec<u8>)>, PgStoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query("SELECT phone, body FROM phone_records ORDER BY phone", &[])
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}

@@ -155,6 +155,7 @@ async fn free_phones_want_a_node_and_have_no_live_lease() {
     expire_lease(&pool, "5511000000024").await; // its holder died
 
     let free = cluster::free_phones(&pool, 10).await.unwrap();
+    assert_eq!(cluster::unheld(&pool).await.unwrap(), 2);
     assert_eq!(
         free,
         vec!["5511000000021".to_owned(), "5511000000024".to_owned()]

@@ -81,6 +81,16 @@ impl Cluster {
             .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 
+    /// Kills every node still running, then the simulator.
+    async fn stop(mut self) {
+        for node in self.nodes.iter_mut() {
+            if let Some(node) = node.take() {
+                node.kill();
+            }
+        }
+        self.sim.shutdown().await;
+    }
+
     /// Every node's log, for a failing assertion to show.
     fn logs(&self) -> String {
         (0..self.nodes.len())
@@ -180,6 +190,44 @@ fn pair(cluster: &Cluster, phone: &str, via: usize, qr_from: usize, status_from:
     });
 }
 
+/// Three phones, each created on another node, its QR read from the next
+/// and its status from the one after: every answer crosses nodes. Returns
+/// the phones and which node id holds each.
+async fn pair_three(cluster: &Cluster, phones: [&'static str; 3]) -> BTreeMap<String, String> {
+    for (i, phone) in phones.iter().enumerate() {
+        pair(cluster, phone, i, (i + 1) % 3, (i + 2) % 3);
+    }
+    let holders = cluster.holders().await;
+    let spread: BTreeSet<&String> = holders.values().collect();
+    assert_eq!(holders.len(), 3, "{holders:?}");
+    assert_eq!(spread.len(), 3, "one session per node: {holders:?}");
+    holders
+}
+
+/// `GET /api/sessions` through `node`: each session's phone and status.
+fn listed(node: &Server, token: &str) -> Vec<(String, String)> {
+    let (code, body) = request(node, "GET", "/api/sessions", token, None);
+    assert_eq!(code, 200, "{body}");
+    body["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| {
+            (
+                s["phoneNumber"].as_str().unwrap_or_default().to_owned(),
+                s["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn operator_token() -> String {
+    JwtAuth::new(SECRET.as_bytes())
+        .expect("key")
+        .mint(None, true, Duration::from_secs(600))
+        .expect("token")
+}
+
 /// Polls `cond` every 100 ms until it holds or `within` passes; how long it took.
 async fn within(within: Duration, mut cond: impl AsyncFnMut() -> bool) -> Option<Duration> {
     let started = Instant::now();
@@ -197,15 +245,44 @@ async fn sessions_spread_any_node_answers_a_killed_node_is_taken_over_and_a_rese
     let mut cluster = Cluster::start(3).await;
     let phones = ["51987650101", "51987650102", "51987650103"];
 
-    // 1. Each phone created on another node, its QR read from the next one
-    //    and its status from the one after: every answer crosses nodes.
-    for (i, phone) in phones.iter().enumerate() {
-        pair(&cluster, phone, i, (i + 1) % 3, (i + 2) % 3);
+    // 1. Each phone created, shown and watched through different nodes.
+    let holders = pair_three(&cluster, phones).await;
+
+    // Any node lists every session of the tenant, with its live status
+    // from the node that runs it.
+    for i in 0..3 {
+        assert_eq!(
+            listed(cluster.node(i), &cluster.token),
+            phones
+                .iter()
+                .map(|p| (p.to_string(), "connected".to_owned()))
+                .collect::<Vec<_>>(),
+            "node{i}'s listing"
+        );
     }
-    let holders = cluster.holders().await;
-    let spread: BTreeSet<&String> = holders.values().collect();
-    assert_eq!(holders.len(), 3, "{holders:?}");
-    assert_eq!(spread.len(), 3, "one session per node: {holders:?}");
+
+    // The operator's view of the cluster, from any node.
+    let (code, view) = request(
+        cluster.node(2),
+        "GET",
+        "/api/cluster",
+        &operator_token(),
+        None,
+    );
+    assert_eq!(code, 200, "{view}");
+    assert_eq!(view["clustered"], true);
+    let nodes = view["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{view}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["alive"] == true && n["sessions"] == 1),
+        "{view}"
+    );
+    assert_eq!(nodes.iter().filter(|n| n["thisNode"] == true).count(), 1);
+    assert_eq!(view["unheldPhones"], 0);
+    let (code, _) = request(cluster.node(2), "GET", "/api/cluster", &cluster.token, None);
+    assert_eq!(code, 403, "a tenant does not see the cluster");
 
     // 2. A message sent through a node that does not run the phone.
     let ids = cluster.node_ids().await;
@@ -291,6 +368,14 @@ async fn sessions_spread_any_node_answers_a_killed_node_is_taken_over_and_a_rese
         cluster.sim.control().connection_attempts(victim_phone) > attempts_before,
         "the new holder connected with the same credentials"
     );
+    assert_eq!(
+        listed(cluster.node(survivor), &token),
+        phones
+            .iter()
+            .map(|p| (p.to_string(), "connected".to_owned()))
+            .collect::<Vec<_>>(),
+        "the listing after the takeover"
+    );
     // The other sessions never moved.
     for phone in &phones[1..] {
         let status = tokio::task::block_in_place(|| cluster.node(survivor).status(phone, &token));
@@ -363,12 +448,149 @@ async fn sessions_spread_any_node_answers_a_killed_node_is_taken_over_and_a_rese
     for (_, node) in cluster.running() {
         let status = tokio::task::block_in_place(|| node.status(victim_phone, &token));
         assert_ne!(status["status"], "connected", "{status}");
+        let phones_listed: Vec<String> = listed(node, &token).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            phones_listed,
+            phones[1..],
+            "a cleared session is not listed"
+        );
     }
 
-    for node in cluster.nodes.iter_mut() {
-        if let Some(node) = node.take() {
-            node.kill();
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_loses_its_phone_and_after_it_resumes_neither_writes_nor_reconnects() {
+    let cluster = Cluster::start(3).await;
+    let phones = ["51987650201", "51987650202", "51987650203"];
+    let holders = pair_three(&cluster, phones).await;
+    let ids = cluster.node_ids().await;
+    let node_id: Vec<String> = (0..3)
+        .map(|i| ids[&cluster.node(i).base_url()].clone())
+        .collect();
+    let phone = phones[0];
+    let paused = (0..3)
+        .find(|&i| holders[phone] == node_id[i])
+        .expect("a holder");
+    let witness = (paused + 1) % 3;
+    let token = cluster.token.clone();
+
+    // SIGSTOP past its lease (a partition, a stall): another node takes
+    // the phone over.
+    cluster.node(paused).pause(true);
+    let moved = within(Duration::from_secs(30), async || {
+        let holder = cluster.holders().await.get(phone).cloned();
+        holder.is_some_and(|h| h != node_id[paused]) && {
+            let status =
+                tokio::task::block_in_place(|| cluster.node(witness).status(phone, &token));
+            status["status"] == "connected"
         }
+    })
+    .await;
+    let took = moved.unwrap_or_else(|| panic!("no takeover of a paused node\n{}", cluster.logs()));
+    assert!(took <= TAKEOVER_GOAL, "took {took:?}");
+    let new_holder = cluster.holders().await[phone].clone();
+    let record_before = record_updated_at(&cluster.pool, phone).await;
+    let attempts_before = cluster.sim.control().connection_attempts(phone);
+
+    // SIGCONT: the node finds its lease gone, stops that session, and
+    // neither reconnects it nor writes its state.
+    cluster.node(paused).pause(false);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = std::fs::read_to_string(cluster.dirs.path().join(format!("node{paused}.log")))
+        .unwrap_or_default();
+    assert!(
+        log.contains("lost the phone's lease") || log.contains("no renewal for a whole lease"),
+        "the resumed node noticed\n{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        cluster.sim.control().connection_attempts(phone),
+        attempts_before,
+        "the resumed node did not reconnect the phone\n{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        cluster.holders().await[phone],
+        new_holder,
+        "the lease stayed with the new holder"
+    );
+    assert_eq!(
+        record_updated_at(&cluster.pool, phone).await,
+        record_before,
+        "the resumed node wrote nothing of the phone"
+    );
+    // Any node, the resumed one too, answers for the phone: connected.
+    for i in 0..3 {
+        let status = tokio::task::block_in_place(|| cluster.node(i).status(phone, &token));
+        assert_eq!(status["status"], "connected", "node{i}: {status}");
     }
-    cluster.sim.shutdown().await;
+    // Its other session was never in doubt.
+    for other in &phones[1..] {
+        let status = tokio::task::block_in_place(|| cluster.node(paused).status(other, &token));
+        assert_eq!(status["status"], "connected", "{other}: {status}");
+    }
+
+    cluster.stop().await;
+}
+
+/// When the phone's record was last written (any node's write changes it).
+async fn record_updated_at(pool: &Pool, phone: &str) -> String {
+    let client = pool.get().await.expect("a connection");
+    client
+        .query_one(
+            "SELECT updated_at::text FROM phone_records WHERE phone = $1",
+            &[&phone],
+        )
+        .await
+        .expect("a record")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_loses_no_session_and_shows_no_qr() {
+    let mut cluster = Cluster::start(3).await;
+    let phones = ["51987650301", "51987650302", "51987650303"];
+    pair_three(&cluster, phones).await;
+    let devices_before = cluster.sim.control().devices().len();
+    let token = cluster.token.clone();
+
+    for restarted in 0..3 {
+        let witness = (restarted + 1) % 3;
+        let exit = cluster.nodes[restarted]
+            .take()
+            .expect("running")
+            .terminate();
+        assert!(exit < Duration::from_secs(10), "SIGTERM took {exit:?}");
+        // Every session is connected again on the other nodes.
+        let back = within(Duration::from_secs(30), async || {
+            phones.iter().all(|phone| {
+                let status =
+                    tokio::task::block_in_place(|| cluster.node(witness).status(phone, &token));
+                status["status"] == "connected"
+            })
+        })
+        .await;
+        let gap = back.unwrap_or_else(|| {
+            panic!(
+                "sessions not back after node{restarted} stopped\n{}",
+                cluster.logs()
+            )
+        });
+        eprintln!(
+            "rolling restart: node{restarted} exited {} ms after SIGTERM; every session connected elsewhere {} ms after it",
+            exit.as_millis(),
+            (exit + gap).as_millis()
+        );
+        let node = cluster.start_node(restarted);
+        cluster.nodes[restarted] = Some(node);
+    }
+    // No new QR and no new device: the same three sessions, all connected.
+    assert_eq!(cluster.sim.control().devices().len(), devices_before);
+    for phone in phones {
+        let status = tokio::task::block_in_place(|| cluster.node(0).status(phone, &token));
+        assert_eq!(status["status"], "connected", "{phone}: {status}");
+    }
+
+    cluster.stop().await;
 }

@@ -244,15 +244,16 @@ pub enum SessionStatus {
     Cleared,
 }
 
-/// A session, as the list, create and status calls show it.
-#[derive(Debug, Serialize, ToSchema)]
+/// A session, as the list, create and status calls show it. Also read back,
+/// when a cluster node gathers the sessions its peers run.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionBody {
     #[schema(example = "51987654321")]
     pub phone_number: String,
     /// `starting`, `qr`, `connected`, `reconnecting`, `stopped`, `logged_out`, `failed` or `cleared`.
     #[schema(value_type = SessionStatus)]
-    pub status: &'static str,
+    pub status: String,
     /// True exactly when `status` is `connected`.
     pub ready: bool,
     /// The session's own JID, once paired.
@@ -265,16 +266,25 @@ pub struct SessionBody {
     /// Messages still in the outbox.
     pub pending_messages: usize,
     /// Operator tokens only: the tenant that owns the session (`null` for none).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "present"
+    )]
     #[schema(value_type = Option<String>, required = false)]
     pub company_id: Option<Option<String>>,
+}
+
+/// A field that was there, `null` or not: `Some` (absent stays `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 impl SessionBody {
     pub fn new(view: &SessionView, caller: &Caller) -> SessionBody {
         SessionBody {
             phone_number: view.phone.as_str().to_owned(),
-            status: view.status,
+            status: view.status.to_owned(),
             ready: view.ready,
             me: view.me.clone(),
             last_error: view.last_error.clone(),
@@ -287,7 +297,7 @@ impl SessionBody {
 }
 
 /// `GET /api/sessions`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionListBody {
     pub sessions: Vec<SessionBody>,
 }
@@ -755,6 +765,80 @@ impl From<&PluginsView> for PluginsBody {
             config_file: view.config_file.as_ref().map(|f| f.display().to_string()),
             config_error: view.config_error.clone(),
             plugins: view.plugins.iter().map(PluginBody::from).collect(),
+        }
+    }
+}
+
+/// `GET /api/cluster` (operators only).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterBody {
+    /// Whether this lila is a cluster node (`LILA_DATABASE_URL` set).
+    pub clustered: bool,
+    /// The id of the node that answered (`null` on a single node).
+    #[schema(example = "lila-a-4242-9f3c2a1b")]
+    pub node_id: Option<String>,
+    /// How long a lease lasts without renewal; a node renews every third of it.
+    pub lease_ttl_ms: u64,
+    /// Every node with a row, the most recently seen first.
+    pub nodes: Vec<ClusterNodeBody>,
+    /// Phones meant to run that no node holds right now (waiting for a claim,
+    /// as after a node died, until its leases run out).
+    pub unheld_phones: u64,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNodeBody {
+    pub node_id: String,
+    /// Where the other nodes reach it (`LILA_NODE_URL`).
+    #[schema(example = "http://10.0.0.5:3001")]
+    pub url: String,
+    /// Seen within a lease's ttl: counted in the fair share.
+    pub alive: bool,
+    /// Milliseconds since it last said it was alive (by the database's clock).
+    pub seen_ms_ago: u64,
+    /// The sessions it runs: the live leases it holds.
+    pub sessions: u64,
+    /// Whether this is the node that answered.
+    pub this_node: bool,
+}
+
+impl ClusterBody {
+    /// A single node: no cluster to show.
+    pub fn single_node() -> ClusterBody {
+        ClusterBody {
+            clustered: false,
+            node_id: None,
+            lease_ttl_ms: 0,
+            nodes: Vec::new(),
+            unheld_phones: 0,
+        }
+    }
+
+    pub fn new(
+        this_node: &str,
+        ttl: std::time::Duration,
+        nodes: &[lila_pgstore::cluster::NodeRow],
+        unheld: i64,
+    ) -> ClusterBody {
+        ClusterBody {
+            clustered: true,
+            node_id: Some(this_node.to_owned()),
+            lease_ttl_ms: ttl.as_millis() as u64,
+            nodes: nodes
+                .iter()
+                .map(|n| ClusterNodeBody {
+                    node_id: n.node_id.clone(),
+                    url: n.url.clone(),
+                    alive: n.seen_secs_ago < ttl.as_secs_f64(),
+                    seen_ms_ago: (n.seen_secs_ago.max(0.0) * 1000.0) as u64,
+                    sessions: n.leases.max(0) as u64,
+                    this_node: n.node_id == this_node,
+                })
+                .collect(),
+            unheld_phones: unheld.max(0) as u64,
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::body::{ErrorBody, json_response};
 
 use crate::auth::AuthError;
+use crate::cluster::ClusterError;
 use crate::session::SessionError;
 use crate::storage::StorageError;
 use crate::whatsapp::WhatsAppError;
@@ -38,6 +39,13 @@ pub enum ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> ApiError {
         ApiError::Unauthorized(e.to_string())
+    }
+}
+
+/// Cluster mode: the database is unreachable, or the phone is moving.
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> ApiError {
+        ApiError::Unavailable(e.to_string())
     }
 }
 

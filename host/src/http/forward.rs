@@ -21,9 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::{info, warn};
 
-use super::body::CreateSessionRequest;
+use super::body::{CreateSessionRequest, SessionBody};
 use super::{ApiError, AppState};
-use crate::cluster::{ClusterError, Route};
+use crate::cluster::Route;
 use crate::core::tenant::Caller;
 use crate::phone::Phone;
 
@@ -35,12 +35,6 @@ const BODY_LIMIT: usize = 1 << 20;
 
 /// How long the holder may take to answer (a reset runs its hooks).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
-
-impl From<ClusterError> for ApiError {
-    fn from(e: ClusterError) -> ApiError {
-        ApiError::Unavailable(e.to_string())
-    }
-}
 
 pub async fn to_holder(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(cluster) = state.gateway.cluster().cloned() else {
@@ -105,6 +99,63 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
+/// How long a peer may take to list the sessions it runs.
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The sessions each peer runs, for a cluster-wide listing: `GET
+/// /api/sessions` on every peer at once, with the caller's token, marked
+/// forwarded so that each answers with its own sessions only. A peer that
+/// does not answer in time is left out: its sessions show as their records
+/// describe them.
+pub async fn sessions_of_peers(
+    peers: Vec<(String, String)>,
+    from: &str,
+    authorization: Option<&HeaderValue>,
+) -> Vec<SessionBody> {
+    let Some(authorization) = authorization.cloned() else {
+        return Vec::new();
+    };
+    let mut asking = tokio::task::JoinSet::new();
+    for (node_id, url) in peers {
+        let (from, authorization) = (from.to_owned(), authorization.clone());
+        asking.spawn_blocking(move || {
+            let target = format!("{}/api/sessions", url.trim_end_matches('/'));
+            let agent = agent(LIST_TIMEOUT);
+            let listed = agent
+                .get(&target)
+                .header(header::AUTHORIZATION.as_str(), authorization.as_bytes())
+                .header(FORWARDED_FROM, from.as_str())
+                .call()
+                .map_err(|e| e.to_string())
+                .and_then(|mut answer| {
+                    let text = answer
+                        .body_mut()
+                        .read_to_string()
+                        .map_err(|e| e.to_string())?;
+                    serde_json::from_str::<ListAnswer>(&text).map_err(|e| e.to_string())
+                });
+            (node_id, listed)
+        });
+    }
+    let mut sessions = Vec::new();
+    while let Some(answer) = asking.join_next().await {
+        match answer {
+            Ok((_, Ok(listed))) => sessions.extend(listed.sessions),
+            Ok((node_id, Err(e))) => {
+                warn!(peer = %node_id, error = %e, "a node did not list its sessions; they show at rest")
+            }
+            Err(e) => warn!(error = %e, "listing a node's sessions failed"),
+        }
+    }
+    sessions
+}
+
+/// A peer's `GET /api/sessions` answer (the `success` envelope around it).
+#[derive(serde::Deserialize)]
+struct ListAnswer {
+    sessions: Vec<SessionBody>,
+}
+
 /// The phone a request is about, and whether it creates the session: the
 /// `{phone}` segment of `/api/sessions/{phone}…`, or the `phone` of a
 /// create's body. `None` when there is none, or it is not a phone number:
@@ -123,6 +174,17 @@ fn phone_of(method: &Method, path: &str, body: &Bytes, caller: &Caller) -> Optio
     }
     let segment = rest.split('/').next()?;
     Phone::parse(segment).ok().map(|p| (p, false))
+}
+
+/// A client for one hop to a peer: its answer as it is (no status is an
+/// error, no redirect followed), within `timeout`.
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
 }
 
 /// Headers that belong to one hop, never passed on.
@@ -151,12 +213,7 @@ fn send(
     from: &str,
     body: Bytes,
 ) -> Result<Response, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(FORWARD_TIMEOUT))
-        .build()
-        .into();
+    let agent = agent(FORWARD_TIMEOUT);
     let mut request = ureq::http::Request::builder()
         .method(method.as_str())
         .uri(target);

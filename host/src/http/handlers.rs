@@ -1,26 +1,30 @@
 //! Route handlers and the extractors they share.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::body::{
-    ClearBody, ContactBody, ContactsBody, CreateSessionRequest, DisconnectBody, EnqueuedBody,
-    ErrorBody, GroupBody, GroupsBody, HealthBody, MessageStatusBody, OutboxBody, PairingCodeBody,
-    PendingMessageBody, PluginsBody, QrBody, SendMessageRequest, SessionBody, SessionListBody,
-    Success, json_response,
+    ClearBody, ClusterBody, ContactBody, ContactsBody, CreateSessionRequest, DisconnectBody,
+    EnqueuedBody, ErrorBody, GroupBody, GroupsBody, HealthBody, MessageStatusBody, OutboxBody,
+    PairingCodeBody, PendingMessageBody, PluginsBody, QrBody, SendMessageRequest, SessionBody,
+    SessionListBody, Success, json_response,
 };
+use super::forward;
 use super::qr::png_data_url;
 use super::{ApiError, AppState};
 use crate::core::message_status::is_message_id;
 use crate::core::tenant::Caller;
 use crate::phone::Phone;
 use crate::request_id::{self, RequestId};
+use crate::session::SessionView;
 
 /// The authenticated caller. Runs first in every handler, so a bad token is
 /// a 401 whatever else is wrong with the request.
@@ -134,25 +138,49 @@ pub struct MessagePath {
 }
 
 /// The caller's sessions (an operator's: every tenant's, with `companyId`).
+/// In cluster mode, every node's: the records in PostgreSQL, with the live
+/// view of each session from the node running it.
 #[utoipa::path(
     get, path = "/api/sessions", tag = "sessions",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's sessions", body = Success<SessionListBody>),
         (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "Cluster mode: the cluster's database is unreachable", body = ErrorBody),
     )
 )]
 pub async fn list_sessions(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
-) -> Success<SessionListBody> {
-    let sessions = state
-        .gateway
-        .list(&caller)
-        .iter()
-        .map(|v| SessionBody::new(v, &caller))
-        .collect();
-    Success::new(SessionListBody { sessions })
+    headers: HeaderMap,
+) -> Result<Success<SessionListBody>, ApiError> {
+    let bodies = |views: &[SessionView]| -> Vec<SessionBody> {
+        views.iter().map(|v| SessionBody::new(v, &caller)).collect()
+    };
+    let Some(cluster) = state.gateway.cluster() else {
+        let sessions = bodies(&state.gateway.list(&caller));
+        return Ok(Success::new(SessionListBody { sessions }));
+    };
+    let here = bodies(&state.gateway.list_running_here(&caller));
+    // A peer gathering the cluster's sessions asks for this node's own.
+    if headers.contains_key(forward::FORWARDED_FROM) {
+        return Ok(Success::new(SessionListBody { sessions: here }));
+    }
+    let mut sessions: BTreeMap<String, SessionBody> =
+        bodies(&cluster.sessions_at_rest(&caller).await?)
+            .into_iter()
+            .map(|b| (b.phone_number.clone(), b))
+            .collect();
+    let peers = cluster.peers().await?;
+    let running_elsewhere =
+        forward::sessions_of_peers(peers, cluster.node_id(), headers.get(header::AUTHORIZATION))
+            .await;
+    for body in running_elsewhere.into_iter().chain(here) {
+        sessions.insert(body.phone_number.clone(), body);
+    }
+    Ok(Success::new(SessionListBody {
+        sessions: sessions.into_values().collect(),
+    }))
 }
 
 /// Creates or starts a session; lifts a previous reset. The QR flow begins.
@@ -512,13 +540,50 @@ pub async fn list_plugins(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
 ) -> Result<Success<PluginsBody>, ApiError> {
-    if !matches!(caller, Caller::Operator) {
-        return Err(ApiError::Forbidden(
-            "only an operator token may list plugins".into(),
-        ));
-    }
+    operator_only(&caller, "list plugins")?;
     let view = state.gateway.hooks().plugins().unwrap_or_default();
     Ok(Success::new(PluginsBody::from(&view)))
+}
+
+/// `GET /api/cluster`: operators only, as `GET /api/plugins`. The nodes,
+/// the sessions each runs and how fresh each one's heartbeat is; on a
+/// single node, `clustered: false`.
+#[utoipa::path(
+    get, path = "/api/cluster", tag = "service",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The cluster's nodes and lease health", body = Success<ClusterBody>),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "A tenant's token (operators only)", body = ErrorBody),
+        (status = 503, description = "The cluster's database is unreachable", body = ErrorBody),
+    )
+)]
+pub async fn cluster(
+    State(state): State<AppState>,
+    AuthCaller(caller): AuthCaller,
+) -> Result<Success<ClusterBody>, ApiError> {
+    operator_only(&caller, "see the cluster")?;
+    let Some(cluster) = state.gateway.cluster() else {
+        return Ok(Success::new(ClusterBody::single_node()));
+    };
+    let (nodes, unheld) = cluster.health().await?;
+    Ok(Success::new(ClusterBody::new(
+        cluster.node_id(),
+        cluster.ttl(),
+        &nodes,
+        unheld,
+    )))
+}
+
+/// 403 for a tenant's token on an operator's route: "only an operator
+/// token may {doing}".
+fn operator_only(caller: &Caller, doing: &str) -> Result<(), ApiError> {
+    match caller {
+        Caller::Operator => Ok(()),
+        Caller::Tenant(_) => Err(ApiError::Forbidden(format!(
+            "only an operator token may {doing}"
+        ))),
+    }
 }
 
 /// Liveness.

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/sessions", sessions)
         .route("/api/plugins", get(list_plugins))
+        .route("/api/cluster", get(cluster))
         .route("/api/events", get(events::event_stream))
         .route("/api/openapi.json", get(openapi_json))
         .route("/health", get(health))

@@ -14,7 +14,8 @@
 //!   `ceil(phones wanting a node / live nodes)`, and adopts each: a fresh
 //!   actor loads the phone's state from the database and resumes it, or
 //!   finishes its interrupted reset. A phone held without wanting a node
-//!   (stopped, or cleared) for two rounds is given back.
+//!   (stopped, or cleared) for two rounds is given back, and a node above
+//!   its fair share hands one phone per round to a node below it.
 //! - **Routing.** A request for a phone is served by the node holding it:
 //!   here when this node holds it or can claim it, otherwise forwarded to
 //!   the holder's `LILA_NODE_URL` (`http/forward.rs`).
@@ -248,7 +249,10 @@ impl Cluster {
         let share = fair_share(wanting, live);
         let held = self.store.held_fences().len() as i64;
         let room = share - held;
-        if room <= 0 {
+        if room < 0 {
+            return self.hand_one_over(gateway, share, held).await;
+        }
+        if room == 0 {
             return Ok(());
         }
         for phone in cluster::free_phones(&self.pool, room).await? {
@@ -270,6 +274,44 @@ impl Cluster {
         Ok(())
     }
 
+    /// Above its fair share (a node came back, or requests claimed phones
+    /// here), a node gives one phone back per round, when another live node
+    /// is below the share: that node claims it at its next round, so the
+    /// session is down for at most a round and a reconnect, and the
+    /// sessions spread evenly again.
+    async fn hand_one_over(
+        &self,
+        gateway: &Arc<Gateway>,
+        share: i64,
+        held: i64,
+    ) -> Result<(), ClusterError> {
+        let ttl = self.ttl.as_secs_f64();
+        let below_share = cluster::nodes(&self.pool)
+            .await?
+            .iter()
+            .any(|n| n.node_id != self.node_id && n.seen_secs_ago < ttl && n.leases < share);
+        if !below_share {
+            return Ok(());
+        }
+        let Some(fence) = self
+            .store
+            .held_fences()
+            .into_iter()
+            .max_by(|a, b| a.phone.cmp(&b.phone))
+        else {
+            return Ok(());
+        };
+        let Ok(phone) = Phone::parse(&fence.phone) else {
+            return Ok(());
+        };
+        let _claiming = self.claiming.lock().await;
+        gateway.drop_actor(&phone).await;
+        self.store.release(&phone);
+        release_lease(&self.pool, &fence).await?;
+        info!(phone = %phone, share, held, "handed a phone over to a node below its fair share");
+        Ok(())
+    }
+
     /// Who serves a request for `phone`: this node when it holds the phone
     /// or claims it now (the phone is free), else its holder. `forwarded`:
     /// the request already came from another node, so it is not sent on.
@@ -284,6 +326,16 @@ impl Cluster {
     ) -> Result<Route, ClusterError> {
         if self.store.holds(phone) {
             return Ok(Route::Here);
+        }
+        // The common case, a phone another node runs, without the lock.
+        if let Some((node_id, url)) = cluster::holder(&self.pool, phone.as_str()).await?
+            && node_id != self.node_id
+        {
+            return if forwarded || url.is_empty() {
+                Err(ClusterError::Moving)
+            } else {
+                Ok(Route::Elsewhere { node_id, url })
+            };
         }
         let _claiming = self.claiming.lock().await;
         if self.store.holds(phone) {

@@ -101,14 +101,31 @@ impl Server {
     /// Starts `lila serve` as a cluster node on the PostgreSQL at
     /// `database_url`, logging to `{data}.log`.
     pub fn start_node(data: &Path, secret: &str, wa_url: &str, database_url: &str) -> Server {
+        Server::start_node_crashing_at(data, secret, wa_url, database_url, None)
+    }
+
+    /// `start_node`, with the crash switch (`LILA_CRASH_AT`) set when given.
+    pub fn start_node_crashing_at(
+        data: &Path,
+        secret: &str,
+        wa_url: &str,
+        database_url: &str,
+        crash_at: Option<&str>,
+    ) -> Server {
         std::fs::write(data.with_extension("toml"), "").expect("config file");
         let port = free_port();
-        // Its log beside the data root (`{data}.log`), for a failing test to show.
-        let log = std::fs::File::create(data.with_extension("log")).expect("log file");
+        // Its log beside the data root (`{data}.log`, appended to by a
+        // restarted node), for a failing test to show.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .expect("log file");
         let errors = log.try_clone().expect("log file");
         let mut command = Server::serve_command(data, secret, wa_url, port, "info");
         command
             .env("LILA_DATABASE_URL", database_url)
+            .env("LILA_CRASH_AT", crash_at.unwrap_or_default())
             .env("NO_COLOR", "1")
             .stdout(log)
             .stderr(errors);

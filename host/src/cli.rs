@@ -225,6 +225,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("joining the cluster")?;
             let lease_loop = gateway.join_cluster(cluster.clone());
+            if let Some(url) = &gateway.config().database_url {
+                // Every node's event stream carries every session's events.
+                crate::cluster::events::spawn_relay(
+                    cluster.node_id().to_owned(),
+                    pool.clone(),
+                    url.0.clone(),
+                    gateway.events().clone(),
+                );
+            }
             Some((cluster, lease_loop))
         }
         _ => None,

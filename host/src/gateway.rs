@@ -241,6 +241,13 @@ impl Gateway {
         }
     }
 
+    /// Whether `phone`'s session runs here and is connected.
+    pub fn is_connected_here(&self, phone: &Phone) -> bool {
+        self.map()
+            .get(phone)
+            .is_some_and(|(handle, task)| !task.is_finished() && handle.current_view().ready)
+    }
+
     /// Whether some node should run `phone` (its session is meant to run),
     /// as far as this node knows.
     pub fn wants_a_node(&self, phone: &Phone) -> bool {

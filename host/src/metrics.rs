@@ -31,6 +31,13 @@ pub struct Metrics {
     pub open_files_limit: AtomicU64,
     /// Session starts refused because the node was out of descriptors.
     pub sessions_refused_open_files: AtomicU64,
+    /// Cluster mode: leases this node claimed, leases it lost (expired
+    /// during a pause, or taken over), sessions it handed to a node below
+    /// its fair share, and the leases it holds (at the last round).
+    pub cluster_leases_claimed: AtomicU64,
+    pub cluster_leases_lost: AtomicU64,
+    pub cluster_sessions_handed_over: AtomicU64,
+    pub cluster_leases_held: AtomicI64,
     /// Failed connection attempts, in the order of `ConnectFailureCause::ALL`.
     connection_failures: [AtomicU64; ConnectFailureCause::ALL.len()],
     /// When these counters started, i.e. when `serve` built its gateway.
@@ -156,6 +163,21 @@ impl Metrics {
             "Session actors that panicked (and were restarted on next use).",
             get(&self.actor_panics),
         );
+        counter(
+            "lila_cluster_leases_claimed_total",
+            "Cluster mode: phone leases this node claimed (free phones, and phones a request was about).",
+            get(&self.cluster_leases_claimed),
+        );
+        counter(
+            "lila_cluster_leases_lost_total",
+            "Cluster mode: leases this node lost (expired during a pause, or taken over); each session was stopped here.",
+            get(&self.cluster_leases_lost),
+        );
+        counter(
+            "lila_cluster_sessions_handed_over_total",
+            "Cluster mode: sessions this node handed to a node below its fair share.",
+            get(&self.cluster_sessions_handed_over),
+        );
         out.push_str("# HELP lila_connection_failures_total Connection attempts to WhatsApp that failed, by cause (each is retried after a back-off).\n# TYPE lila_connection_failures_total counter\n");
         for cause in ConnectFailureCause::ALL {
             let _ = writeln!(
@@ -170,6 +192,11 @@ impl Metrics {
             "# HELP lila_boot_sessions_resumed Sessions the last start resumed.\n# TYPE lila_boot_sessions_resumed gauge\nlila_boot_sessions_resumed {}\n# HELP lila_boot_sessions_reconnected Sessions resumed at the last start that have connected again.\n# TYPE lila_boot_sessions_reconnected gauge\nlila_boot_sessions_reconnected {}",
             self.boot_sessions_resumed.load(Ordering::Relaxed),
             self.boot_sessions_reconnected.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lila_cluster_leases_held Cluster mode: phone leases this node holds.\n# TYPE lila_cluster_leases_held gauge\nlila_cluster_leases_held {}",
+            self.cluster_leases_held.load(Ordering::Relaxed)
         );
         if let Some(open) = crate::limits::open_files() {
             let _ = writeln!(

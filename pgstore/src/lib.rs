@@ -28,6 +28,7 @@ pub mod cluster;
 mod error;
 mod lease;
 mod migrations;
+pub mod notify;
 pub mod phone_state;
 
 #[cfg(feature = "sqlite-import")]

@@ -52,6 +52,14 @@ pub enum EventKind {
         status: DeliveryState,
         error: Option<String>,
     },
+    /// Cluster mode: an event of a session another node runs, as that node
+    /// rendered it for the session's owner (`payload`: the fields after the
+    /// common ones, codes included). That node's plugins heard it; this
+    /// node's do not, so a plugin hears each event once in the cluster.
+    Relayed {
+        event_type: &'static str,
+        payload: Arc<serde_json::Value>,
+    },
 }
 
 impl EventKind {
@@ -63,8 +71,20 @@ impl EventKind {
             EventKind::Cleared { .. } => "session.cleared",
             EventKind::LoggedOut { .. } => "session.logged_out",
             EventKind::MessageStatus { .. } => "message.status",
+            EventKind::Relayed { event_type, .. } => event_type,
         }
     }
+
+    /// Whether another node made this event (`Relayed`).
+    pub fn is_relayed(&self) -> bool {
+        matches!(self, EventKind::Relayed { .. })
+    }
+}
+
+/// The event type named `name`, as a `&'static str`; `None` for a name
+/// this version does not know.
+pub fn known_event_type(name: &str) -> Option<&'static str> {
+    EVENT_TYPES.iter().copied().find(|t| *t == name)
 }
 
 /// Every event type, for config checks and documentation.

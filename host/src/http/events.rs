@@ -130,7 +130,61 @@ pub struct EventsDroppedBody {
     pub count: u64,
 }
 
-/// `event` as `caller` may see it; `None` when it is not theirs to see.
+/// The `data:` JSON of `event` as `caller` may see it; `None` when it is
+/// not theirs to see.
+pub fn event_data(event: &Event, caller: &Caller) -> Option<String> {
+    match &event.kind {
+        EventKind::Relayed { payload, .. } => relayed_data(event, payload, caller),
+        _ => serde_json::to_string(&event_body(event, caller)?).ok(),
+    }
+}
+
+/// Another node's event (as it rendered it for the owner), for `caller`:
+/// the same JSON an [`EventBody`] of this node makes, the codes of a
+/// `session.qr` withheld from anyone but the owner.
+fn relayed_data(event: &Event, payload: &serde_json::Value, caller: &Caller) -> Option<String> {
+    if !caller.may_access(event.tenant.as_ref()) {
+        return None;
+    }
+    let mut object = serde_json::Map::new();
+    object.insert("type".into(), event.kind.type_name().into());
+    object.insert("id".into(), event.id.into());
+    object.insert("at".into(), event.at_ms.into());
+    object.insert(
+        "tenant".into(),
+        event.tenant.as_ref().map(|t| t.as_str()).into(),
+    );
+    object.insert("phone".into(), event.phone.as_str().into());
+    let is_owner = caller.tenant().is_some();
+    for (key, value) in payload.as_object()? {
+        let secret = matches!(key.as_str(), "qr" | "pairingCode");
+        let value = if secret && !is_owner {
+            serde_json::Value::Null
+        } else {
+            value.clone()
+        };
+        object.insert(key.clone(), value);
+    }
+    serde_json::to_string(&object).ok()
+}
+
+/// The payload of `event` (the fields after the common ones) as its owner
+/// sees it: what a cluster node relays to the others. `None` for an event
+/// that is already another node's.
+pub fn owner_payload(event: &Event) -> Option<serde_json::Value> {
+    let owner = match &event.tenant {
+        Some(tenant) => Caller::Tenant(tenant.clone()),
+        None => Caller::Operator,
+    };
+    if event.kind.is_relayed() {
+        return None;
+    }
+    let body = event_body(event, &owner)?;
+    serde_json::to_value(&body.payload).ok()
+}
+
+/// `event` as `caller` may see it; `None` when it is not theirs to see (or
+/// another node's: see [`event_data`]).
 pub fn event_body(event: &Event, caller: &Caller) -> Option<EventBody> {
     if !caller.may_access(event.tenant.as_ref()) {
         return None;
@@ -168,6 +222,7 @@ pub fn event_body(event: &Event, caller: &Caller) -> Option<EventBody> {
             status: status.as_str(),
             error: error.clone(),
         }),
+        EventKind::Relayed { .. } => return None,
     };
     Some(EventBody {
         event_type: event.kind.type_name(),
@@ -211,8 +266,11 @@ async fn next_item(mut state: StreamState) -> Option<(Result<SseEvent, Infallibl
                 return Some((Ok(sse_json("events.dropped", &body)), state));
             }
             Received::Event(event) => {
-                if let Some(body) = event_body(&event, &state.caller) {
-                    let sse = sse_json(body.event_type, &body).id(event.id.to_string());
+                if let Some(data) = event_data(&event, &state.caller) {
+                    let sse = SseEvent::default()
+                        .event(event.kind.type_name())
+                        .data(data)
+                        .id(event.id.to_string());
                     return Some((Ok(sse), state));
                 }
             }

@@ -45,6 +45,10 @@ async fn dispatch(runtime: Arc<Runtime>, mut events: crate::events::Subscription
                 continue;
             }
         };
+        // Another node's event: that node's plugins heard it.
+        if event.kind.is_relayed() {
+            continue;
+        }
         let registry = runtime.registry();
         for plugin in registry.for_events(event.tenant.as_ref()) {
             let key = &plugin.spec.key;
@@ -82,6 +86,9 @@ async fn work(runtime: Arc<Runtime>, key: String, mut queue: mpsc::Receiver<Arc<
             .as_ref()
             .map(|t| t.as_str().to_owned())
             .unwrap_or_default();
+        let Some(wit) = wit_event(&event, &tenant) else {
+            continue;
+        };
         let started = Instant::now();
         let env = runtime.env(
             &plugin,
@@ -93,12 +100,7 @@ async fn work(runtime: Arc<Runtime>, key: String, mut queue: mpsc::Receiver<Arc<
         );
         let end = runtime
             .engine
-            .on_event(
-                &plugin.code,
-                env,
-                plugin.spec.memory_bytes,
-                &wit_event(&event, &tenant),
-            )
+            .on_event(&plugin.code, env, plugin.spec.memory_bytes, &wit)
             .await;
         let run = HookRun {
             plugin: key.clone(),
@@ -114,8 +116,9 @@ async fn work(runtime: Arc<Runtime>, key: String, mut queue: mpsc::Receiver<Arc<
     }
 }
 
-/// The event as `on-event` gets it. QR and pairing codes are never passed on.
-fn wit_event(event: &Event, tenant: &str) -> wit_events::Event {
+/// The event as `on-event` gets it. QR and pairing codes are never passed
+/// on; another node's events (`Relayed`) are not this node's to hand out.
+fn wit_event(event: &Event, tenant: &str) -> Option<wit_events::Event> {
     let kind = match &event.kind {
         EventKind::Status {
             status,
@@ -142,13 +145,14 @@ fn wit_event(event: &Event, tenant: &str) -> wit_events::Event {
             status: status.as_str().to_owned(),
             error: error.clone(),
         }),
+        EventKind::Relayed { .. } => return None,
     };
-    wit_events::Event {
+    Some(wit_events::Event {
         id: event.id,
         at_ms: event.at_ms,
         event_type: event.kind.type_name().to_owned(),
         tenant: tenant.to_owned(),
         phone: event.phone.as_str().to_owned(),
         kind,
-    }
+    })
 }

@@ -383,6 +383,6 @@ pub async fn tables_with_phone_column<C: tokio_postgres::GenericClient>(
 }
 
 /// `name` as a quoted SQL identifier.
-fn quote_identifier(name: &str) -> String {
+pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -23,6 +23,8 @@
 //! Takeover after a node dies is bounded by the ttl plus one round plus a
 //! reconnect: 9 + 3 + about 1 s.
 
+pub mod events;
+
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,7 @@ use tracing::{Instrument, info, warn};
 use crate::core::record::DesiredState;
 use crate::core::tenant::Caller;
 use crate::gateway::Gateway;
+use crate::metrics::Metrics;
 use crate::phone::Phone;
 use crate::session::{IndexEntry, SessionView};
 use crate::storage::phone_records;
@@ -167,6 +170,10 @@ impl Cluster {
         if let Err(e) = self.claim_fair_share(gateway).await {
             warn!(error = %e, "could not claim free phones");
         }
+        gateway.metrics().cluster_leases_held.store(
+            self.store.held_fences().len() as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     async fn renew(&self, gateway: &Arc<Gateway>, last_renewed: &mut Instant) {
@@ -206,6 +213,7 @@ impl Cluster {
     /// runs the same session).
     fn lose(&self, gateway: &Arc<Gateway>, phone: &Phone) {
         self.store.release(phone);
+        Metrics::inc(&gateway.metrics().cluster_leases_lost);
         let gateway = gateway.clone();
         let phone = phone.clone();
         tokio::spawn(async move { gateway.drop_actor(&phone).await }.in_current_span());
@@ -267,6 +275,7 @@ impl Cluster {
                 claim_lease(&self.pool, phone.as_str(), &self.node_id, self.ttl).await?
             {
                 info!(phone = %phone, epoch = fence.epoch, "claimed a free phone");
+                Metrics::inc(&gateway.metrics().cluster_leases_claimed);
                 self.store.hold(&phone, fence);
                 gateway.adopt(&phone).await;
             }
@@ -293,21 +302,23 @@ impl Cluster {
         if !below_share {
             return Ok(());
         }
-        let Some(fence) = self
+        // Only a connected session moves: one showing a QR, or being
+        // paired, stays where its user is looking.
+        let Some((phone, fence)) = self
             .store
             .held_fences()
             .into_iter()
-            .max_by(|a, b| a.phone.cmp(&b.phone))
+            .filter_map(|f| Phone::parse(&f.phone).ok().map(|p| (p, f)))
+            .filter(|(p, _)| gateway.is_connected_here(p))
+            .max_by(|a, b| a.0.cmp(&b.0))
         else {
-            return Ok(());
-        };
-        let Ok(phone) = Phone::parse(&fence.phone) else {
             return Ok(());
         };
         let _claiming = self.claiming.lock().await;
         gateway.drop_actor(&phone).await;
         self.store.release(&phone);
         release_lease(&self.pool, &fence).await?;
+        Metrics::inc(&gateway.metrics().cluster_sessions_handed_over);
         info!(phone = %phone, share, held, "handed a phone over to a node below its fair share");
         Ok(())
     }
@@ -362,6 +373,7 @@ impl Cluster {
             if let Some(fence) =
                 claim_lease(&self.pool, phone.as_str(), &self.node_id, self.ttl).await?
             {
+                Metrics::inc(&gateway.metrics().cluster_leases_claimed);
                 self.store.hold(phone, fence);
                 gateway.adopt(phone).await;
                 return Ok(Route::Here);

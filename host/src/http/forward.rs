@@ -19,7 +19,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use super::body::{CreateSessionRequest, SessionBody};
 use super::{ApiError, AppState};
@@ -64,38 +65,64 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
     let Some((phone, create)) = phone_of(&parts.method, parts.uri.path(), &body, &caller) else {
         return next.run(Request::from_parts(parts, Body::from(body))).await;
     };
-    match cluster
+    let (mut holder, mut holder_url) = match cluster
         .route(&state.gateway, &phone, forwarded, create)
         .await
     {
-        Ok(Route::Here) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Ok(Route::Elsewhere { node_id, url }) => {
-            info!(phone = %phone, holder = %node_id, "forwarding to the node that runs the phone");
-            let path = parts
+        Ok(Route::Here) => return next.run(Request::from_parts(parts, Body::from(body))).await,
+        Ok(Route::Elsewhere { node_id, url }) => (node_id, url),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    // A holder that refuses connections is gone: the request never reached
+    // it, so it is safe to serve anywhere. It waits for the dead node's
+    // lease to run out (another node, or this one, then runs the phone)
+    // rather than failing while a takeover is under way.
+    let deadline = Instant::now() + cluster.ttl() + cluster.ttl() / 3 + Duration::from_secs(1);
+    loop {
+        info!(phone = %phone, holder = %holder, "forwarding to the node that runs the phone");
+        let target = format!(
+            "{}{}",
+            holder_url.trim_end_matches('/'),
+            parts
                 .uri
                 .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
-            let target = format!("{}{}", url.trim_end_matches('/'), path);
-            let from = cluster.node_id().to_owned();
-            let (method, headers) = (parts.method.clone(), parts.headers.clone());
-            let sent =
-                tokio::task::spawn_blocking(move || send(&target, &method, &headers, &from, body))
-                    .await;
-            match sent {
-                Ok(Ok(response)) => response,
-                Ok(Err(e)) => {
-                    warn!(phone = %phone, holder = %node_id, error = %e, "the node that runs the phone did not answer");
-                    ApiError::Unavailable(format!(
-                        "the node running this phone ({node_id}) did not answer; retry the request"
-                    ))
-                    .into_response()
+                .map(|p| p.as_str())
+                .unwrap_or_default()
+        );
+        let (from, method, headers, sent_body) = (
+            cluster.node_id().to_owned(),
+            parts.method.clone(),
+            parts.headers.clone(),
+            body.clone(),
+        );
+        let hop =
+            tokio::task::spawn_blocking(move || send(&target, &method, &headers, &from, sent_body))
+                .await
+                .unwrap_or_else(|e| Hop::Failed(e.to_string()));
+        match hop {
+            Hop::Answered(response) => return response,
+            Hop::Unreachable(e) if Instant::now() < deadline => {
+                debug!(phone = %phone, holder = %holder, error = %e, "the node that ran the phone is gone; waiting for its lease to run out");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match cluster
+                    .route(&state.gateway, &phone, forwarded, create)
+                    .await
+                {
+                    Ok(Route::Here) => {
+                        return next.run(Request::from_parts(parts, Body::from(body))).await;
+                    }
+                    Ok(Route::Elsewhere { node_id, url }) => (holder, holder_url) = (node_id, url),
+                    Err(e) => return ApiError::from(e).into_response(),
                 }
-                Err(_) => ApiError::Unavailable("forwarding failed; retry the request".into())
-                    .into_response(),
+            }
+            Hop::Unreachable(e) | Hop::Failed(e) => {
+                warn!(phone = %phone, holder = %holder, error = %e, "the node that runs the phone did not answer");
+                return ApiError::Unavailable(format!(
+                    "the node running this phone ({holder}) did not answer; retry the request"
+                ))
+                .into_response();
             }
         }
-        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -204,15 +231,55 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
+/// What became of a request sent to another node.
+enum Hop {
+    /// Its answer, as it came.
+    Answered(Response),
+    /// No connection: the request never reached it (it is gone).
+    Unreachable(String),
+    /// Anything else (a timeout, a broken answer): it may have acted.
+    Failed(String),
+}
+
+/// Sends the request to `target`. Blocking.
+fn send(target: &str, method: &Method, headers: &HeaderMap, from: &str, body: Bytes) -> Hop {
+    match exchange(target, method, headers, from, body) {
+        Ok(response) => Hop::Answered(response),
+        Err(Exchange::Connect(e)) => Hop::Unreachable(e),
+        Err(Exchange::Other(e)) => Hop::Failed(e),
+    }
+}
+
+/// Why an exchange with a node failed: before it was reached, or after.
+enum Exchange {
+    Connect(String),
+    Other(String),
+}
+
+impl From<ureq::Error> for Exchange {
+    fn from(e: ureq::Error) -> Exchange {
+        let refused = match &e {
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+            ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+            _ => false,
+        };
+        if refused {
+            Exchange::Connect(e.to_string())
+        } else {
+            Exchange::Other(e.to_string())
+        }
+    }
+}
+
 /// Sends the request to `target` and turns the answer into a response as
 /// it came (status, content type, body). Blocking.
-fn send(
+fn exchange(
     target: &str,
     method: &Method,
     headers: &HeaderMap,
     from: &str,
     body: Bytes,
-) -> Result<Response, String> {
+) -> Result<Response, Exchange> {
     let agent = agent(FORWARD_TIMEOUT);
     let mut request = ureq::http::Request::builder()
         .method(method.as_str())
@@ -223,8 +290,10 @@ fn send(
         }
     }
     request = request.header(FORWARDED_FROM, from);
-    let request = request.body(body.to_vec()).map_err(|e| e.to_string())?;
-    let answer = agent.run(request).map_err(|e| e.to_string())?;
+    let request = request
+        .body(body.to_vec())
+        .map_err(|e| Exchange::Other(e.to_string()))?;
+    let answer = agent.run(request)?;
     let status = answer.status().as_u16();
     let content_type = answer
         .headers()
@@ -235,9 +304,10 @@ fn send(
         .into_body()
         .into_reader()
         .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Exchange::Other(e.to_string()))?;
     let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = axum::http::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
+    *response.status_mut() =
+        axum::http::StatusCode::from_u16(status).map_err(|e| Exchange::Other(e.to_string()))?;
     if let Some(content_type) = content_type
         && let Ok(value) = HeaderValue::from_bytes(&content_type)
     {

@@ -226,6 +226,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .context("joining the cluster")?;
             let lease_loop = gateway.join_cluster(cluster.clone());
             if let Some(url) = &gateway.config().database_url {
+                cluster.spawn_wake_listener(url.0.clone());
                 // Every node's event stream carries every session's events.
                 crate::cluster::events::spawn_relay(
                     cluster.node_id().to_owned(),

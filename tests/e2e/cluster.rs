@@ -682,6 +682,14 @@ async fn a_rolling_restart_of_every_node_loses_no_session_and_shows_no_qr() {
             exit.as_millis(),
             (exit + gap).as_millis()
         );
+        // The leaving node woke the others: they claimed at once, so the
+        // gap is a reconnect, not a lease round (3 s).
+        assert!(
+            exit + gap < Duration::from_secs(5),
+            "the hand-off took {:?}\n{}",
+            exit + gap,
+            cluster.logs()
+        );
         let node = cluster.start_node(restarted);
         cluster.nodes[restarted] = Some(node);
     }

@@ -21,7 +21,9 @@
 //!   the holder's `LILA_NODE_URL` (`http/forward.rs`).
 //!
 //! Takeover after a node dies is bounded by the ttl plus one round plus a
-//! reconnect: 9 + 3 + about 1 s.
+//! reconnect: 9 + 3 + about 1 s. A node that gives phones back (it leaves,
+//! or hands one over) wakes the others over LISTEN/NOTIFY, so they claim
+//! them at once: that gap is a reconnect.
 
 pub mod events;
 
@@ -30,10 +32,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lila_pgstore::{Pool, claim_lease, cluster, phone_state, release_lease};
+use lila_pgstore::{Pool, claim_lease, cluster, notify, phone_state, release_lease};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::core::record::DesiredState;
 use crate::core::tenant::Caller;
@@ -46,6 +48,9 @@ use crate::storage::postgres_store::PgPhoneStore;
 
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(9);
+
+/// The channel a node wakes the others' lease loops on.
+const WAKE_CHANNEL: &str = "lila_nodes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -79,6 +84,8 @@ pub struct Cluster {
     /// Serializes claiming and letting go of one phone, so a request and
     /// the lease loop never adopt the same phone twice.
     claiming: tokio::sync::Mutex<()>,
+    /// Wakes the lease loop for a round now (another node gave phones back).
+    woken: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -123,6 +130,7 @@ impl Cluster {
             ttl,
             idle: Mutex::default(),
             claiming: tokio::sync::Mutex::new(()),
+            woken: tokio::sync::Notify::new(),
         }))
     }
 
@@ -152,7 +160,12 @@ impl Cluster {
                 let mut tick = tokio::time::interval(cluster.ttl / 3);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    tick.tick().await;
+                    // Every third of a ttl, or at once when another node
+                    // gave phones back (it left, or handed one over).
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        () = cluster.woken.notified() => {}
+                    }
                     cluster.round(&gateway, &mut last_renewed).await;
                 }
             }
@@ -319,6 +332,7 @@ impl Cluster {
         self.store.release(&phone);
         release_lease(&self.pool, &fence).await?;
         Metrics::inc(&gateway.metrics().cluster_sessions_handed_over);
+        self.wake_the_others().await;
         info!(phone = %phone, share, held, "handed a phone over to a node below its fair share");
         Ok(())
     }
@@ -398,7 +412,44 @@ impl Cluster {
         if let Err(e) = cluster::leave(&self.pool, &self.node_id).await {
             warn!(error = %e, "could not remove this node's row; it ages out");
         }
+        self.wake_the_others().await;
         info!(released = held.len(), "left the cluster");
+    }
+
+    /// Tells the other nodes that phones were given back, so that their
+    /// lease loops claim them now rather than at their next round: the gap
+    /// of a handed-over session is then a reconnect.
+    async fn wake_the_others(&self) {
+        if let Err(e) = notify::notify(&self.pool, WAKE_CHANNEL, &self.node_id).await {
+            debug!(error = %e, "could not wake the other nodes; they claim at their next round");
+        }
+    }
+
+    /// Listens for the other nodes' wake-ups (`wake_the_others`), listening
+    /// again whenever the connection ends.
+    pub fn spawn_wake_listener(self: &Arc<Self>, database_url: String) -> JoinHandle<()> {
+        let cluster = self.clone();
+        let span = tracing::info_span!("wake_listener", node_id = %self.node_id);
+        tokio::spawn(
+            async move {
+                loop {
+                    match notify::listen(&database_url, WAKE_CHANNEL).await {
+                        Ok(mut listener) => {
+                            while let Some(from) = listener.recv().await {
+                                if from != cluster.node_id {
+                                    cluster.woken.notify_one();
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "could not listen for the other nodes' wake-ups")
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            .instrument(span),
+        )
     }
 
     /// Every session `caller` may see, as its record describes it at rest

@@ -16,7 +16,7 @@ use crate::gateway::Gateway;
 use crate::hooks::{NoHooks, ResetHooks};
 use crate::http::{AppState, openapi, router};
 use crate::layout::DataLayout;
-use crate::plugins::PluginHooks;
+use crate::plugins::{PluginHooks, StateStore};
 use crate::storage::phone_store::PhoneStore;
 use crate::storage::postgres_store::PgPhoneStore;
 use crate::whatsapp::real::RealWhatsApp;
@@ -167,7 +167,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         version: config.whatsapp.version,
     };
     let bind = config.bind;
-    let hooks = start_plugins(&config).await?;
     let open_files_limit = crate::limits::raise_open_files_limit();
     let database = match &config.database_url {
         Some(_) => {
@@ -180,6 +179,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // In a cluster the plugins keep their state in the database too.
+    let hooks = start_plugins(&config, database.clone()).await?;
     let node_url = config
         .node_url
         .clone()
@@ -298,7 +299,10 @@ const PLUGIN_RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// The plugin runtime, watched for changes, when the config file has a
 /// `[plugins]` section; no hooks otherwise (`serve` needs no plugins).
-async fn start_plugins(config: &Config) -> anyhow::Result<Arc<dyn ResetHooks>> {
+async fn start_plugins(
+    config: &Config,
+    database: Option<lila_pgstore::Pool>,
+) -> anyhow::Result<Arc<dyn ResetHooks>> {
     let Some(config_file) = config.config_file.clone() else {
         tracing::info!("no config file: plugins are off");
         return Ok(Arc::new(NoHooks));
@@ -310,7 +314,12 @@ async fn start_plugins(config: &Config) -> anyhow::Result<Arc<dyn ResetHooks>> {
     // Reading the section is quick and a bad one stops `serve` here;
     // compiling the components (seconds for a Python or JavaScript one, on a
     // cold cache) goes on in the background while the API already answers.
-    let hooks = PluginHooks::start(&config_file, &config.data_dir).context("loading plugins")?;
+    let state = match database {
+        Some(pool) => StateStore::postgres(pool),
+        None => StateStore::default(),
+    };
+    let hooks = PluginHooks::start_with_state(&config_file, &config.data_dir, state)
+        .context("loading plugins")?;
     hooks
         .watch(PLUGIN_RELOAD_DEBOUNCE)
         .context("watching plugins")?;

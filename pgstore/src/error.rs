@@ -32,6 +32,10 @@ pub enum PgStoreError {
     #[error("a stored value is invalid: {0}")]
     Invalid(String),
 
+    /// The caller's own check refused the write (its sentence, as is).
+    #[error("{0}")]
+    Refused(String),
+
     #[error("no database connection could be had from the pool")]
     Pool(#[from] deadpool_postgres::PoolError),
 

@@ -30,6 +30,7 @@ mod lease;
 mod migrations;
 pub mod notify;
 pub mod phone_state;
+pub mod plugin_state;
 
 #[cfg(feature = "sqlite-import")]
 pub mod import;

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cluster",
         sql: include_str!("../migrations/0003_cluster.sql"),
     },
+    Migration {
+        version: 4,
+        name: "plugin_state",
+        sql: include_str!("../migrations/0004_plugin_state.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators across the cluster (an arbitrary constant,

@@ -358,15 +358,18 @@ impl credentials::Host for HostState {
 
 impl state::Host for HostState {
     async fn state_get(&mut self, key: String) -> Option<String> {
-        self.env.state.get(&self.env.state_scope, &key)
+        self.env.state.get(&self.env.state_scope, &key).await
     }
 
     async fn state_set(&mut self, key: String, value: String) -> Result<(), String> {
-        self.env.state.set(&self.env.state_scope, &key, &value)
+        self.env
+            .state
+            .set(&self.env.state_scope, &key, &value)
+            .await
     }
 
     async fn state_remove(&mut self, key: String) {
-        if let Err(e) = self.env.state.remove(&self.env.state_scope, &key) {
+        if let Err(e) = self.env.state.remove(&self.env.state_scope, &key).await {
             warn!(plugin = %self.env.plugin, tenant = %self.env.tenant, error = %e, "plugin state could not be saved");
         }
     }

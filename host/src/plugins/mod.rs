@@ -32,7 +32,8 @@ use self::engine::wit::lila::hooks::types as wit;
 use self::engine::{CallEnd, EngineError, PluginEngine};
 use self::imports::{CallEnv, HookKind};
 use self::registry::{CallCounters, LoadedPlugin, Registry, ResetPlugin};
-use self::state::{StateScope, StateStore};
+use self::state::StateScope;
+pub use self::state::StateStore;
 pub use self::watch::PluginWatcher;
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
@@ -93,7 +94,17 @@ impl PluginHooks {
     /// later, on reload, it is reported and the previous configuration keeps
     /// serving.
     pub fn start(config_file: &Path, data_root: &Path) -> Result<Arc<PluginHooks>, PluginError> {
-        let runtime = Runtime::new(config_file, data_root)?;
+        PluginHooks::start_with_state(config_file, data_root, StateStore::default())
+    }
+
+    /// `start`, with the plugins' key-value stores in `state` (PostgreSQL
+    /// in a cluster, so that a plugin finds its state on every node).
+    pub fn start_with_state(
+        config_file: &Path,
+        data_root: &Path,
+        state: StateStore,
+    ) -> Result<Arc<PluginHooks>, PluginError> {
+        let runtime = Runtime::new(config_file, data_root, state)?;
         let config = runtime.read_config().map_err(PluginError::Config)?;
         let pending = registry::begin(&runtime.registry(), config, None);
         runtime.publish(&pending.registry);
@@ -113,7 +124,7 @@ impl PluginHooks {
     /// Like `start`, but returns only once every plugin is loaded (or has
     /// failed to): for tests and tools that want a settled registry.
     pub fn load(config_file: &Path, data_root: &Path) -> Result<Arc<PluginHooks>, PluginError> {
-        let runtime = Runtime::new(config_file, data_root)?;
+        let runtime = Runtime::new(config_file, data_root, StateStore::default())?;
         let config = runtime.read_config().map_err(PluginError::Config)?;
         runtime.install(config, None);
         Ok(Arc::new(PluginHooks {
@@ -146,7 +157,11 @@ impl PluginHooks {
 }
 
 impl Runtime {
-    fn new(config_file: &Path, data_root: &Path) -> Result<Arc<Runtime>, PluginError> {
+    fn new(
+        config_file: &Path,
+        data_root: &Path,
+        state: StateStore,
+    ) -> Result<Arc<Runtime>, PluginError> {
         let engine = PluginEngine::new()?;
         let cache = engine.cache(data_root.join("plugins").join("cache"));
         Ok(Arc::new(Runtime {
@@ -157,7 +172,7 @@ impl Runtime {
             current: RwLock::new(Arc::new(Registry::default())),
             published: tokio::sync::watch::Sender::new(()),
             reload_lock: Mutex::new(HashMap::new()),
-            state: Arc::new(StateStore::default()),
+            state: Arc::new(state),
             metrics: HookMetrics::default(),
         }))
     }

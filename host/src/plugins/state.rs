@@ -22,6 +22,9 @@ const STATE_FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateScope {
     pub dir: PathBuf,
+    /// The folder's path under `plugins/` (`operator/{plugin}/{tenant}`):
+    /// the scope's name in PostgreSQL, the same on every node.
+    pub name: String,
 }
 
 impl StateScope {
@@ -32,19 +35,25 @@ impl StateScope {
         plugin_name: &str,
         tenant: &str,
     ) -> StateScope {
-        let dir = match owner {
-            PluginOwner::Operator(_) => data_root
-                .join("plugins")
-                .join("operator")
-                .join(plugin_name)
-                .join(path_segment(tenant)),
-            PluginOwner::Tenant(owner) => data_root
-                .join("plugins")
-                .join("tenant")
-                .join(path_segment(owner.as_str()))
-                .join(plugin_name),
+        let parts = match owner {
+            PluginOwner::Operator(_) => [
+                "operator".to_owned(),
+                plugin_name.to_owned(),
+                path_segment(tenant),
+            ],
+            PluginOwner::Tenant(owner) => [
+                "tenant".to_owned(),
+                path_segment(owner.as_str()),
+                plugin_name.to_owned(),
+            ],
         };
-        StateScope { dir }
+        let dir = parts
+            .iter()
+            .fold(data_root.join("plugins"), |dir, part| dir.join(part));
+        StateScope {
+            dir,
+            name: parts.join("/"),
+        }
     }
 
     pub fn archive_dir(&self) -> PathBuf {
@@ -86,13 +95,66 @@ struct StateFileRef<'a> {
     entries: &'a BTreeMap<String, String>,
 }
 
-/// Every scope's entries, read on first use and written through on each change.
-#[derive(Debug, Default)]
+/// Where the plugins' key-value stores are kept.
+#[derive(Default)]
 pub struct StateStore {
+    /// `None`: files, one `state.json` per scope; a pool: PostgreSQL (a
+    /// cluster, where a plugin's hook may run on any node).
+    database: Option<lila_pgstore::Pool>,
+    /// Files only: every scope's entries, read on first use and written
+    /// through on each change.
     scopes: Mutex<HashMap<StateScope, BTreeMap<String, String>>>,
 }
 
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("postgres", &self.database.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl StateStore {
+    /// The plugins' state in PostgreSQL (cluster mode).
+    pub fn postgres(pool: lila_pgstore::Pool) -> StateStore {
+        StateStore {
+            database: Some(pool),
+            scopes: Mutex::default(),
+        }
+    }
+
+    pub async fn get(&self, scope: &StateScope, key: &str) -> Option<String> {
+        match &self.database {
+            None => self.get_file(scope, key),
+            Some(pool) => lila_pgstore::plugin_state::get(pool, &scope.name, key)
+                .await
+                .ok()
+                .flatten(),
+        }
+    }
+
+    pub async fn set(&self, scope: &StateScope, key: &str, value: &str) -> Result<(), String> {
+        match &self.database {
+            None => self.set_file(scope, key, value),
+            Some(pool) => {
+                lila_pgstore::plugin_state::set(pool, &scope.name, key, value, |n, exists| {
+                    check_state_set(key, value, n, exists)
+                })
+                .await
+                .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    pub async fn remove(&self, scope: &StateScope, key: &str) -> Result<(), String> {
+        match &self.database {
+            None => self.remove_file(scope, key),
+            Some(pool) => lila_pgstore::plugin_state::remove(pool, &scope.name, key)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     fn with_scope<T>(
         &self,
         scope: &StateScope,
@@ -117,13 +179,13 @@ impl StateStore {
         Ok(value)
     }
 
-    pub fn get(&self, scope: &StateScope, key: &str) -> Option<String> {
+    fn get_file(&self, scope: &StateScope, key: &str) -> Option<String> {
         self.with_scope(scope, |entries| Ok((entries.get(key).cloned(), false)))
             .ok()
             .flatten()
     }
 
-    pub fn set(&self, scope: &StateScope, key: &str, value: &str) -> Result<(), String> {
+    fn set_file(&self, scope: &StateScope, key: &str, value: &str) -> Result<(), String> {
         self.with_scope(scope, |entries| {
             check_state_set(key, value, entries.len(), entries.contains_key(key))?;
             entries.insert(key.to_owned(), value.to_owned());
@@ -131,7 +193,7 @@ impl StateStore {
         })
     }
 
-    pub fn remove(&self, scope: &StateScope, key: &str) -> Result<(), String> {
+    fn remove_file(&self, scope: &StateScope, key: &str) -> Result<(), String> {
         self.with_scope(scope, |entries| {
             let existed = entries.remove(key).is_some();
             Ok(((), existed))
@@ -175,27 +237,58 @@ mod tests {
     use crate::core::tenant::TenantId;
     use crate::plugins::config::TenantScope;
 
-    #[test]
-    fn state_survives_a_new_store_and_scopes_are_separate() {
-        let dir = tempfile::tempdir().unwrap();
+    /// What a store must do, whichever backend: keep, separate scopes,
+    /// survive being opened anew (`reopen`), and hold the limits.
+    async fn behaves_as_a_state_store(root: &Path, open: impl Fn() -> StateStore) {
         let op = PluginOwner::Operator(TenantScope::All);
-        let acme = StateScope::new(dir.path(), &op, "p", "acme");
-        let globex = StateScope::new(dir.path(), &op, "p", "globex");
-        let store = StateStore::default();
-        store.set(&acme, "k", "v").unwrap();
-        assert_eq!(store.get(&globex, "k"), None);
-        let reopened = StateStore::default();
-        assert_eq!(reopened.get(&acme, "k").as_deref(), Some("v"));
-        reopened.remove(&acme, "k").unwrap();
-        assert_eq!(StateStore::default().get(&acme, "k"), None);
+        let acme = StateScope::new(root, &op, "p", "acme");
+        let globex = StateScope::new(root, &op, "p", "globex");
+        let store = open();
+        store.set(&acme, "k", "v").await.unwrap();
+        assert_eq!(store.get(&globex, "k").await, None);
+        let reopened = open();
+        assert_eq!(reopened.get(&acme, "k").await.as_deref(), Some("v"));
+        reopened.remove(&acme, "k").await.unwrap();
+        assert_eq!(open().get(&acme, "k").await, None);
+        // Full at MAX_STATE_KEYS: a new key is refused, an existing one may change.
+        for i in 0..super::super::capability::MAX_STATE_KEYS {
+            store.set(&globex, &format!("k{i}"), "x").await.unwrap();
+        }
+        let full = store.set(&globex, "one-more", "x").await.unwrap_err();
+        assert!(full.contains("full"), "{full}");
+        store.set(&globex, "k0", "changed").await.unwrap();
+        assert_eq!(open().get(&globex, "k0").await.as_deref(), Some("changed"));
+        assert!(store.set(&acme, "", "x").await.is_err());
         let own = StateScope::new(
-            dir.path(),
+            root,
             &PluginOwner::Tenant(TenantId::parse("acme").unwrap()),
             "p",
             "acme",
         );
         assert_ne!(own, acme);
-        assert!(!acme.dir.starts_with(dir.path().join("sessions")));
+        assert_eq!(
+            (acme.name.as_str(), own.name.as_str()),
+            ("operator/p/acme", "tenant/acme/p")
+        );
+        assert!(!acme.dir.starts_with(root.join("sessions")));
+    }
+
+    #[tokio::test]
+    async fn state_in_files_survives_a_new_store_and_scopes_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        behaves_as_a_state_store(dir.path(), StateStore::default).await;
+    }
+
+    #[tokio::test]
+    async fn state_in_postgres_behaves_as_in_files() {
+        let server =
+            lila_pgstore::testing::TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
+        let pool = lila_pgstore::connect_pool(&server.create_database().unwrap(), 2).unwrap();
+        lila_pgstore::migrate(&pool).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        behaves_as_a_state_store(dir.path(), || StateStore::postgres(pool.clone())).await;
+        // Nothing went to files: the state lives in the database.
+        assert!(!dir.path().join("plugins").exists());
     }
 
     #[test]

@@ -824,6 +824,7 @@ async fn campaign_nodes_killed_with_resets_during_their_takeovers() {
     let mut phones: Vec<String> = (501..=506).map(|n| format!("51987650{n}")).collect();
     let mut cleared: Vec<(String, u32)> = Vec::new();
     let (mut takeovers, mut resets, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+    let mut at_kill: Vec<(String, String)> = Vec::new();
 
     for round in 0..rounds {
         // A message from a random session, through a random node, confirmed sent.
@@ -875,6 +876,21 @@ async fn campaign_nodes_killed_with_resets_during_their_takeovers() {
         let reset_phone = its_phones[rng.below(its_phones.len())].clone();
         let via = (victim + 1 + rng.below(2)) % 3;
         let watcher = (0..3).find(|&i| i != victim).expect("a live node");
+        // A message queued on the victim (202: durable) right before the
+        // kill, from a session that is not reset: whatever the pump had
+        // done with it, the new holder sends what was still queued.
+        if let Some(survivor) = its_phones.iter().find(|p| **p != reset_phone) {
+            let text = format!("queued at the kill {round}");
+            let (code, body) = request(
+                cluster.node(victim),
+                "POST",
+                &format!("/api/sessions/{survivor}/messages"),
+                &token,
+                Some(json!({ "to": CONTACT, "text": text })),
+            );
+            assert_eq!(code, 202, "round {round}: {body}");
+            at_kill.push((body["id"].as_str().expect("an id").to_owned(), text));
+        }
         cluster.nodes[victim].take().expect("running").kill();
         let killed_at = Instant::now();
         // The reset (one request, which waits out the dead node's lease)
@@ -918,6 +934,28 @@ async fn campaign_nodes_killed_with_resets_during_their_takeovers() {
         });
         let took =
             taken_over.unwrap_or_else(|| panic!("round {round}: no takeover\n{}", cluster.logs()));
+        // The message queued at the kill goes out from its new holder.
+        if let (Some(survivor), Some((id, _))) = (
+            its_phones.iter().find(|p| **p != reset_phone),
+            at_kill
+                .last()
+                .filter(|(_, text)| text.ends_with(&format!(" {round}"))),
+        ) {
+            tokio::task::block_in_place(|| {
+                process::wait_until("the message queued at the kill sent", || {
+                    let (_, status) = cluster
+                        .node(watcher)
+                        .request(
+                            "GET",
+                            &format!("/api/sessions/{survivor}/messages/{id}"),
+                            Some(&token),
+                            None,
+                        )
+                        .unwrap_or_default();
+                    ["sent", "delivered", "read"].contains(&status["status"].as_str().unwrap_or(""))
+                })
+            });
+        }
         if its_phones.len() > 1 {
             takeovers.push(took.as_millis());
         }
@@ -966,22 +1004,29 @@ async fn campaign_nodes_killed_with_resets_during_their_takeovers() {
             "{phone} is held after its reset"
         );
     }
-    let delivered: Vec<String> = cluster
-        .sim
-        .control()
-        .messages()
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
-    let unique: BTreeSet<&String> = delivered.iter().collect();
-    assert_eq!(
-        unique.len(),
-        delivered.len(),
-        "no message arrived twice: {delivered:?}"
-    );
-    assert!(
-        sent.iter().all(|id| unique.contains(id)),
-        "every message arrived"
+    // Every message arrived. One confirmed sent arrived once; one queued
+    // at the kill arrived under its one id, at most twice (the kill fell
+    // between WhatsApp's ack and the outbox's write: the documented
+    // retransmission, one message to the person).
+    let received = cluster.sim.control().messages();
+    let times = |id: &str| received.iter().filter(|m| m.id == id).count();
+    for id in &sent {
+        assert_eq!(times(id), 1, "a confirmed message arrived once: {id}");
+    }
+    let mut retransmitted = 0;
+    for (id, text) in &at_kill {
+        assert!(times(id) >= 1, "a message queued at the kill arrived: {id}");
+        retransmitted += usize::from(times(id) > 1);
+        let ids: BTreeSet<&String> = received
+            .iter()
+            .filter(|m| m.text.as_deref() == Some(text.as_str()))
+            .map(|m| &m.id)
+            .collect();
+        assert_eq!(ids.len(), 1, "{text:?} arrived under one id: {ids:?}");
+    }
+    println!(
+        "cluster campaign: {} messages queued right before a kill, each sent by the new holder ({retransmitted} retransmitted under the same id)",
+        at_kill.len()
     );
     println!(
         "cluster campaign: {rounds} rounds, 0 resurrections of {} cleared phones, {} messages each delivered once; takeover median {} ms (max {} ms, {} rounds with other sessions), reset honoured median {} ms after the kill; {rounds} passed, 0 failed",

@@ -31,6 +31,7 @@ mod migrations;
 pub mod notify;
 pub mod phone_state;
 pub mod plugin_state;
+pub mod reset_requests;
 
 #[cfg(feature = "sqlite-import")]
 pub mod import;

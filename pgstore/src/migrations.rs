@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "plugin_state",
         sql: include_str!("../migrations/0004_plugin_state.sql"),
     },
+    Migration {
+        version: 5,
+        name: "reset_requests",
+        sql: include_str!("../migrations/0005_reset_requests.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators across the cluster (an arbitrary constant,

@@ -1045,12 +1045,12 @@ async fn a_node_dying_in_the_middle_of_a_reset_leaves_a_journal_another_node_fin
     let mut cluster = Cluster::start(1).await;
     let data = cluster.dirs.path().join("node1");
     let crashing = tokio::task::block_in_place(|| {
-        Server::start_node_crashing_at(
+        Server::start_node_with_env(
             &data,
             SECRET,
             &cluster.sim.ws_url(),
             &cluster.database_url,
-            Some("session-removed"),
+            &[("LILA_CRASH_AT", "session-removed")],
         )
     });
     cluster.nodes.push(Some(crashing));
@@ -1121,6 +1121,65 @@ async fn a_node_dying_in_the_middle_of_a_reset_leaves_a_journal_another_node_fin
     );
     let status = tokio::task::block_in_place(|| cluster.node(0).status(phone, &token));
     assert_ne!(status["status"], "connected", "{status}");
+
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_reaches_a_holder_no_node_can_reach_over_http_through_the_database() {
+    let mut cluster = Cluster::start(1).await;
+    // node1 runs, reaches the database, renews its leases, but advertises
+    // an address where nothing answers: a partition between the nodes.
+    let data = cluster.dirs.path().join("node1");
+    let cut_off = tokio::task::block_in_place(|| {
+        Server::start_node_with_env(
+            &data,
+            SECRET,
+            &cluster.sim.ws_url(),
+            &cluster.database_url,
+            &[("LILA_NODE_URL", "http://127.0.0.1:9")],
+        )
+    });
+    cluster.nodes.push(Some(cut_off));
+    let phone = "51987650801";
+    let token = cluster.token.clone();
+    pair(&cluster, phone, 1, 1, 1);
+
+    // The reset goes to node0, which cannot reach node1 and finds its lease
+    // live all along: it asks node1 through the database, and returns
+    // node1's own answer.
+    let started = Instant::now();
+    let (code, report) = request(
+        cluster.node(0),
+        "POST",
+        &format!("/api/sessions/{phone}/clear"),
+        &token,
+        None,
+    );
+    assert_eq!(code, 200, "{report}\n{}", cluster.logs());
+    assert_eq!(report["loggedOut"], true, "{report}");
+    assert_eq!(report["phoneNumber"], phone, "{report}");
+    eprintln!(
+        "a reset through the database: answered {} ms after it was sent",
+        started.elapsed().as_millis()
+    );
+    let log = std::fs::read_to_string(cluster.dirs.path().join("node1.log")).unwrap_or_default();
+    assert!(
+        log.contains("session cleared"),
+        "node1 ran it under its own lease\n{}",
+        cluster.logs()
+    );
+    cluster
+        .assert_reset_holds(phone, Duration::from_secs(8))
+        .await;
+    // The request is answered once, and gone.
+    let client = cluster.pool.get().await.expect("a connection");
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM reset_requests", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
 
     cluster.stop().await;
 }

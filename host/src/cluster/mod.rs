@@ -134,6 +134,11 @@ impl Cluster {
         }))
     }
 
+    /// Whether this node holds `phone`'s lease.
+    pub fn holds(&self, phone: &Phone) -> bool {
+        self.store.holds(phone)
+    }
+
     pub fn node_id(&self) -> &str {
         &self.node_id
     }

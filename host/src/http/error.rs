@@ -78,7 +78,7 @@ impl From<SessionError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(self.status(), &self.body())
+        json_response(self.status(), &self.error_body())
     }
 }
 
@@ -99,7 +99,7 @@ impl ApiError {
 
     /// The body the client gets. An internal failure is logged here, once,
     /// in the request's span, and the client gets a generic sentence.
-    fn body(&self) -> ErrorBody {
+    pub(crate) fn error_body(&self) -> ErrorBody {
         let error = match self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");

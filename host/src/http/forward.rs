@@ -19,13 +19,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use lila_pgstore::{notify, reset_requests};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::body::{CreateSessionRequest, SessionBody};
+use super::body::{ClearBody, CreateSessionRequest, SessionBody, Success};
 use super::{ApiError, AppState};
-use crate::cluster::Route;
-use crate::core::tenant::Caller;
+use crate::cluster::{Cluster, ClusterError, Route};
+use crate::core::tenant::{Caller, TenantId};
 use crate::phone::Phone;
 
 /// Marks a request one node forwarded to another (its value: the sender's id).
@@ -115,6 +116,11 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
                     Err(e) => return ApiError::from(e).into_response(),
                 }
             }
+            // Past the lease: the holder is alive (it renews) but this node
+            // cannot reach it. A reset goes through the database instead.
+            Hop::Unreachable(_) if is_a_reset(&parts.method, parts.uri.path()) => {
+                return reset_through_the_database(&cluster, &phone, &caller, &holder).await;
+            }
             Hop::Unreachable(e) | Hop::Failed(e) => {
                 warn!(phone = %phone, holder = %holder, error = %e, "the node that runs the phone did not answer");
                 return ApiError::Unavailable(format!(
@@ -122,6 +128,147 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
                 ))
                 .into_response();
             }
+        }
+    }
+}
+
+/// The channel a node asks a holder it cannot reach to run a reset on.
+pub const RESET_CHANNEL: &str = "lila_reset";
+
+/// How long a reset asked through the database may take to be answered.
+const RESET_ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+/// `POST /api/sessions/{phone}/clear`.
+fn is_a_reset(method: &Method, path: &str) -> bool {
+    method == Method::POST && path.ends_with("/clear")
+}
+
+/// The caller as a reset request carries it.
+fn caller_label(caller: &Caller) -> String {
+    match caller {
+        Caller::Operator => "operator".to_owned(),
+        Caller::Tenant(tenant) => format!("tenant:{}", tenant.as_str()),
+    }
+}
+
+fn caller_from_label(label: &str) -> Option<Caller> {
+    match label.strip_prefix("tenant:") {
+        Some(tenant) => TenantId::parse(tenant).ok().map(Caller::Tenant),
+        None => (label == "operator").then_some(Caller::Operator),
+    }
+}
+
+/// A reset for a holder this node cannot reach over HTTP, while it still
+/// holds the phone's lease: the request is written to the database, the
+/// holder is told over LISTEN/NOTIFY, runs the reset, and writes the
+/// answer this node returns as it is.
+async fn reset_through_the_database(
+    cluster: &Cluster,
+    phone: &Phone,
+    caller: &Caller,
+    holder: &str,
+) -> Response {
+    let pool = cluster.pool();
+    let id = match reset_requests::request(pool, phone.as_str(), &caller_label(caller)).await {
+        Ok(id) => id,
+        Err(e) => return ApiError::from(ClusterError::from(e)).into_response(),
+    };
+    info!(phone = %phone, holder = %holder, request = id, "the holder cannot be reached over HTTP; asking it through the database");
+    if let Err(e) = notify::notify(pool, RESET_CHANNEL, &format!("{holder} {id}")).await {
+        let _ = reset_requests::forget(pool, id).await;
+        return ApiError::from(ClusterError::from(e)).into_response();
+    }
+    let started = Instant::now();
+    while started.elapsed() < RESET_ANSWER_WITHIN {
+        match reset_requests::take_answer(pool, id).await {
+            Ok(Some((status, body))) => {
+                let status = axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                return (status, [(header::CONTENT_TYPE, "application/json")], body)
+                    .into_response();
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return ApiError::from(ClusterError::from(e)).into_response(),
+        }
+    }
+    let _ = reset_requests::forget(pool, id).await;
+    ApiError::Unavailable(format!(
+        "the node running this phone ({holder}) did not answer; retry the request"
+    ))
+    .into_response()
+}
+
+/// The holder's side: runs the resets other nodes ask of it through the
+/// database, listening again whenever the connection ends.
+pub fn spawn_reset_listener(state: AppState, database_url: String) {
+    tokio::spawn(async move {
+        loop {
+            match notify::listen(&database_url, RESET_CHANNEL).await {
+                Ok(mut listener) => {
+                    while let Some(text) = listener.recv().await {
+                        let Some(cluster) = state.gateway.cluster() else {
+                            return;
+                        };
+                        let mut words = text.split(' ');
+                        let (Some(node), Some(Ok(id))) =
+                            (words.next(), words.next().map(str::parse::<i64>))
+                        else {
+                            continue;
+                        };
+                        if node == cluster.node_id() {
+                            tokio::spawn(run_asked_reset(state.clone(), id));
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not listen for resets asked of this node"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// Runs reset request `id` here and writes its answer, as the HTTP API
+/// would have answered it.
+async fn run_asked_reset(state: AppState, id: i64) {
+    let Some(cluster) = state.gateway.cluster() else {
+        return;
+    };
+    let pool = cluster.pool();
+    let Ok(Some((target, caller))) = reset_requests::pending(pool, id).await else {
+        return;
+    };
+    let answer = match (Phone::parse(&target), caller_from_label(&caller)) {
+        (Ok(phone), Some(caller)) if cluster.holds(&phone) => {
+            match state.gateway.session(&phone).clear(caller).await {
+                Ok(report) => serde_json::to_value(Success::new(ClearBody::new(&phone, &report)))
+                    .map(|body| (200, body.to_string()))
+                    .map_err(|e| e.to_string()),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    serde_json::to_value(e.error_body())
+                        .map(|body| (e.status().as_u16(), body.to_string()))
+                        .map_err(|e| e.to_string())
+                }
+            }
+        }
+        (Ok(_), Some(_)) => {
+            let e = ApiError::from(ClusterError::Moving);
+            serde_json::to_value(e.error_body())
+                .map(|body| (e.status().as_u16(), body.to_string()))
+                .map_err(|e| e.to_string())
+        }
+        _ => Err(format!(
+            "a reset request this node cannot read: {target} {caller}"
+        )),
+    };
+    match answer {
+        Ok((status, body)) => {
+            if let Err(e) = reset_requests::answer(pool, id, status, &body).await {
+                warn!(request = id, error = %e, "could not answer a reset asked through the database");
+            }
+        }
+        Err(e) => {
+            warn!(request = id, error = %e, "could not run a reset asked through the database")
         }
     }
 }
@@ -319,7 +466,6 @@ fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::tenant::TenantId;
 
     #[test]
     fn the_phone_comes_from_the_path_or_from_a_create() {

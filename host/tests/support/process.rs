@@ -101,16 +101,16 @@ impl Server {
     /// Starts `lila serve` as a cluster node on the PostgreSQL at
     /// `database_url`, logging to `{data}.log`.
     pub fn start_node(data: &Path, secret: &str, wa_url: &str, database_url: &str) -> Server {
-        Server::start_node_crashing_at(data, secret, wa_url, database_url, None)
+        Server::start_node_with_env(data, secret, wa_url, database_url, &[])
     }
 
-    /// `start_node`, with the crash switch (`LILA_CRASH_AT`) set when given.
-    pub fn start_node_crashing_at(
+    /// `start_node`, with more environment (`LILA_CRASH_AT`, `LILA_NODE_URL`).
+    pub fn start_node_with_env(
         data: &Path,
         secret: &str,
         wa_url: &str,
         database_url: &str,
-        crash_at: Option<&str>,
+        env: &[(&str, &str)],
     ) -> Server {
         std::fs::write(data.with_extension("toml"), "").expect("config file");
         let port = free_port();
@@ -125,7 +125,7 @@ impl Server {
         let mut command = Server::serve_command(data, secret, wa_url, port, "info");
         command
             .env("LILA_DATABASE_URL", database_url)
-            .env("LILA_CRASH_AT", crash_at.unwrap_or_default())
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(log)
             .stderr(errors);

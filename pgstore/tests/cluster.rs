@@ -1,6 +1,7 @@
 //! The cluster's statements on a real PostgreSQL: membership, the fair
 //! share's census, renewing every lease of a node at once, free phones,
-//! who holds a phone, and a reset's fenced purge.
+//! who holds a phone, a reset's fenced purge, LISTEN/NOTIFY and resets
+//! asked through the database.
 
 mod support;
 
@@ -13,6 +14,7 @@ use lila_pgstore::{
     PgBackend, PhoneRows, Pool, PurgePart, claim_lease, connect_pool, migrate, phone_rows,
     purge_phone, release_lease,
 };
+use lila_pgstore::{notify, reset_requests};
 use support::{TTL, expire_lease, fill_every_table, rows_of};
 
 async fn migrated_database() -> Pool {
@@ -249,4 +251,69 @@ async fn a_purge_removes_part_by_part_only_under_the_lease_and_keeps_the_record(
         vec![("leases".to_owned(), 1), ("phone_records".to_owned(), 1)],
         "the record and the lease stay, for the reset's last writes"
     );
+}
+
+#[tokio::test]
+async fn a_notification_reaches_every_listener_in_order() {
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.create_database().expect("a database");
+    let pool = connect_pool(&url, 2).expect("a pool");
+    let mut first = notify::listen(&url, "test_channel").await.unwrap();
+    let mut second = notify::listen(&url, "test_channel").await.unwrap();
+    let mut elsewhere = notify::listen(&url, "other_channel").await.unwrap();
+    for text in ["one", "two", "three"] {
+        notify::notify(&pool, "test_channel", text).await.unwrap();
+    }
+    for listener in [&mut first, &mut second] {
+        let mut heard = Vec::new();
+        for _ in 0..3 {
+            let next = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+            heard.push(next.expect("in time").expect("a payload"));
+        }
+        assert_eq!(heard, ["one", "two", "three"]);
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(300), elsewhere.recv()).await;
+    assert!(quiet.is_err(), "another channel hears nothing");
+    let too_big = "x".repeat(notify::MAX_PAYLOAD + 1);
+    assert!(
+        notify::notify(&pool, "test_channel", &too_big)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_reset_request_is_answered_once() {
+    let pool = migrated_database().await;
+    let id = reset_requests::request(&pool, "5511000000041", "tenant:acme")
+        .await
+        .unwrap();
+    assert_eq!(
+        reset_requests::pending(&pool, id).await.unwrap(),
+        Some(("5511000000041".to_owned(), "tenant:acme".to_owned()))
+    );
+    assert_eq!(reset_requests::take_answer(&pool, id).await.unwrap(), None);
+    reset_requests::answer(&pool, id, 200, r#"{"success":true}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        reset_requests::pending(&pool, id).await.unwrap(),
+        None,
+        "answered"
+    );
+    assert_eq!(
+        reset_requests::take_answer(&pool, id).await.unwrap(),
+        Some((200, r#"{"success":true}"#.to_owned()))
+    );
+    assert_eq!(
+        reset_requests::take_answer(&pool, id).await.unwrap(),
+        None,
+        "once"
+    );
+    // A reset's purge of that phone leaves requests alone (no `phone` column).
+    let tables = lila_pgstore::tables_with_phone_column(&**pool.get().await.unwrap())
+        .await
+        .unwrap();
+    assert!(!tables.contains(&"reset_requests".to_owned()));
+    assert!(!tables.contains(&"plugin_state".to_owned()));
 }

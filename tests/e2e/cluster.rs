@@ -69,6 +69,17 @@ impl Cluster {
         })
     }
 
+    /// Starts one more node with more environment; its index.
+    fn add_node_with_env(&mut self, env: &[(&str, &str)]) -> usize {
+        let i = self.nodes.len();
+        let data = self.dirs.path().join(format!("node{i}"));
+        let node = tokio::task::block_in_place(|| {
+            Server::start_node_with_env(&data, SECRET, &self.sim.ws_url(), &self.database_url, env)
+        });
+        self.nodes.push(Some(node));
+        i
+    }
+
     fn node(&self, i: usize) -> &Server {
         self.nodes[i].as_ref().expect("a running node")
     }
@@ -1043,17 +1054,7 @@ async fn campaign_nodes_killed_with_resets_during_their_takeovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_dying_in_the_middle_of_a_reset_leaves_a_journal_another_node_finishes() {
     let mut cluster = Cluster::start(1).await;
-    let data = cluster.dirs.path().join("node1");
-    let crashing = tokio::task::block_in_place(|| {
-        Server::start_node_with_env(
-            &data,
-            SECRET,
-            &cluster.sim.ws_url(),
-            &cluster.database_url,
-            &[("LILA_CRASH_AT", "session-removed")],
-        )
-    });
-    cluster.nodes.push(Some(crashing));
+    cluster.add_node_with_env(&[("LILA_CRASH_AT", "session-removed")]);
     let phone = "51987650701";
     let token = cluster.token.clone();
     // Created through node1, so node1 runs it.
@@ -1130,17 +1131,7 @@ async fn a_reset_reaches_a_holder_no_node_can_reach_over_http_through_the_databa
     let mut cluster = Cluster::start(1).await;
     // node1 runs, reaches the database, renews its leases, but advertises
     // an address where nothing answers: a partition between the nodes.
-    let data = cluster.dirs.path().join("node1");
-    let cut_off = tokio::task::block_in_place(|| {
-        Server::start_node_with_env(
-            &data,
-            SECRET,
-            &cluster.sim.ws_url(),
-            &cluster.database_url,
-            &[("LILA_NODE_URL", "http://127.0.0.1:9")],
-        )
-    });
-    cluster.nodes.push(Some(cut_off));
+    cluster.add_node_with_env(&[("LILA_NODE_URL", "http://127.0.0.1:9")]);
     let phone = "51987650801";
     let token = cluster.token.clone();
     pair(&cluster, phone, 1, 1, 1);

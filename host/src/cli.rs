@@ -245,8 +245,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         auth: Arc::new(JwtAuth::new(&secret)?),
     };
     // Cluster mode: resets other nodes ask of this one through the database.
-    if let (Some(_), Some(url)) = (&cluster, &state.gateway.config().database_url) {
-        crate::http::forward::spawn_reset_listener(state.clone(), url.0.clone());
+    if let (Some((cluster, _)), Some(url)) = (&cluster, &state.gateway.config().database_url) {
+        crate::http::forward::spawn_reset_listener(state.clone(), cluster.clone(), url.0.clone());
     }
     // The first SIGTERM/SIGINT starts a graceful shutdown; a second one
     // exits at once (an operator who does not want to wait).

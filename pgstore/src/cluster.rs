@@ -29,6 +29,13 @@ pub struct NodeRow {
     pub leases: i64,
 }
 
+impl NodeRow {
+    /// Seen within `ttl`: counted in the fair share, asked for its sessions.
+    pub fn alive_within(&self, ttl: Duration) -> bool {
+        self.seen_secs_ago < ttl.as_secs_f64()
+    }
+}
+
 /// Says that `node_id` is alive and reached at `url` (inserted or refreshed).
 pub async fn heartbeat(pool: &Pool, node_id: &str, url: &str) -> Result<(), PgStoreError> {
     let client = pool.get().await?;

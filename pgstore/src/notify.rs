@@ -84,3 +84,24 @@ pub async fn listen(database_url: &str, channel: &str) -> Result<Listener, PgSto
         _client: client,
     })
 }
+
+/// How long [`listen_forever`] waits before listening again.
+const RELISTEN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Hands every payload sent on `channel` to `on_payload`, for as long as
+/// the task runs: a connection that ends (or cannot be had) is logged and
+/// listened on again a second later. What is sent in between is not heard.
+pub async fn listen_forever(database_url: &str, channel: &str, mut on_payload: impl FnMut(String)) {
+    loop {
+        match listen(database_url, channel).await {
+            Ok(mut listener) => {
+                tracing::debug!(channel, "listening");
+                while let Some(payload) = listener.recv().await {
+                    on_payload(payload);
+                }
+            }
+            Err(e) => tracing::warn!(channel, error = %e, "could not listen"),
+        }
+        tokio::time::sleep(RELISTEN_AFTER).await;
+    }
+}

@@ -12,13 +12,12 @@
 //! streams.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lila_pgstore::Pool;
 use lila_pgstore::notify::{self, MAX_PAYLOAD};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, warn};
 
 use crate::core::event::{EventKind, known_event_type};
 use crate::core::tenant::TenantId;
@@ -28,9 +27,6 @@ use crate::phone::Phone;
 
 /// The channel the nodes relay events on.
 pub const CHANNEL: &str = "lila_events";
-
-/// How long a node waits before listening again after its connection ended.
-const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 
 /// One relayed event on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,21 +97,12 @@ async fn send_out(node_id: String, pool: Pool, bus: Arc<EventBus>) {
     }
 }
 
-/// Publishes the other nodes' events on this node's bus, listening again
-/// whenever the connection ends.
+/// Publishes the other nodes' events on this node's bus.
 async fn take_in(node_id: String, database_url: String, bus: Arc<EventBus>) {
-    loop {
-        match notify::listen(&database_url, CHANNEL).await {
-            Ok(mut listener) => {
-                debug!("listening for the other nodes' events");
-                while let Some(text) = listener.recv().await {
-                    publish_relayed(&node_id, &text, &bus);
-                }
-            }
-            Err(e) => warn!(error = %e, "could not listen for the other nodes' events"),
-        }
-        tokio::time::sleep(RELISTEN_AFTER).await;
-    }
+    notify::listen_forever(&database_url, CHANNEL, |text| {
+        publish_relayed(&node_id, &text, &bus)
+    })
+    .await
 }
 
 /// One relayed event onto this node's bus, unless it is this node's own or

@@ -27,7 +27,7 @@
 
 pub mod events;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,10 +143,6 @@ impl Cluster {
         &self.node_id
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -189,24 +185,23 @@ impl Cluster {
             warn!(error = %e, "could not claim free phones");
         }
         gateway.metrics().cluster_leases_held.store(
-            self.store.held_fences().len() as i64,
+            self.store.held().len() as i64,
             std::sync::atomic::Ordering::Relaxed,
         );
     }
 
     async fn renew(&self, gateway: &Arc<Gateway>, last_renewed: &mut Instant) {
-        let held = self.store.held_fences();
-        match cluster::renew_leases(&self.pool, &self.node_id, &held, self.ttl).await {
+        let held = self.store.held();
+        let fences: Vec<_> = held.iter().map(|(_, fence)| fence.clone()).collect();
+        match cluster::renew_leases(&self.pool, &self.node_id, &fences, self.ttl).await {
             Ok(renewed) => {
                 // Measured from before the statement: the lease runs from
                 // the database's `now()`, which is no earlier than this.
                 *last_renewed = Instant::now();
                 let renewed: HashSet<String> = renewed.into_iter().collect();
-                for fence in held.iter().filter(|f| !renewed.contains(&f.phone)) {
-                    if let Ok(phone) = Phone::parse(&fence.phone) {
-                        warn!(phone = %phone, epoch = fence.epoch, "lost the phone's lease; stopping its session here");
-                        self.lose(gateway, &phone);
-                    }
+                for (phone, fence) in held.iter().filter(|(_, f)| !renewed.contains(&f.phone)) {
+                    warn!(phone = %phone, epoch = fence.epoch, "lost the phone's lease; stopping its session here");
+                    self.lose(gateway, phone);
                 }
             }
             Err(e) => {
@@ -216,10 +211,8 @@ impl Cluster {
                         held = held.len(),
                         "no renewal for a whole lease; other nodes may run these phones now: stopping every session here"
                     );
-                    for fence in &held {
-                        if let Ok(phone) = Phone::parse(&fence.phone) {
-                            self.lose(gateway, &phone);
-                        }
+                    for (phone, _) in &held {
+                        self.lose(gateway, phone);
                     }
                 }
             }
@@ -239,14 +232,11 @@ impl Cluster {
 
     /// Gives back phones held for two rounds without wanting a node.
     async fn give_back_idle(&self, gateway: &Arc<Gateway>) {
-        let held: BTreeSet<Phone> = self
+        let idle_now: HashSet<Phone> = self
             .store
-            .held_fences()
-            .iter()
-            .filter_map(|f| Phone::parse(&f.phone).ok())
-            .collect();
-        let idle_now: HashSet<Phone> = held
+            .held()
             .into_iter()
+            .map(|(phone, _)| phone)
             .filter(|p| !gateway.wants_a_node(p))
             .collect();
         let idle_before = std::mem::replace(&mut *self.idle_phones(), idle_now.clone());
@@ -256,11 +246,7 @@ impl Cluster {
                 continue;
             }
             gateway.drop_actor(phone).await;
-            if let Some(fence) = self.store.release(phone)
-                && let Err(e) = release_lease(&self.pool, &fence).await
-            {
-                warn!(phone = %phone, error = %e, "could not give the lease back; it expires by itself");
-            }
+            self.give_back(phone).await;
             info!(phone = %phone, "gave back a phone that runs nowhere");
         }
     }
@@ -273,7 +259,7 @@ impl Cluster {
     async fn claim_fair_share(&self, gateway: &Arc<Gateway>) -> Result<(), ClusterError> {
         let (live, wanting) = cluster::census(&self.pool, self.ttl).await?;
         let share = fair_share(wanting, live);
-        let held = self.store.held_fences().len() as i64;
+        let held = self.store.held().len() as i64;
         let room = share - held;
         if room < 0 {
             return self.hand_one_over(gateway, share, held).await;
@@ -289,13 +275,8 @@ impl Cluster {
             if self.store.holds(&phone) {
                 continue;
             }
-            if let Some(fence) =
-                claim_lease(&self.pool, phone.as_str(), &self.node_id, self.ttl).await?
-            {
-                info!(phone = %phone, epoch = fence.epoch, "claimed a free phone");
-                Metrics::inc(&gateway.metrics().cluster_leases_claimed);
-                self.store.hold(&phone, fence);
-                gateway.adopt(&phone).await;
+            if self.claim(gateway, &phone).await? {
+                info!(phone = %phone, "claimed a free phone");
             }
         }
         Ok(())
@@ -312,30 +293,28 @@ impl Cluster {
         share: i64,
         held: i64,
     ) -> Result<(), ClusterError> {
-        let ttl = self.ttl.as_secs_f64();
         let below_share = cluster::nodes(&self.pool)
             .await?
             .iter()
-            .any(|n| n.node_id != self.node_id && n.seen_secs_ago < ttl && n.leases < share);
+            .any(|n| n.node_id != self.node_id && n.alive_within(self.ttl) && n.leases < share);
         if !below_share {
             return Ok(());
         }
         // Only a connected session moves: one showing a QR, or being
         // paired, stays where its user is looking.
-        let Some((phone, fence)) = self
+        let Some(phone) = self
             .store
-            .held_fences()
+            .held()
             .into_iter()
-            .filter_map(|f| Phone::parse(&f.phone).ok().map(|p| (p, f)))
-            .filter(|(p, _)| gateway.is_connected_here(p))
-            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(phone, _)| phone)
+            .filter(|p| gateway.is_connected_here(p))
+            .max()
         else {
             return Ok(());
         };
         let _claiming = self.claiming.lock().await;
         gateway.drop_actor(&phone).await;
-        self.store.release(&phone);
-        release_lease(&self.pool, &fence).await?;
+        self.give_back(&phone).await;
         Metrics::inc(&gateway.metrics().cluster_sessions_handed_over);
         self.wake_the_others().await;
         info!(phone = %phone, share, held, "handed a phone over to a node below its fair share");
@@ -358,30 +337,19 @@ impl Cluster {
             return Ok(Route::Here);
         }
         // The common case, a phone another node runs, without the lock.
-        if let Some((node_id, url)) = cluster::holder(&self.pool, phone.as_str()).await?
-            && node_id != self.node_id
-        {
-            return if forwarded || url.is_empty() {
-                Err(ClusterError::Moving)
-            } else {
-                Ok(Route::Elsewhere { node_id, url })
-            };
+        if let Some(elsewhere) = self.held_elsewhere(phone, forwarded).await? {
+            return elsewhere;
         }
         let _claiming = self.claiming.lock().await;
         if self.store.holds(phone) {
             return Ok(Route::Here);
         }
         loop {
-            if let Some((node_id, url)) = cluster::holder(&self.pool, phone.as_str()).await? {
-                if node_id == self.node_id {
-                    // Held in the database under this node's name but not in
-                    // memory: a lease this node just let go; claim it anew.
-                } else if forwarded || url.is_empty() {
-                    return Err(ClusterError::Moving);
-                } else {
-                    return Ok(Route::Elsewhere { node_id, url });
-                }
+            if let Some(elsewhere) = self.held_elsewhere(phone, forwarded).await? {
+                return elsewhere;
             }
+            // Free (or held in the database under this node's name but not
+            // in memory: a lease this node just let go): claimed here.
             if !create
                 && lila_pgstore::phone_state::load_record(&self.pool, phone.as_str())
                     .await?
@@ -389,15 +357,50 @@ impl Cluster {
             {
                 return Ok(Route::Here);
             }
-            if let Some(fence) =
-                claim_lease(&self.pool, phone.as_str(), &self.node_id, self.ttl).await?
-            {
-                Metrics::inc(&gateway.metrics().cluster_leases_claimed);
-                self.store.hold(phone, fence);
-                gateway.adopt(phone).await;
+            if self.claim(gateway, phone).await? {
                 return Ok(Route::Here);
             }
             // Another node claimed it in between: ask again who.
+        }
+    }
+
+    /// The route to another node holding `phone`, if one does (`Moving`
+    /// when the request was forwarded once already, or the holder has no
+    /// address); `None` when the phone is free or this node's.
+    async fn held_elsewhere(
+        &self,
+        phone: &Phone,
+        forwarded: bool,
+    ) -> Result<Option<Result<Route, ClusterError>>, ClusterError> {
+        Ok(match cluster::holder(&self.pool, phone.as_str()).await? {
+            Some((node_id, _)) if node_id == self.node_id => None,
+            Some((_, url)) if forwarded || url.is_empty() => Some(Err(ClusterError::Moving)),
+            Some((node_id, url)) => Some(Ok(Route::Elsewhere { node_id, url })),
+            None => None,
+        })
+    }
+
+    /// Claims `phone`'s lease for this node and adopts it; `false` when
+    /// another node holds it. The caller holds `claiming`.
+    async fn claim(&self, gateway: &Arc<Gateway>, phone: &Phone) -> Result<bool, ClusterError> {
+        let Some(fence) = claim_lease(&self.pool, phone.as_str(), &self.node_id, self.ttl).await?
+        else {
+            return Ok(false);
+        };
+        Metrics::inc(&gateway.metrics().cluster_leases_claimed);
+        self.store.hold(phone, fence);
+        gateway.adopt(phone).await;
+        Ok(true)
+    }
+
+    /// Gives `phone`'s lease back at once (its row expires now), so another
+    /// node may claim it without waiting; its writes here are refused from
+    /// now on. The caller stopped its session first.
+    async fn give_back(&self, phone: &Phone) {
+        if let Some(fence) = self.store.release(phone)
+            && let Err(e) = release_lease(&self.pool, &fence).await
+        {
+            warn!(phone = %phone, error = %e, "could not give the lease back; it expires by itself");
         }
     }
 
@@ -405,14 +408,9 @@ impl Cluster {
     /// each lease is given back at once, so other nodes take the phones
     /// over without waiting for them to expire, and this node's row goes.
     pub async fn leave(&self) {
-        let held = self.store.held_fences();
-        for fence in &held {
-            if let Ok(phone) = Phone::parse(&fence.phone) {
-                self.store.release(&phone);
-            }
-            if let Err(e) = release_lease(&self.pool, fence).await {
-                warn!(phone = %fence.phone, error = %e, "could not give the lease back; it expires by itself");
-            }
+        let held = self.store.held();
+        for (phone, _) in &held {
+            self.give_back(phone).await;
         }
         if let Err(e) = cluster::leave(&self.pool, &self.node_id).await {
             warn!(error = %e, "could not remove this node's row; it ages out");
@@ -437,21 +435,12 @@ impl Cluster {
         let span = tracing::info_span!("wake_listener", node_id = %self.node_id);
         tokio::spawn(
             async move {
-                loop {
-                    match notify::listen(&database_url, WAKE_CHANNEL).await {
-                        Ok(mut listener) => {
-                            while let Some(from) = listener.recv().await {
-                                if from != cluster.node_id {
-                                    cluster.woken.notify_one();
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "could not listen for the other nodes' wake-ups")
-                        }
+                notify::listen_forever(&database_url, WAKE_CHANNEL, |from| {
+                    if from != cluster.node_id {
+                        cluster.woken.notify_one();
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                })
+                .await
             }
             .instrument(span),
         )
@@ -494,7 +483,7 @@ impl Cluster {
         Ok(cluster::nodes(&self.pool)
             .await?
             .into_iter()
-            .filter(|n| n.node_id != self.node_id && n.seen_secs_ago < self.ttl.as_secs_f64())
+            .filter(|n| n.node_id != self.node_id && n.alive_within(self.ttl))
             .map(|n| (n.node_id, n.url))
             .collect())
     }
@@ -505,18 +494,6 @@ impl Cluster {
             cluster::nodes(&self.pool).await?,
             cluster::unheld(&self.pool).await?,
         ))
-    }
-
-    /// The phones this node holds.
-    pub fn held(&self) -> Vec<String> {
-        let mut held: Vec<String> = self
-            .store
-            .held_fences()
-            .into_iter()
-            .map(|f| f.phone)
-            .collect();
-        held.sort();
-        held
     }
 }
 

@@ -832,7 +832,7 @@ impl ClusterBody {
                 .map(|n| ClusterNodeBody {
                     node_id: n.node_id.clone(),
                     url: n.url.clone(),
-                    alive: n.seen_secs_ago < ttl.as_secs_f64(),
+                    alive: n.alive_within(ttl),
                     seen_ms_ago: (n.seen_secs_ago.max(0.0) * 1000.0) as u64,
                     sessions: n.leases.max(0) as u64,
                     this_node: n.node_id == this_node,

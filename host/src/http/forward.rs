@@ -12,6 +12,7 @@
 //! else goes to the handlers here, which answer it as a single node does.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, to_bytes};
@@ -199,31 +200,18 @@ async fn reset_through_the_database(
 }
 
 /// The holder's side: runs the resets other nodes ask of it through the
-/// database, listening again whenever the connection ends.
-pub fn spawn_reset_listener(state: AppState, database_url: String) {
+/// database.
+pub fn spawn_reset_listener(state: AppState, cluster: Arc<Cluster>, database_url: String) {
     tokio::spawn(async move {
-        loop {
-            match notify::listen(&database_url, RESET_CHANNEL).await {
-                Ok(mut listener) => {
-                    while let Some(text) = listener.recv().await {
-                        let Some(cluster) = state.gateway.cluster() else {
-                            return;
-                        };
-                        let mut words = text.split(' ');
-                        let (Some(node), Some(Ok(id))) =
-                            (words.next(), words.next().map(str::parse::<i64>))
-                        else {
-                            continue;
-                        };
-                        if node == cluster.node_id() {
-                            tokio::spawn(run_asked_reset(state.clone(), id));
-                        }
-                    }
-                }
-                Err(e) => warn!(error = %e, "could not listen for resets asked of this node"),
+        notify::listen_forever(&database_url, RESET_CHANNEL, |text| {
+            let mut words = text.split(' ');
+            if let (Some(node), Some(Ok(id))) = (words.next(), words.next().map(str::parse::<i64>))
+                && node == cluster.node_id()
+            {
+                tokio::spawn(run_asked_reset(state.clone(), id));
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        })
+        .await
     });
 }
 
@@ -397,7 +385,8 @@ fn send(target: &str, method: &Method, headers: &HeaderMap, from: &str, body: By
     }
 }
 
-/// Why an exchange with a node failed: before it was reached, or after.
+/// Why an exchange with a node failed: before it was reached, or after
+/// (a small error type: `Hop` carries a whole response).
 enum Exchange {
     Connect(String),
     Other(String),

@@ -76,9 +76,12 @@ impl PgPhoneStore {
         self.held_leases().contains_key(phone)
     }
 
-    /// The fences of every lease this node holds.
-    pub fn held_fences(&self) -> Vec<Fence> {
-        self.held_leases().values().cloned().collect()
+    /// Every lease this node holds: the phone and its fence.
+    pub fn held(&self) -> Vec<(Phone, Fence)> {
+        self.held_leases()
+            .iter()
+            .map(|(phone, fence)| (phone.clone(), fence.clone()))
+            .collect()
     }
 
     fn held_leases(&self) -> std::sync::MutexGuard<'_, HashMap<Phone, Fence>> {

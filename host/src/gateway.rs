@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::core::record::DesiredState;
+use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::recovery::{BootAction, boot_action};
 use crate::core::tenant::Caller;
 use crate::events::EventBus;
@@ -30,6 +30,7 @@ use crate::phone::Phone;
 use crate::session::{
     SessionContext, SessionError, SessionHandle, SessionIndex, SessionView, spawn_session,
 };
+use crate::storage::StorageError;
 use crate::storage::phone_store::PhoneStore;
 use crate::whatsapp::WhatsApp;
 
@@ -194,22 +195,15 @@ impl Gateway {
     /// finishes its interrupted reset, as boot does on a single node.
     pub async fn adopt(&self, phone: &Phone) {
         self.drop_actor(phone).await;
-        let store = &self.ctx.store;
-        let record = match store.load_record(phone).await {
-            Ok(record) => record,
+        let record = match self.index_phone(phone).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
             Err(e) => {
                 error!(phone = %phone, error = %e, "could not read the phone's record; not resumed");
                 return;
             }
         };
-        match &record {
-            Some(record) => self.ctx.index.record(phone, record),
-            None => return,
-        }
-        if let Ok(outbox) = store.load_outbox(phone).await {
-            self.ctx.index.set_pending_at_boot(phone, outbox.len());
-        }
-        match boot_action(record.as_ref(), false) {
+        match boot_action(Some(&record), false) {
             BootAction::Resume => self.session(phone).resume().await,
             BootAction::FinishPurge => {
                 let handle = self.session(phone);
@@ -257,20 +251,40 @@ impl Gateway {
             .is_some_and(|entry| entry.desired == Some(DesiredState::Running))
     }
 
+    /// Reads `phone`'s record into the owner index (an orphan when it has
+    /// none), with how many messages its outbox holds (what a listing at
+    /// rest shows); the record.
+    async fn index_phone(&self, phone: &Phone) -> Result<Option<PhoneRecord>, StorageError> {
+        let record = self.ctx.store.load_record(phone).await?;
+        match &record {
+            Some(record) => self.ctx.index.record(phone, record),
+            None => self.ctx.index.orphan(phone),
+        }
+        // No outbox stored reads as an empty one: one read either way.
+        if let Ok(outbox) = self.ctx.store.load_outbox(phone).await {
+            self.ctx.index.set_pending_at_boot(phone, outbox.len());
+        }
+        Ok(record)
+    }
+
     /// Boot-time recovery: build the owner index, finish interrupted resets,
     /// resume what was running, and leave everything else down (with no actor).
-    /// In cluster mode boot only builds the index: the lease loop decides
-    /// which phones this node runs.
+    /// In cluster mode boot does nothing: the lease loop decides which
+    /// phones this node runs, and `adopt` indexes each as it is claimed.
     pub async fn boot(&self) -> BootSummary {
         let mut summary = BootSummary::default();
-        let store = &self.ctx.store;
-        let clustered = matches!(store, PhoneStore::Postgres(_));
-        let phones = store.known_phones().await.unwrap_or_else(|e| {
+        if matches!(self.ctx.store, PhoneStore::Postgres(_)) {
+            info!(
+                "cluster mode: the lease loop decides which phones run here, and indexes each as it claims it"
+            );
+            return summary;
+        }
+        let phones = self.ctx.store.known_phones().await.unwrap_or_else(|e| {
             error!(error = %e, "could not list the phones; none resumed");
             Default::default()
         });
         for phone in phones {
-            let record = match store.load_record(&phone).await {
+            let record = match self.index_phone(&phone).await {
                 Ok(record) => record,
                 Err(e) => {
                     error!(phone = %phone, error = %e, "damaged phone record; not resumed");
@@ -281,17 +295,6 @@ impl Gateway {
             };
             let has_files = self.ctx.layout.session_dir(&phone).exists()
                 || self.ctx.layout.backup_dir(&phone).exists();
-            match &record {
-                Some(record) => self.ctx.index.record(&phone, record),
-                None => self.ctx.index.orphan(&phone),
-            }
-            // No outbox stored reads as an empty one: one read either way.
-            if let Ok(outbox) = store.load_outbox(&phone).await {
-                self.ctx.index.set_pending_at_boot(&phone, outbox.len());
-            }
-            if clustered {
-                continue;
-            }
             match boot_action(record.as_ref(), has_files) {
                 BootAction::Resume => {
                     self.session(&phone).resume().await;

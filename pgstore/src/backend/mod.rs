@@ -221,10 +221,7 @@ pub async fn delete_phone(pool: &Pool, phone: &str) -> Result<u64, PgStoreError>
     let mut removed = tx
         .execute("DELETE FROM leases WHERE phone = $1", &[&phone])
         .await?;
-    for table in tables_with_phone_column(&*tx).await? {
-        if table == "leases" || TABLES_KEPT_BY_DELETE_PHONE.contains(&table.as_str()) {
-            continue;
-        }
+    for table in tables_a_purge_empties(&*tx).await? {
         let sql = format!("DELETE FROM {} WHERE phone = $1", quote_identifier(&table));
         removed += tx.execute(sql.as_str(), &[&phone]).await?;
     }
@@ -270,18 +267,27 @@ impl PhoneRows {
 /// left out), in a stable order: what a reset is about to remove.
 pub async fn phone_rows(pool: &Pool, phone: &str) -> Result<Vec<PhoneRows>, PgStoreError> {
     let client = pool.get().await?;
-    count_phone_rows(&**client, phone).await
+    let tables = tables_a_purge_empties(&**client).await?;
+    count_phone_rows(&**client, phone, &tables).await
+}
+
+/// The tables with a `phone` column but the lease and those a purge keeps
+/// (`TABLES_KEPT_BY_DELETE_PHONE`): where a phone's rows are removed.
+async fn tables_a_purge_empties<C: tokio_postgres::GenericClient>(
+    client: &C,
+) -> Result<Vec<String>, PgStoreError> {
+    let mut tables = tables_with_phone_column(client).await?;
+    tables.retain(|t| t != "leases" && !TABLES_KEPT_BY_DELETE_PHONE.contains(&t.as_str()));
+    Ok(tables)
 }
 
 async fn count_phone_rows<C: tokio_postgres::GenericClient>(
     client: &C,
     phone: &str,
+    tables: &[String],
 ) -> Result<Vec<PhoneRows>, PgStoreError> {
     let mut counts = Vec::new();
-    for table in tables_with_phone_column(client).await? {
-        if table == "leases" || TABLES_KEPT_BY_DELETE_PHONE.contains(&table.as_str()) {
-            continue;
-        }
+    for table in tables {
         let sql = if table == "phone_state" {
             "SELECT 'phone_state:' || kind, count(*), coalesce(sum(pg_column_size(t.*)), 0)::int8
              FROM phone_state t WHERE phone = $1 GROUP BY kind ORDER BY kind"
@@ -290,13 +296,13 @@ async fn count_phone_rows<C: tokio_postgres::GenericClient>(
             format!(
                 "SELECT $2::text, count(*), coalesce(sum(pg_column_size(t.*)), 0)::int8
                  FROM {} t WHERE phone = $1 HAVING count(*) > 0",
-                quote_identifier(&table)
+                quote_identifier(table)
             )
         };
         let params: Vec<&(dyn ToSql + Sync)> = if table == "phone_state" {
             vec![&phone]
         } else {
-            vec![&phone, &table]
+            vec![&phone, table]
         };
         for row in client.query(sql.as_str(), &params).await? {
             counts.push(PhoneRows {
@@ -325,21 +331,16 @@ pub async fn purge_phone(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     check_fence(&tx, fence).await?;
-    let removed: Vec<PhoneRows> = count_phone_rows(&*tx, &fence.phone)
+    let tables = tables_a_purge_empties(&*tx).await?;
+    let removed: Vec<PhoneRows> = count_phone_rows(&*tx, &fence.phone, &tables)
         .await?
         .into_iter()
         .filter(|rows| rows.part() == part)
         .collect();
     match part {
         PurgePart::Session => {
-            for table in tables_with_phone_column(&*tx).await? {
-                if table == "leases"
-                    || table == "phone_state"
-                    || TABLES_KEPT_BY_DELETE_PHONE.contains(&table.as_str())
-                {
-                    continue;
-                }
-                let sql = format!("DELETE FROM {} WHERE phone = $1", quote_identifier(&table));
+            for table in tables.iter().filter(|t| *t != "phone_state") {
+                let sql = format!("DELETE FROM {} WHERE phone = $1", quote_identifier(table));
                 tx.execute(sql.as_str(), &[&fence.phone]).await?;
             }
             tx.execute(

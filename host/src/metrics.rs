@@ -17,6 +17,7 @@ pub struct Metrics {
     pub resets_failed: AtomicU64,
     pub resets_finished_at_boot: AtomicU64,
     pub server_logouts: AtomicU64,
+    pub pairing_restarts: AtomicU64,
     pub messages_enqueued: AtomicU64,
     pub messages_sent: AtomicU64,
     pub message_send_failures: AtomicU64,
@@ -127,6 +128,11 @@ impl Metrics {
             "lila_server_logouts_total",
             "Sessions unlinked from the phone's side.",
             get(&self.server_logouts),
+        );
+        counter(
+            "lila_pairing_restarts_total",
+            "Pairings started again with a new client because their connection dropped (its QR codes died with it).",
+            get(&self.pairing_restarts),
         );
         counter(
             "lila_messages_enqueued_total",

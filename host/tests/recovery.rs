@@ -172,6 +172,56 @@ async fn unscanned_qr_codes_running_out_stop_the_session() {
     );
 }
 
+/// Seen at 4,500 sessions: the simulator reset a pairing connection, and the
+/// session went on showing a QR code the server had forgotten. A drop during
+/// pairing now hides the dead code and pairs again with a new client.
+#[tokio::test]
+async fn a_connection_dropped_during_pairing_brings_a_fresh_qr_from_a_new_client() {
+    let h = Harness::new().await;
+    let token = h.token("acme");
+    let phone = Phone::parse(PHONE).unwrap();
+    h.create(PHONE, &token).await;
+    h.wait_status(PHONE, &token, "qr").await;
+    let (_, first) = h.get(&format!("/api/sessions/{PHONE}/qr"), &token).await;
+    let dropped = h.client(PHONE).await;
+    dropped.drop_connection();
+    let status = h.wait_status(PHONE, &token, "reconnecting").await;
+    assert!(
+        status["lastError"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pairing"),
+        "{status}"
+    );
+    let (code, body) = h.get(&format!("/api/sessions/{PHONE}/qr"), &token).await;
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "the dead code is not shown: {body}"
+    );
+    h.wait_for("a second client", || h.wa.starts(&phone) == 2)
+        .await;
+    assert!(
+        dropped.is_stopped(),
+        "the dropped pairing's client is stopped"
+    );
+    h.wait_status(PHONE, &token, "qr").await;
+    let (_, fresh) = h.get(&format!("/api/sessions/{PHONE}/qr"), &token).await;
+    assert!(fresh["qr"].is_string(), "{fresh}");
+    assert_ne!(fresh["qr"], first["qr"], "a fresh code, not the dead one");
+    let (_, metrics) = h.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        metrics
+            .as_str()
+            .is_some_and(|m| m.lines().any(|l| l == "lila_pairing_restarts_total 1")),
+        "{metrics}"
+    );
+    // The fresh code is scanned: the session connects on the new client.
+    h.client(PHONE).await.scan();
+    h.wait_status(PHONE, &token, "connected").await;
+    assert_eq!(h.wa.live(&phone), 1);
+}
+
 #[tokio::test]
 async fn a_client_that_fails_to_start_is_retried_with_backoff() {
     let h = Harness::new().await;

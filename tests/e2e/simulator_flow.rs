@@ -548,19 +548,16 @@ fn open_files_under(pid: u32, dir: &std::path::Path) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_session_lets_go_of_its_store_after_a_disconnect_and_after_a_reset() {
+async fn a_stopped_session_lets_go_of_its_store_while_pairing_after_a_disconnect_and_after_a_reset()
+{
     let stage = Stage::new().await;
     let token = stage.token.clone();
     let server = stage.lila();
     let session_dir = stage.layout.session_dir(&stage.phone);
-    tokio::task::block_in_place(|| {
-        pair(&server, &stage.sim, &token);
-        assert!(
-            !open_files_under(server.pid(), &session_dir).is_empty(),
-            "a connected session holds its store open"
-        );
-        // A disconnect stops the client: its store's database, WAL and
-        // shared-memory files are closed, not just unlinked.
+    let holds_store = || !open_files_under(server.pid(), &session_dir).is_empty();
+    // `DELETE` stops the client: its store's database, WAL and shared-memory
+    // files must be closed, not just unlinked.
+    let disconnect_and_wait_closed = |what: &str| {
         let (code, body) = server
             .request(
                 "DELETE",
@@ -570,16 +567,24 @@ async fn a_stopped_session_lets_go_of_its_store_after_a_disconnect_and_after_a_r
             )
             .unwrap();
         assert_eq!(code, 200, "{body}");
-        wait_until("the disconnected session's files closed", || {
-            open_files_under(server.pid(), &session_dir).is_empty()
-        });
+        wait_until(what, || !holds_store());
+    };
+    tokio::task::block_in_place(|| {
+        // A pairing first: the client's QR rotation outlives its disconnect
+        // (up to 160 s, holding the client and its store) unless lila ends it.
+        let (code, body) = server.create(PHONE, &token);
+        assert_eq!(code, 200, "{body}");
+        server.wait_qr(PHONE, &token);
+        assert!(holds_store(), "a pairing session holds its store open");
+        disconnect_and_wait_closed("the stopped pairing's files closed");
+        pair(&server, &stage.sim, &token);
+        assert!(holds_store(), "a connected session holds its store open");
+        disconnect_and_wait_closed("the disconnected session's files closed");
         // Again with a reset.
         pair(&server, &stage.sim, &token);
         let (code, body) = server.clear(PHONE, &token).unwrap();
         assert_eq!(code, 200, "{body}");
-        wait_until("the reset session's files closed", || {
-            open_files_under(server.pid(), &session_dir).is_empty()
-        });
+        wait_until("the reset session's files closed", || !holds_store());
     });
     server.kill();
     stage.finish().await;

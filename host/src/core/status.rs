@@ -172,12 +172,26 @@ impl SessionState {
                 self.last_error = None;
                 Reaction::FlushOutbox
             }
-            SessionEvent::Disconnected => {
-                if self.status == Status::Connected {
+            SessionEvent::Disconnected => match self.status {
+                Status::Connected => {
                     self.status = Status::Reconnecting;
+                    Reaction::Nothing
                 }
-                Reaction::Nothing
-            }
+                // The QR codes belong to the connection that dropped: the
+                // server forgot them, and no phone can scan the one shown.
+                // The client's own reconnect may not bring new ones (seen
+                // under load), so a new client starts the pairing again.
+                Status::Qr => {
+                    self.status = Status::Reconnecting;
+                    self.qr = None;
+                    self.last_error = Some(
+                        "the connection to WhatsApp dropped during pairing; new QR codes follow"
+                            .into(),
+                    );
+                    Reaction::StopAndRestartLater
+                }
+                _ => Reaction::Nothing,
+            },
             SessionEvent::LoggedOut { reason } => {
                 self.status = Status::LoggedOut;
                 self.qr = None;
@@ -297,6 +311,31 @@ mod tests {
         assert_eq!(state.status, Status::Reconnecting);
         assert!(!state.ready());
         assert_eq!(reactions[1], Reaction::Nothing);
+    }
+
+    #[test]
+    fn a_drop_during_pairing_hides_the_dead_qr_and_pairs_again_with_a_new_client() {
+        let (state, reactions) = run(vec![
+            SessionEvent::Qr {
+                code: "2@dead".into(),
+            },
+            SessionEvent::Disconnected,
+        ]);
+        assert_eq!(state.status, Status::Reconnecting);
+        assert_eq!(state.qr, None, "a code the server forgot is not shown");
+        assert!(
+            state
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("pairing")
+        );
+        assert_eq!(reactions[1], Reaction::StopAndRestartLater);
+        // Before any QR (the first connection is still being made) a drop
+        // is the client's own retry to handle.
+        let (state, reactions) = run(vec![SessionEvent::Disconnected]);
+        assert_eq!(state.status, Status::Starting);
+        assert_eq!(reactions, [Reaction::Nothing]);
     }
 
     #[test]

@@ -267,7 +267,10 @@ pub async fn session_qr(
     let view = state.gateway.lookup(&phone)?.view(caller).await?;
     let Some(qr) = view.qr else {
         let why = match view.status {
-            "connected" | "reconnecting" => {
+            "connected" => "the session is already paired, so there is no QR code".to_owned(),
+            // A paired session reconnecting, or a pairing whose connection
+            // dropped: which one, `lastError` of the status says.
+            "reconnecting" if view.me.is_some() => {
                 "the session is already paired, so there is no QR code".to_owned()
             }
             status => {

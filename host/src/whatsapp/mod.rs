@@ -9,6 +9,7 @@
 
 pub mod real;
 pub mod scripted;
+mod tasks;
 
 use std::path::PathBuf;
 use std::sync::Arc;

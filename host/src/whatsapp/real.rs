@@ -17,6 +17,7 @@ use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::net::WHATSAPP_WEB_WS_URL;
 
+use super::tasks::OwnedTasks;
 use super::{
     ClientNotice, ClientStore, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError,
 };
@@ -42,6 +43,8 @@ struct RealClient {
     /// unexpected end as `ClientExited`.
     runner: Mutex<Option<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
+    /// Every task the client spawned, ended when it stops.
+    tasks: OwnedTasks,
 }
 
 #[async_trait]
@@ -67,7 +70,9 @@ impl WhatsApp for RealWhatsApp {
             .to_owned();
         let stopping = Arc::new(AtomicBool::new(false));
         let sink = events.clone();
+        let tasks = OwnedTasks::default();
         let mut builder = Bot::builder()
+            .with_runtime(tasks.clone())
             .with_backend_arc(backend)
             .with_transport_factory(ObservedTransportFactory {
                 inner: transport,
@@ -119,6 +124,7 @@ impl WhatsApp for RealWhatsApp {
             client,
             runner: Mutex::new(Some(runner)),
             stopping,
+            tasks,
         }))
     }
 }
@@ -328,14 +334,17 @@ impl WhatsAppClient for RealClient {
             tracing::warn!(error = %e, "could not save the client's device state before stopping");
         }
         let _ = tokio::time::timeout(STOP_GRACE, self.client.disconnect()).await;
-        let Some(mut runner) = self.runner.lock().await.take() else {
-            return;
-        };
-        if tokio::time::timeout(STOP_GRACE, &mut runner).await.is_err() {
+        let runner = self.runner.lock().await.take();
+        if let Some(mut runner) = runner
+            && tokio::time::timeout(STOP_GRACE, &mut runner).await.is_err()
+        {
             // Dropping the bot handle inside the aborted task aborts the bot.
             runner.abort();
             let _ = runner.await;
         }
+        // What the client left running (a pairing's QR rotation runs for
+        // minutes after a disconnect) holds the client and its store: end it.
+        self.tasks.abort_all();
     }
 }
 

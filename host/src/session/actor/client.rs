@@ -158,6 +158,8 @@ impl SessionActor {
                 None
             }
         };
+        let pairing_dropped = matches!(event, SessionEvent::Disconnected)
+            && self.state.status == crate::core::status::Status::Qr;
         let reaction = self.state.on_event(event);
         self.update_connected_gauge();
         match reaction {
@@ -218,6 +220,13 @@ impl SessionActor {
                 let retry_in = self.schedule_restart();
                 if retry_in.is_some() {
                     self.state.on_stopped_for_restart();
+                }
+                if pairing_dropped {
+                    Metrics::inc(&self.ctx.metrics.pairing_restarts);
+                    warn!(
+                        retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                        "the connection dropped during pairing; its QR codes are dead, pairing again with a new client"
+                    );
                 }
                 if let Some((cause, detail)) = failure {
                     // One line per attempt; the back-off bounds how many there are.

@@ -135,8 +135,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Connections a cluster node keeps to the database at most.
+/// Connections a cluster node keeps to the database at most, for its
+/// sessions' stores and records.
 const DATABASE_POOL_SIZE: usize = 16;
+/// Connections of the lease loop and routing, apart from the sessions':
+/// a node busy with thousands of sessions' store traffic still renews its
+/// leases in time (sharing one pool, 10,000 reconnecting sessions starved
+/// the renewals and the node lost its own leases).
+const LEASE_POOL_SIZE: usize = 4;
 
 /// A pool on the configured database, or the sentence saying what to set.
 fn database_pool(config: &Config, doing: &str, size: usize) -> anyhow::Result<lila_pgstore::Pool> {
@@ -216,8 +222,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "lila is listening");
     let cluster = match (&database, &gateway.store()) {
         (Some(pool), PhoneStore::Postgres(store)) => {
+            let lease_pool =
+                database_pool(gateway.config(), "run a cluster node on", LEASE_POOL_SIZE)?;
             let cluster = Cluster::join(
-                pool.clone(),
+                lease_pool,
                 store.clone(),
                 new_node_id(),
                 node_url,

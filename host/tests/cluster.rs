@@ -207,3 +207,95 @@ async fn lila_import_moves_a_data_root_into_postgres_and_again_changes_nothing()
     assert_eq!(answer(&again), said);
     check().await;
 }
+
+/// Found by the 10,000-session run on PostgreSQL: a restarted node claimed
+/// every free phone in one round of its lease loop, and renewed nothing until
+/// the round ended, longer than a lease; it then lost its own leases, stopped
+/// those sessions, claimed them again, and so on (54,881 leases lost in
+/// five minutes). A round now claims for a third of a lease at most, and the
+/// next round (renewing first) starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_claiming_more_phones_than_one_lease_lasts_keeps_every_lease() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use lila::cluster::Cluster;
+    use lila::core::record::{DesiredState, PhoneRecord};
+    use lila::core::tenant::TenantId;
+    use lila::gateway::Gateway;
+    use lila::hooks::NoHooks;
+    use lila::storage::phone_store::PhoneStore;
+    use lila::storage::postgres_store::PgPhoneStore;
+    use lila::whatsapp::scripted::ScriptedWhatsApp;
+
+    // Claiming them all takes about twice as long as a lease lasts.
+    const PHONES: usize = 3_000;
+    let ttl = Duration::from_secs(2);
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.create_database().unwrap();
+    let pool = lila_pgstore::connect_pool(&url, 8).unwrap();
+    lila_pgstore::migrate(&pool).await.unwrap();
+    // Phones meant to run that no node holds, written as `lila import` would.
+    let record = PhoneRecord::new(TenantId::parse("acme").ok(), DesiredState::Running, 1);
+    let body = lila::storage::phone_records::encode_bytes(&record).unwrap();
+    let phones: Vec<String> = (0..PHONES).map(|i| format!("5190{i:07}")).collect();
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO phone_records (phone, body, wants_node)
+             SELECT p, $2, true FROM unnest($1::text[]) AS p",
+            &[&phones, &body],
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = lila::config::Config {
+        data_dir: dir.path().join("data"),
+        ..lila::config::Config::default()
+    };
+    let store = PgPhoneStore::new(pool.clone());
+    let gateway = Gateway::with_store(
+        config,
+        PhoneStore::Postgres(store.clone()),
+        Arc::new(ScriptedWhatsApp::new()),
+        Arc::new(NoHooks),
+    );
+    let lease_pool = lila_pgstore::connect_pool(&url, 4).unwrap();
+    let cluster = Cluster::join(
+        lease_pool,
+        store.clone(),
+        "node-a".into(),
+        String::new(),
+        ttl,
+    )
+    .await
+    .unwrap();
+    let lease_loop = gateway.join_cluster(cluster);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while store.held().len() < PHONES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "claimed {} of {PHONES}",
+            store.held().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two more leases' time: every lease is renewed, none lost.
+    tokio::time::sleep(2 * ttl).await;
+    let lost = gateway
+        .metrics()
+        .cluster_leases_lost
+        .load(Ordering::Relaxed);
+    let claimed = gateway
+        .metrics()
+        .cluster_leases_claimed
+        .load(Ordering::Relaxed);
+    assert_eq!(lost, 0, "leases lost while claiming ({claimed} claims)");
+    assert_eq!(store.held().len(), PHONES);
+    assert_eq!(claimed, PHONES as u64, "each phone claimed once");
+    lease_loop.abort();
+    gateway.shutdown().await;
+}

@@ -267,7 +267,17 @@ impl Cluster {
         if room == 0 {
             return Ok(());
         }
+        // A round that claims thousands of phones (a node restarting with
+        // every phone of the cluster) must not outlast the leases it holds:
+        // the renewal comes at the start of the next round. Claiming stops
+        // after a third of a ttl and the next round starts at once.
+        let started = Instant::now();
         for phone in cluster::free_phones(&self.pool, room).await? {
+            if started.elapsed() >= self.ttl / 3 {
+                debug!("claimed for a third of a lease; renewing before claiming more");
+                self.woken.notify_one();
+                break;
+            }
             let Ok(phone) = Phone::parse(&phone) else {
                 continue;
             };

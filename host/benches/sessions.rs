@@ -16,7 +16,9 @@
 //! (`LILA_BENCH_STARTS` sets `max_concurrent_starts`, default 32;
 //! `LILA_BENCH_RESTARTS` the number of restarts, default 5;
 //! `LILA_BENCH_PAIR_BATCH` how many sessions are created and scanned at a
-//! time, default 250.)
+//! time, default 250; `LILA_BENCH_POSTGRES=1` runs lila as a one-node
+//! cluster on a throwaway PostgreSQL instead of on files, and also reports
+//! the database server's memory.)
 
 #[path = "../tests/support/process.rs"]
 mod process;
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use lila::auth::JwtAuth;
 use lila::core::tenant::TenantId;
+use lila_pgstore::testing::TempPostgres;
 use process::Server;
 use serde_json::{Value, json};
 use wa_sim::Simulator;
@@ -55,6 +58,37 @@ fn fds_and_threads(pid: u32) -> (usize, u64) {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     (fds, threads)
+}
+
+/// Proportional set size of `pid` and of its children (a PostgreSQL
+/// postmaster and its backends share memory, so their RSS would count it
+/// once per process), in KiB.
+fn pss_tree_kib(pid: u32) -> u64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(pss_tree_kib)
+        .sum();
+    own + children
+}
+
+/// The postmaster of a throwaway PostgreSQL (first line of its pid file).
+fn postmaster_pid(postgres: &TempPostgres) -> Option<u32> {
+    std::fs::read_to_string(postgres.dir().join("data/postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -175,10 +209,21 @@ fn run(n: usize) {
     let sim = SimProcess::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("data");
+    let postgres = std::env::var_os("LILA_BENCH_POSTGRES")
+        .map(|_| TempPostgres::start().expect("a throwaway PostgreSQL (see pgstore/README.md)"));
+    let database = match &postgres {
+        Some(server) => format!(
+            "database_url = \"{}\"\n",
+            server.create_database().expect("a database")
+        ),
+        None => String::new(),
+    };
     // Backups off: they would add snapshot threads to the idle measurement.
     std::fs::write(
         root.with_extension("toml"),
-        format!("[backups]\ninterval_secs = 0\n[sessions]\nmax_concurrent_starts = {starts}\n"),
+        format!(
+            "{database}[backups]\ninterval_secs = 0\n[sessions]\nmax_concurrent_starts = {starts}\n"
+        ),
     )
     .expect("config");
     let auth = JwtAuth::new(SECRET.as_bytes()).expect("key");
@@ -277,6 +322,10 @@ fn run(n: usize) {
     let loaded = sample_rss(pid);
     let per_session_kib = (loaded - baseline) / n as f64;
     let (loaded_fds, loaded_threads) = fds_and_threads(pid);
+    let database_pss_mib = postgres
+        .as_ref()
+        .and_then(postmaster_pid)
+        .map(|pid| pss_tree_kib(pid) as f64 / 1024.0);
 
     let mut restarts = Vec::new();
     let mut shutdowns = Vec::new();
@@ -339,6 +388,11 @@ fn run(n: usize) {
             .map(|s| (s * 100.0).round() / 100.0)
             .collect::<Vec<_>>(),
     );
+    if let Some(mib) = database_pss_mib {
+        println!(
+            "store=postgres database_pss_mib={mib:.1} (the PostgreSQL server and its backends)"
+        );
+    }
     if unpaired > 0 {
         println!("sessions_unpaired={unpaired} (left out of the restarts)");
     }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::auth::{JwtAuth, SecretSource, load_or_create_secret};
+use crate::cluster::seat::Seat;
 use crate::cluster::{Cluster, LEASE_TTL, new_node_id};
 use crate::config::Config;
 use crate::core::tenant::TenantId;
@@ -154,6 +155,33 @@ fn database_pool(config: &Config, doing: &str, size: usize) -> anyhow::Result<li
     lila_pgstore::connect_pool(&url.0, size).context("the database URL")
 }
 
+/// Takes this data directory's seat for `node_id`; the node that held it
+/// before (gone: its lock was free). Without the seat (another process runs
+/// on this directory, or the lock failed) nothing is retired.
+fn take_seat(seat: &mut Option<Seat>, layout: &DataLayout, node_id: &str) -> Option<String> {
+    match Seat::take(&layout.host_dir()) {
+        Ok(Some(mut taken)) => {
+            let predecessor = taken.hand_to(node_id).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not record this node on its data directory");
+                None
+            });
+            *seat = Some(taken);
+            predecessor
+        }
+        Ok(None) => {
+            tracing::warn!(
+                dir = %layout.host_dir().display(),
+                "another process runs on this data directory; give each node its own"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not lock the data directory; a restart after a crash waits out its old leases");
+            None
+        }
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let layout = DataLayout::new(config.data_dir.clone());
     let (secret, source) =
@@ -220,19 +248,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {bind}"))?;
     tracing::info!(addr = %listener.local_addr()?, "lila is listening");
+    // Held until the process ends: the lock that tells the next node on this
+    // data directory that this one is gone (`cluster::seat`).
+    let mut seat = None;
     let cluster = match (&database, &gateway.store()) {
         (Some(pool), PhoneStore::Postgres(store)) => {
             let lease_pool =
                 database_pool(gateway.config(), "run a cluster node on", LEASE_POOL_SIZE)?;
-            let cluster = Cluster::join(
-                lease_pool,
-                store.clone(),
-                new_node_id(),
-                node_url,
-                LEASE_TTL,
-            )
-            .await
-            .context("joining the cluster")?;
+            let node_id = new_node_id();
+            let predecessor = take_seat(&mut seat, &layout, &node_id);
+            let cluster = Cluster::join(lease_pool, store.clone(), node_id, node_url, LEASE_TTL)
+                .await
+                .context("joining the cluster")?;
+            if let Some(predecessor) = predecessor {
+                cluster.retire(&predecessor).await;
+            }
             let lease_loop = gateway.join_cluster(cluster.clone());
             if let Some(url) = &gateway.config().database_url {
                 cluster.spawn_wake_listener(url.0.clone());

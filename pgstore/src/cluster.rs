@@ -59,6 +59,26 @@ pub async fn leave(pool: &Pool, node_id: &str) -> Result<(), PgStoreError> {
     Ok(())
 }
 
+/// Retires a node known to be gone (its process ended; its successor on
+/// the same data directory holds the lock that proves it): its live leases
+/// expire now, so any node may claim its phones at once instead of after a
+/// ttl, and its row goes. Returns how many leases it still held.
+pub async fn retire(pool: &Pool, node_id: &str) -> Result<u64, PgStoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let freed = tx
+        .execute(
+            "UPDATE leases SET expires_at = now()
+             WHERE node_id = $1 AND expires_at > now()",
+            &[&node_id],
+        )
+        .await?;
+    tx.execute("DELETE FROM nodes WHERE node_id = $1", &[&node_id])
+        .await?;
+    tx.commit().await?;
+    Ok(freed)
+}
+
 /// Every node with a row, the most recently seen first, with how many live
 /// leases each holds.
 pub async fn nodes(pool: &Pool) -> Result<Vec<NodeRow>, PgStoreError> {

@@ -26,6 +26,7 @@
 //! them at once: that gap is a reconnect.
 
 pub mod events;
+pub mod seat;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -132,6 +133,23 @@ impl Cluster {
             claiming: tokio::sync::Mutex::new(()),
             woken: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Frees the leases of `predecessor`, the node that ran on this data
+    /// directory before this process (`seat::Seat` proves it is gone), so
+    /// its phones are claimed at once instead of after a ttl. Call before
+    /// the lease loop starts.
+    pub async fn retire(&self, predecessor: &str) {
+        match cluster::retire(&self.pool, predecessor).await {
+            Ok(freed) => info!(
+                predecessor,
+                freed,
+                "the node that ran on this data directory before is gone; its leases are free now"
+            ),
+            Err(e) => {
+                warn!(predecessor, error = %e, "could not free the previous node's leases; they expire by themselves")
+            }
+        }
     }
 
     /// Whether this node holds `phone`'s lease.

@@ -37,6 +37,57 @@ async fn record(pool: &Pool, phone: &str, wants_node: bool) {
     assert!(release_lease(pool, &fence).await.unwrap());
 }
 
+/// A node known to be gone (its successor on the same data directory holds
+/// its lock) is retired: its live leases are free at once, for any node,
+/// and its row goes; other nodes' leases stay as they are.
+#[tokio::test]
+async fn a_retired_node_frees_its_leases_at_once_and_leaves_the_others_alone() {
+    let pool = migrated_database().await;
+    cluster::heartbeat(&pool, "gone", "http://127.0.0.1:1")
+        .await
+        .unwrap();
+    cluster::heartbeat(&pool, "other", "http://127.0.0.1:2")
+        .await
+        .unwrap();
+    for phone in ["5511000000101", "5511000000102"] {
+        record(&pool, phone, true).await;
+        claim_lease(&pool, phone, "gone", TTL)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    record(&pool, "5511000000103", true).await;
+    claim_lease(&pool, "5511000000103", "other", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cluster::free_phones(&pool, 10).await.unwrap().is_empty());
+
+    assert_eq!(cluster::retire(&pool, "gone").await.unwrap(), 2);
+    let mut free = cluster::free_phones(&pool, 10).await.unwrap();
+    free.sort();
+    assert_eq!(free, ["5511000000101", "5511000000102"]);
+    assert!(
+        claim_lease(&pool, "5511000000101", "new", TTL)
+            .await
+            .unwrap()
+            .is_some(),
+        "claimable by any node at once"
+    );
+    assert_eq!(
+        cluster::holder(&pool, "5511000000103")
+            .await
+            .unwrap()
+            .map(|(node, _)| node)
+            .as_deref(),
+        Some("other")
+    );
+    let nodes = cluster::nodes(&pool).await.unwrap();
+    assert!(nodes.iter().all(|n| n.node_id != "gone"), "{nodes:?}");
+    // Retiring it again finds nothing.
+    assert_eq!(cluster::retire(&pool, "gone").await.unwrap(), 0);
+}
+
 #[tokio::test]
 async fn nodes_say_they_are_alive_and_leave() {
     let pool = migrated_database().await;

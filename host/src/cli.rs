@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::auth::{JwtAuth, SecretSource, load_or_create_secret};
-use crate::cluster::seat::Seat;
 use crate::cluster::{Cluster, LEASE_TTL, new_node_id};
 use crate::config::Config;
 use crate::core::tenant::TenantId;
@@ -18,6 +17,7 @@ use crate::hooks::{NoHooks, ResetHooks};
 use crate::http::{AppState, openapi, router};
 use crate::layout::DataLayout;
 use crate::plugins::{PluginHooks, StateStore};
+use crate::seat::Seat;
 use crate::storage::phone_store::PhoneStore;
 use crate::storage::postgres_store::PgPhoneStore;
 use crate::whatsapp::real::RealWhatsApp;
@@ -155,35 +155,38 @@ fn database_pool(config: &Config, doing: &str, size: usize) -> anyhow::Result<li
     lila_pgstore::connect_pool(&url.0, size).context("the database URL")
 }
 
-/// Takes this data directory's seat for `node_id`; the node that held it
-/// before (gone: its lock was free). Without the seat (another process runs
-/// on this directory, or the lock failed) nothing is retired.
-fn take_seat(seat: &mut Option<Seat>, layout: &DataLayout, node_id: &str) -> Option<String> {
-    match Seat::take(&layout.host_dir()) {
-        Ok(Some(mut taken)) => {
-            let predecessor = taken.hand_to(node_id).unwrap_or_else(|e| {
+/// Takes this data directory's seat for `node_id`, and the node that held
+/// it before (gone: its lock was free). Fails when another process holds
+/// it; a file system that cannot lock only costs the seat's benefits.
+fn take_seat(layout: &DataLayout, node_id: &str) -> anyhow::Result<(Option<Seat>, Option<String>)> {
+    let dir = layout.host_dir();
+    match Seat::take(&dir) {
+        Ok(Some(mut seat)) => {
+            let predecessor = seat.hand_to(node_id).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "could not record this node on its data directory");
                 None
             });
-            *seat = Some(taken);
-            predecessor
+            Ok((Some(seat), predecessor))
         }
-        Ok(None) => {
-            tracing::warn!(
-                dir = %layout.host_dir().display(),
-                "another process runs on this data directory; give each node its own"
-            );
-            None
-        }
+        Ok(None) => anyhow::bail!(
+            "another lila process runs on the data directory {} ({} holds {}); stop it first, or give this one its own LILA_DATA_DIR",
+            layout.root().display(),
+            Seat::holder(&dir),
+            dir.join("node").display()
+        ),
         Err(e) => {
-            tracing::warn!(error = %e, "could not lock the data directory; a restart after a crash waits out its old leases");
-            None
+            tracing::warn!(error = %e, "could not lock the data directory; a second process on it would not be refused");
+            Ok((None, None))
         }
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let layout = DataLayout::new(config.data_dir.clone());
+    // Held until the process ends: one process per data directory, and the
+    // lock that tells the next node here that this one is gone (`seat`).
+    let node_id = new_node_id();
+    let (_seat, predecessor) = take_seat(&layout, &node_id)?;
     let (secret, source) =
         load_or_create_secret(config.jwt_secret.as_deref(), &layout.jwt_secret_file())
             .context("preparing the JWT secret")?;
@@ -248,15 +251,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {bind}"))?;
     tracing::info!(addr = %listener.local_addr()?, "lila is listening");
-    // Held until the process ends: the lock that tells the next node on this
-    // data directory that this one is gone (`cluster::seat`).
-    let mut seat = None;
     let cluster = match (&database, &gateway.store()) {
         (Some(pool), PhoneStore::Postgres(store)) => {
             let lease_pool =
                 database_pool(gateway.config(), "run a cluster node on", LEASE_POOL_SIZE)?;
-            let node_id = new_node_id();
-            let predecessor = take_seat(&mut seat, &layout, &node_id);
             let cluster = Cluster::join(lease_pool, store.clone(), node_id, node_url, LEASE_TTL)
                 .await
                 .context("joining the cluster")?;

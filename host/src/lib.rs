@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod phone;
 pub mod plugins;
 pub mod request_id;
+pub mod seat;
 pub mod session;
 pub mod storage;
 pub mod whatsapp;

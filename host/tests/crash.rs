@@ -316,3 +316,34 @@ fn a_second_crash_while_boot_finishes_a_reset_still_gives_one_after_clear() {
         server.kill();
     }
 }
+
+/// Two processes on one data directory would run the same sessions, each
+/// replacing the other's connection, and one would write back the files a
+/// reset by the other had just removed. The second refuses to start and
+/// names the first; once the first is gone (even by SIGKILL) a new one starts.
+#[test]
+fn a_second_process_on_the_same_data_directory_refuses_to_start() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let root = data.path().join("data");
+    let token = token();
+    let server = Server::start(&root, SECRET, CLOSED_PORT_URL, None);
+    let (code, body) = server.create(PHONE, &token);
+    assert_eq!(code, 200, "{body}");
+
+    let printed = Server::refused_to_start(&root, SECRET, CLOSED_PORT_URL);
+    assert!(
+        printed.contains("another lila process runs on the data directory"),
+        "{printed}"
+    );
+    let holder = std::fs::read_to_string(root.join("lila/node")).expect("the seat file");
+    assert!(
+        printed.contains(holder.trim()),
+        "names the holder {holder}: {printed}"
+    );
+    // The first is undisturbed.
+    assert_eq!(server.status(PHONE, &token)["phoneNumber"], PHONE);
+
+    server.kill();
+    let again = Server::start(&root, SECRET, CLOSED_PORT_URL, None);
+    assert_eq!(again.status(PHONE, &token)["phoneNumber"], PHONE);
+}

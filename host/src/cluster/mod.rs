@@ -26,7 +26,6 @@
 //! them at once: that gap is a reconnect.
 
 pub mod events;
-pub mod seat;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -136,7 +135,7 @@ impl Cluster {
     }
 
     /// Frees the leases of `predecessor`, the node that ran on this data
-    /// directory before this process (`seat::Seat` proves it is gone), so
+    /// directory before this process (`crate::seat::Seat` proves it is gone), so
     /// its phones are claimed at once instead of after a ttl. Call before
     /// the lease loop starts.
     pub async fn retire(&self, predecessor: &str) {

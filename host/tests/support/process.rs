@@ -133,6 +133,43 @@ impl Server {
         Server::wait_until_up(data, child, port)
     }
 
+    /// Runs `lila serve` over `data`, which must refuse to start (within
+    /// 20 s): what it printed, stdout and stderr together.
+    pub fn refused_to_start(data: &Path, secret: &str, wa_url: &str) -> String {
+        use std::io::Read;
+        let mut command = Server::serve_command(data, secret, wa_url, free_port(), "warn");
+        command
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start lila");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("lila started over {} instead of refusing", data.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "a refusal exits with an error");
+        let mut printed = String::new();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut stream = stream;
+            let _ = stream.read_to_string(&mut printed);
+        }
+        printed
+    }
+
     /// Sends SIGSTOP (`true`) or SIGCONT (`false`): a node paused as by a
     /// partition or a long stall, then resumed.
     pub fn pause(&self, paused: bool) {

@@ -1,7 +1,13 @@
 //! A node's seat on its data directory: a lock held for the life of the
 //! process, and the id of the node that holds it.
 //!
-//! A node killed with SIGKILL leaves its leases to expire (a ttl: 9 s), since
+//! One process per data directory: a second lila started on the same
+//! directory would run the same sessions (each replacing the other's
+//! connection) and write the files a reset of the first had just removed.
+//! It refuses to start instead, naming the holder.
+//!
+//! In cluster mode the seat does one more thing. A node killed with SIGKILL
+//! leaves its leases to expire (a ttl: 9 s), since
 //! another process cannot tell a dead node from a slow one. A node restarted
 //! over the same data directory can: the kernel releases a dead process's
 //! lock, so taking the lock proves that the node which ran here last is
@@ -38,6 +44,14 @@ impl Seat {
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    /// The node named in the seat file of `host_dir` (best effort: for the
+    /// sentence that says who holds it).
+    pub fn holder(host_dir: &Path) -> String {
+        std::fs::read_to_string(host_dir.join("node"))
+            .map(|id| id.trim().chars().take(256).collect())
+            .unwrap_or_default()
     }
 
     /// Writes `node_id` as the seat's holder; the node that held it before,

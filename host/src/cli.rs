@@ -237,7 +237,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let open_before_boot = crate::limits::open_files().unwrap_or(0);
     let boot = gateway.boot().await;
-    let needed = crate::limits::open_files_needed(open_before_boot, boot.resumed.len());
+    let needed = crate::limits::open_files_needed(
+        open_before_boot,
+        boot.resumed.len(),
+        gateway.store().fds_per_session(),
+    );
     match open_files_limit {
         Some(limit) if limit < needed => tracing::warn!(
             limit,

@@ -1,8 +1,8 @@
 //! The process's open-file limit: raised to what the system allows at start,
 //! and checked against what the sessions to resume will need.
 //!
-//! Every connected session holds a few descriptors (its socket, its SQLite
-//! store with WAL and shared-memory files). A node with thousands of
+//! Every connected session holds a few descriptors (its socket, and on files
+//! its SQLite store with WAL and shared-memory files). A node with thousands of
 //! sessions runs out of descriptors long before memory or CPU when the soft
 //! limit is the usual 1,024; then sockets and stores fail to open with
 //! "Too many open files". lila raises the soft limit to the hard one at
@@ -12,24 +12,27 @@
 
 use rustix::process::{Resource, getrlimit, setrlimit};
 
-/// Descriptors one connected session holds: its socket, and its SQLite
-/// store's database, WAL and shared-memory files. Measured: 1,000 connected
-/// sessions hold exactly 4,000 more than none (docs/BENCHMARKS.md). A
-/// backup's or a reset's files are transient and come out of `FDS_HEADROOM`.
-pub const FDS_PER_SESSION: u64 = 4;
+/// Descriptors one connected session holds on files: its socket, and its
+/// SQLite store's database, WAL and shared-memory files. Measured: 1,000
+/// connected sessions hold exactly 4,000 more than none (docs/BENCHMARKS.md).
+/// A backup's or a reset's files are transient and come out of `FDS_HEADROOM`.
+pub const FDS_PER_SESSION_ON_FILES: u64 = 4;
+/// On PostgreSQL: its socket alone; the stores share the node's pool.
+/// Measured: 10,000 connected sessions hold 10,016 more than none.
+pub const FDS_PER_SESSION_ON_POSTGRES: u64 = 1;
 /// Descriptors kept free beyond a new session's, for the API's own
 /// connections and the files a reset or a backup opens.
 pub const FDS_HEADROOM: u64 = 64;
 
 /// Whether a node with `open` descriptors open under `limit` (0: no limit)
-/// has room to start one more session.
-pub fn room_for_a_session(open: u64, limit: u64) -> bool {
-    limit == 0 || open_files_needed(open, 1) <= limit
+/// has room to start one more session of `per_session` descriptors.
+pub fn room_for_a_session(open: u64, limit: u64, per_session: u64) -> bool {
+    limit == 0 || open_files_needed(open, 1, per_session) <= limit
 }
 
 /// The descriptors a node with `open` open needs to run `sessions` more.
-pub fn open_files_needed(open: u64, sessions: usize) -> u64 {
-    open + FDS_PER_SESSION * sessions as u64 + FDS_HEADROOM
+pub fn open_files_needed(open: u64, sessions: usize, per_session: u64) -> u64 {
+    open + per_session * sessions as u64 + FDS_HEADROOM
 }
 
 /// The soft limit on open files after trying to raise it to the hard
@@ -57,20 +60,27 @@ mod tests {
 
     #[test]
     fn the_need_grows_with_the_sessions_from_what_is_open() {
-        assert_eq!(open_files_needed(12, 0), 12 + FDS_HEADROOM);
+        let files = FDS_PER_SESSION_ON_FILES;
+        assert_eq!(open_files_needed(12, 0, files), 12 + FDS_HEADROOM);
         assert_eq!(
-            open_files_needed(12, 1000),
-            12 + 1000 * FDS_PER_SESSION + FDS_HEADROOM
+            open_files_needed(12, 1000, files),
+            12 + 1000 * files + FDS_HEADROOM
+        );
+        assert_eq!(
+            open_files_needed(12, 10_000, FDS_PER_SESSION_ON_POSTGRES),
+            12 + 10_000 + FDS_HEADROOM
         );
     }
 
     #[test]
     fn a_session_starts_only_with_its_descriptors_and_the_headroom_free() {
-        assert!(room_for_a_session(1_000_000, 0), "no limit");
-        let limit = 1_000;
-        let last = limit - FDS_PER_SESSION - FDS_HEADROOM;
-        assert!(room_for_a_session(last, limit));
-        assert!(!room_for_a_session(last + 1, limit));
+        for per_session in [FDS_PER_SESSION_ON_FILES, FDS_PER_SESSION_ON_POSTGRES] {
+            assert!(room_for_a_session(1_000_000, 0, per_session), "no limit");
+            let limit = 1_000;
+            let last = limit - per_session - FDS_HEADROOM;
+            assert!(room_for_a_session(last, limit, per_session));
+            assert!(!room_for_a_session(last + 1, limit, per_session));
+        }
     }
 
     #[test]

@@ -36,6 +36,14 @@ impl PhoneStore {
         PhoneStore::Files(layout)
     }
 
+    /// Descriptors a connected session holds on this store (`limits.rs`).
+    pub fn fds_per_session(&self) -> u64 {
+        match self {
+            PhoneStore::Files(_) => crate::limits::FDS_PER_SESSION_ON_FILES,
+            PhoneStore::Postgres(_) => crate::limits::FDS_PER_SESSION_ON_POSTGRES,
+        }
+    }
+
     /// Every phone with a record or a session (credentials).
     pub async fn known_phones(&self) -> Result<BTreeSet<Phone>, StorageError> {
         match self {

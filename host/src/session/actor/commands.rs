@@ -198,7 +198,7 @@ impl SessionActor {
         let metrics = &self.ctx.metrics;
         let limit = metrics.open_files_limit.load(Ordering::Relaxed);
         let open = crate::limits::open_files().unwrap_or(0);
-        if crate::limits::room_for_a_session(open, limit) {
+        if crate::limits::room_for_a_session(open, limit, self.ctx.store.fds_per_session()) {
             return Ok(());
         }
         Metrics::inc(&metrics.sessions_refused_open_files);

@@ -125,6 +125,9 @@ pub enum Reaction {
     /// client's own reconnect loop would retry at its own pace, and lila,
     /// not the client, decides how often an unreachable WhatsApp is tried.
     StopAndRestartLater,
+    /// As `StopAndRestartLater`, for a connection that dropped during
+    /// pairing: its QR codes died with it, and a new client brings new ones.
+    PairAgain,
     /// Stop the client and stay down until someone asks again: an unpaired
     /// session must not cycle through QR codes forever.
     StopAndStayDown,
@@ -188,7 +191,7 @@ impl SessionState {
                         "the connection to WhatsApp dropped during pairing; new QR codes follow"
                             .into(),
                     );
-                    Reaction::StopAndRestartLater
+                    Reaction::PairAgain
                 }
                 _ => Reaction::Nothing,
             },
@@ -330,7 +333,7 @@ mod tests {
                 .unwrap_or("")
                 .contains("pairing")
         );
-        assert_eq!(reactions[1], Reaction::StopAndRestartLater);
+        assert_eq!(reactions[1], Reaction::PairAgain);
         // Before any QR (the first connection is still being made) a drop
         // is the client's own retry to handle.
         let (state, reactions) = run(vec![SessionEvent::Disconnected]);

@@ -158,8 +158,6 @@ impl SessionActor {
                 None
             }
         };
-        let pairing_dropped = matches!(event, SessionEvent::Disconnected)
-            && self.state.status == crate::core::status::Status::Qr;
         let reaction = self.state.on_event(event);
         self.update_connected_gauge();
         match reaction {
@@ -214,14 +212,14 @@ impl SessionActor {
                     }
                 }
             }
-            Reaction::StopAndRestartLater => {
+            reaction @ (Reaction::StopAndRestartLater | Reaction::PairAgain) => {
                 self.stop_client(false).await;
                 // Only a session meant to run is retried (and says so).
                 let retry_in = self.schedule_restart();
                 if retry_in.is_some() {
                     self.state.on_stopped_for_restart();
                 }
-                if pairing_dropped {
+                if reaction == Reaction::PairAgain {
                     Metrics::inc(&self.ctx.metrics.pairing_restarts);
                     warn!(
                         retry_in_ms = retry_in.map(|d| d.as_millis() as u64),

@@ -205,25 +205,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let bind = config.bind;
     let open_files_limit = crate::limits::raise_open_files_limit();
+    // Cluster mode: the pool, and the URL the listeners connect to.
     let database = match &config.database_url {
-        Some(_) => {
+        Some(url) => {
             let pool = database_pool(&config, "run a cluster node on", DATABASE_POOL_SIZE)?;
             let report = lila_pgstore::migrate(&pool)
                 .await
                 .context("migrating the database")?;
             tracing::info!(from = report.from, to = report.to, "database schema ready");
-            Some(pool)
+            Some((pool, url.0.clone()))
         }
         None => None,
     };
     // In a cluster the plugins keep their state in the database too.
-    let hooks = start_plugins(&config, database.clone()).await?;
+    let hooks = start_plugins(&config, database.as_ref().map(|(pool, _)| pool.clone())).await?;
     let node_url = config
         .node_url
         .clone()
         .unwrap_or_else(|| format!("http://{bind}"));
     let gateway = match &database {
-        Some(pool) => Gateway::with_store(
+        Some((pool, _)) => Gateway::with_store(
             config,
             PhoneStore::Postgres(PgPhoneStore::new(pool.clone())),
             Arc::new(whatsapp),
@@ -255,8 +256,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {bind}"))?;
     tracing::info!(addr = %listener.local_addr()?, "lila is listening");
+    let state = AppState {
+        gateway: gateway.clone(),
+        auth: Arc::new(JwtAuth::new(&secret)?),
+    };
     let cluster = match (&database, &gateway.store()) {
-        (Some(pool), PhoneStore::Postgres(store)) => {
+        (Some((pool, url)), PhoneStore::Postgres(store)) => {
             let lease_pool =
                 database_pool(gateway.config(), "run a cluster node on", LEASE_POOL_SIZE)?;
             let cluster = Cluster::join(lease_pool, store.clone(), node_id, node_url, LEASE_TTL)
@@ -266,28 +271,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 cluster.retire(&predecessor).await;
             }
             let lease_loop = gateway.join_cluster(cluster.clone());
-            if let Some(url) = &gateway.config().database_url {
-                cluster.spawn_wake_listener(url.0.clone());
-                // Every node's event stream carries every session's events.
-                crate::cluster::events::spawn_relay(
-                    cluster.node_id().to_owned(),
-                    pool.clone(),
-                    url.0.clone(),
-                    gateway.events().clone(),
-                );
-            }
+            cluster.spawn_wake_listener(url.clone());
+            // Every node's event stream carries every session's events.
+            crate::cluster::events::spawn_relay(
+                cluster.node_id().to_owned(),
+                pool.clone(),
+                url.clone(),
+                gateway.events().clone(),
+            );
+            // Resets other nodes ask of this one through the database.
+            crate::http::forward::spawn_reset_listener(state.clone(), cluster.clone(), url.clone());
             Some((cluster, lease_loop))
         }
         _ => None,
     };
-    let state = AppState {
-        gateway: gateway.clone(),
-        auth: Arc::new(JwtAuth::new(&secret)?),
-    };
-    // Cluster mode: resets other nodes ask of this one through the database.
-    if let (Some((cluster, _)), Some(url)) = (&cluster, &state.gateway.config().database_url) {
-        crate::http::forward::spawn_reset_listener(state.clone(), cluster.clone(), url.0.clone());
-    }
     // The first SIGTERM/SIGINT starts a graceful shutdown; a second one
     // exits at once (an operator who does not want to wait).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

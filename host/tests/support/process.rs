@@ -67,16 +67,9 @@ impl Server {
     pub fn crash_during_boot(data: &Path, secret: &str, wa_url: &str, crash_at: &str) {
         let port = free_port();
         let mut child = Server::launch(data, secret, wa_url, Some(crash_at), port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if exit_within(&mut child, Duration::from_secs(30)).is_none() {
+            panic!("lila did not crash at {crash_at} during boot");
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("lila did not crash at {crash_at} during boot");
     }
 
     /// Starts `lila serve` with the config `{data}.toml` (written by the
@@ -136,38 +129,23 @@ impl Server {
     /// Runs `lila serve` over `data`, which must refuse to start (within
     /// 20 s): what it printed, stdout and stderr together.
     pub fn refused_to_start(data: &Path, secret: &str, wa_url: &str) -> String {
-        use std::io::Read;
         let mut command = Server::serve_command(data, secret, wa_url, free_port(), "warn");
         command
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start lila");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("lila started over {} instead of refusing", data.display());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = exit_within(&mut child, Duration::from_secs(20)) else {
+            panic!("lila started over {} instead of refusing", data.display());
         };
         assert!(!status.success(), "a refusal exits with an error");
-        let mut printed = String::new();
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let mut stream = stream;
-            let _ = stream.read_to_string(&mut printed);
-        }
-        printed
+        // It has exited: reading its (short) output to the end cannot block.
+        let output = child.wait_with_output().expect("lila's output");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
     }
 
     /// Sends SIGSTOP (`true`) or SIGCONT (`false`): a node paused as by a
@@ -378,15 +356,9 @@ impl Server {
 
     /// Waits for the process to die by itself (an abort at a crash point).
     pub fn wait_for_exit(mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if exit_within(&mut self.child, Duration::from_secs(20)).is_none() {
+            panic!("lila did not crash at its crash point");
         }
-        let _ = self.child.kill();
-        panic!("lila did not crash at its crash point");
     }
 }
 
@@ -395,6 +367,21 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits up to `limit` for `child` to exit by itself; its status, or `None`
+/// when it was still running (it is then killed).
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 /// Waits (bounded) until `cond` holds.

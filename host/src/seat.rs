@@ -29,8 +29,8 @@ pub struct Seat {
 
 impl Seat {
     /// Takes the seat of the data directory whose host directory is
-    /// `host_dir`; `None` when another live process holds it (two nodes on
-    /// one data directory: then neither retires the other).
+    /// `host_dir`; `None` when another live process holds it (`serve` then
+    /// refuses to start).
     pub fn take(host_dir: &Path) -> io::Result<Option<Seat>> {
         std::fs::create_dir_all(host_dir)?;
         let file = OpenOptions::new()

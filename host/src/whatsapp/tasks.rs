@@ -32,12 +32,17 @@ impl OwnedTasks {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn track(&self, future: Task) -> tokio::task::AbortHandle {
+    /// The set, with the tasks that finished taken out: reaped as new ones
+    /// come, so a session that runs for months does not accumulate one
+    /// entry per message.
+    fn reaped(&self) -> MutexGuard<'_, JoinSet<()>> {
         let mut set = self.set();
-        // Finished tasks are reaped as new ones come, so a session that runs
-        // for months does not accumulate one entry per message.
         while set.try_join_next().is_some() {}
-        set.spawn(future)
+        set
+    }
+
+    fn track(&self, future: Task) -> tokio::task::AbortHandle {
+        self.reaped().spawn(future)
     }
 
     /// Aborts every task the client spawned that is still running.
@@ -48,9 +53,7 @@ impl OwnedTasks {
     /// How many of the client's tasks have not finished (or been reaped).
     #[cfg(test)]
     fn running(&self) -> usize {
-        let mut set = self.set();
-        while set.try_join_next().is_some() {}
-        set.len()
+        self.reaped().len()
     }
 }
 

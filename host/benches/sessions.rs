@@ -36,14 +36,20 @@ const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 const RESTARTS: usize = 5;
 const RSS_SAMPLES: usize = 5;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+/// The number after `key` in the `/proc` file at `path` (`Key:   123 kB`
+/// lines, as in `status` and `smaps_rollup`); 0 when it cannot be read.
+fn proc_number(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_number(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// Open file descriptors and threads of `pid`.
@@ -51,12 +57,7 @@ fn fds_and_threads(pid: u32) -> (usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let threads = proc_number(&format!("/proc/{pid}/status"), "Threads:");
     (fds, threads)
 }
 
@@ -64,13 +65,7 @@ fn fds_and_threads(pid: u32) -> (usize, u64) {
 /// postmaster and its backends share memory, so their RSS would count it
 /// once per process), in KiB.
 fn pss_tree_kib(pid: u32) -> u64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let own = proc_number(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
     let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()

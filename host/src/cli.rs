@@ -20,6 +20,7 @@ use crate::plugins::{PluginHooks, StateStore};
 use crate::seat::Seat;
 use crate::storage::phone_store::PhoneStore;
 use crate::storage::postgres_store::PgPhoneStore;
+use crate::whatsapp::certificate::certificate_check;
 use crate::whatsapp::real::RealWhatsApp;
 
 #[derive(Debug, Parser)]
@@ -182,6 +183,24 @@ fn take_seat(layout: &DataLayout, node_id: &str) -> anyhow::Result<(Option<Seat>
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Before anything is touched: a client that does not verify WhatsApp's
+    // certificate chain talks to this machine only.
+    let certificate = certificate_check();
+    if certificate.is_on() {
+        tracing::info!(
+            certificate_verification = certificate.as_str(),
+            "WhatsApp's certificate chain is verified"
+        );
+    } else {
+        tracing::warn!(
+            certificate_verification = certificate.as_str(),
+            "this build does not verify WhatsApp's certificate chain (a build for the simulator); it connects to loopback addresses only"
+        );
+    }
+    config
+        .whatsapp
+        .check_trust(certificate.is_on())
+        .context("refusing to start")?;
     let layout = DataLayout::new(config.data_dir.clone());
     // Held until the process ends: one process per data directory, and the
     // lock that tells the next node here that this one is gone (`seat`).

@@ -6,7 +6,7 @@
 //! | `LILA_DATA_DIR` | the data root | `./data` |
 //! | `LILA_JWT_SECRET` | HS256 secret shared with the Portal | generated into `{data}/lila/jwt.secret` |
 //! | `LILA_CONFIG` | path of the TOML file | `./lila.toml` if present |
-//! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work) | WhatsApp's own |
+//! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work; loopback only for a build without the certificate check) | WhatsApp's own |
 //! | `LILA_DATABASE_URL` | PostgreSQL, for cluster mode (`postgres://…`) | none: one node, files |
 
 use std::net::SocketAddr;
@@ -55,6 +55,70 @@ impl std::fmt::Debug for DatabaseUrl {
 pub struct WhatsAppConfig {
     pub url: Option<String>,
     pub version: Option<(u32, u32, u32)>,
+}
+
+impl WhatsAppConfig {
+    /// Whether this configuration may run on a client that does not verify
+    /// WhatsApp's certificate chain (`certificate_checked` false: a build for
+    /// the simulator). Only a server on this machine is safe then: anywhere
+    /// else, whoever sits on the path could pose as WhatsApp. A client that
+    /// checks may go anywhere.
+    pub fn check_trust(&self, certificate_checked: bool) -> Result<(), ConfigError> {
+        if certificate_checked {
+            return Ok(());
+        }
+        let refuse = |reason: String| {
+            Err(ConfigError::Value {
+                name: "LILA_WA_URL",
+                reason,
+            })
+        };
+        match self.url.as_deref() {
+            Some(url) if url_is_loopback(url) => Ok(()),
+            Some(url) => refuse(format!(
+                "this lila was built without WhatsApp's certificate check (a build for the \
+                 simulator: the `simulator` feature or a test build), so it only connects to a \
+                 server on this machine, and {url:?} is not a loopback address; build it with \
+                 `cargo build --release` for real use"
+            )),
+            None => refuse(
+                "this lila was built without WhatsApp's certificate check (a build for the \
+                 simulator: the `simulator` feature or a test build), so it refuses to connect \
+                 to WhatsApp itself; point LILA_WA_URL at a simulator on this machine, or build \
+                 it with `cargo build --release` for real use"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Whether a `ws://`/`wss://` URL names a loopback host (`localhost`,
+/// 127.0.0.0/8 or `[::1]`). Anything it cannot read is not loopback.
+fn url_is_loopback(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "ws" | "wss") {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // A user part (`user@host`) could be read differently by other parsers.
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, port)) if port.is_empty() || port.starts_with(':') => host,
+            _ => return false,
+        },
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _port)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, Clone)]
@@ -392,6 +456,49 @@ mod tests {
                 .find(|(name, _)| *name == k)
                 .map(|(_, v)| (*v).to_owned())
         }
+    }
+
+    #[test]
+    fn a_build_without_the_certificate_check_talks_to_this_machine_only() {
+        let at = |url: Option<&str>| WhatsAppConfig {
+            url: url.map(str::to_owned),
+            version: None,
+        };
+        for url in [
+            "ws://127.0.0.1:9/ws/chat",
+            "ws://127.8.9.10/ws/chat",
+            "wss://localhost:4000/ws/chat",
+            "ws://LOCALHOST/ws/chat",
+            "ws://[::1]:4000/ws/chat",
+            "ws://[::1]",
+        ] {
+            assert!(at(Some(url)).check_trust(false).is_ok(), "{url}");
+        }
+        for url in [
+            "wss://web.whatsapp.com/ws/chat",
+            "ws://10.0.0.5:4000/ws/chat",
+            "ws://127.0.0.1.example.com/ws/chat",
+            "ws://localhost.example.com/ws/chat",
+            "ws://127.0.0.1@evil.example/ws/chat",
+            "ws://evil.example#@127.0.0.1/",
+            "http://127.0.0.1/ws/chat",
+            "ws://[::1]x/ws/chat",
+            "127.0.0.1:4000",
+        ] {
+            let refusal = at(Some(url)).check_trust(false).unwrap_err().to_string();
+            assert!(
+                refusal.contains("not a loopback address"),
+                "{url}: {refusal}"
+            );
+        }
+        let refusal = at(None).check_trust(false).unwrap_err().to_string();
+        assert!(
+            refusal.contains("refuses to connect to WhatsApp itself"),
+            "{refusal}"
+        );
+        // With the check on, anywhere is fine, WhatsApp's own included.
+        assert!(at(None).check_trust(true).is_ok());
+        assert!(at(Some("ws://10.0.0.5/ws/chat")).check_trust(true).is_ok());
     }
 
     #[test]

@@ -18,6 +18,9 @@ fn lila(args: &[&str], database_url: Option<&str>) -> Output {
         .env("LILA_DATA_DIR", dir.path().join("data"))
         .env("LILA_JWT_SECRET", "cluster-test-secret-cluster")
         .env("LILA_BIND", "127.0.0.1:0")
+        // The tests' lila accepts any certificate chain, so it runs against
+        // loopback only (a closed port: no session connects here).
+        .env("LILA_WA_URL", "ws://127.0.0.1:9/ws/chat")
         .env_remove("LILA_CONFIG")
         .env_remove("LILA_DATABASE_URL");
     if let Some(url) = database_url {

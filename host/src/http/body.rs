@@ -845,10 +845,16 @@ impl ClusterBody {
 
 /// `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct HealthBody {
     /// Always `ok`.
     #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
+    /// Whether this binary verifies WhatsApp's certificate chain. Only a
+    /// build for the simulator says `false`, and it connects to loopback
+    /// addresses only.
+    #[schema(example = true)]
+    pub certificate_verification: bool,
 }
 
 #[cfg(test)]

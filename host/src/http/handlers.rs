@@ -595,7 +595,10 @@ fn operator_only(caller: &Caller, doing: &str) -> Result<(), ApiError> {
     responses((status = 200, description = "The server answers", body = Success<HealthBody>))
 )]
 pub async fn health() -> Success<HealthBody> {
-    Success::new(HealthBody { status: "ok" })
+    Success::new(HealthBody {
+        status: "ok",
+        certificate_verification: crate::whatsapp::certificate::certificate_check().is_on(),
+    })
 }
 
 /// This document.

@@ -7,6 +7,7 @@
 //! - [`scripted::ScriptedWhatsApp`] is a fake that tests script event by
 //!   event, so the host's logic is tested without a network.
 
+pub mod certificate;
 pub mod real;
 pub mod scripted;
 mod tasks;

@@ -273,7 +273,7 @@ impl Gateway {
     /// phones this node runs, and `adopt` indexes each as it is claimed.
     pub async fn boot(&self) -> BootSummary {
         let mut summary = BootSummary::default();
-        if matches!(self.ctx.store, PhoneStore::Postgres(_)) {
+        if !self.ctx.store.resumes_at_boot() {
             info!(
                 "cluster mode: the lease loop decides which phones run here, and indexes each as it claims it"
             );
@@ -395,13 +395,11 @@ impl Gateway {
     /// Cluster mode: the live views of the sessions this node runs that
     /// `caller` may see (cleared ones excluded), for a cluster-wide listing.
     pub fn list_running_here(&self, caller: &Caller) -> Vec<SessionView> {
-        let PhoneStore::Postgres(store) = &self.ctx.store else {
-            return self.list(caller);
-        };
+        let store = &self.ctx.store;
         self.map()
             .iter()
             .filter(|(phone, (handle, task))| {
-                store.holds(phone) && !handle.is_closed() && !task.is_finished()
+                store.runs_here(phone) && !handle.is_closed() && !task.is_finished()
             })
             .map(|(_, (handle, _))| handle.current_view())
             .filter(|view| caller.may_access(view.owner.as_ref()) && view.status != "cleared")

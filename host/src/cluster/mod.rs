@@ -28,11 +28,10 @@
 pub mod events;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lila_pgstore::{Pool, claim_lease, cluster, notify, phone_state, release_lease};
+use lila_pgstore::{Pool, claim_lease, cluster, notify, release_lease};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
@@ -43,7 +42,6 @@ use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::phone::Phone;
 use crate::session::{IndexEntry, SessionView};
-use crate::storage::phone_records;
 use crate::storage::postgres_store::PgPhoneStore;
 
 /// How long a lease lasts without renewal.
@@ -56,6 +54,8 @@ const WAKE_CHANNEL: &str = "lila_nodes";
 pub enum ClusterError {
     #[error("the cluster's database is unreachable: {0}")]
     Database(#[from] lila_pgstore::PgStoreError),
+    #[error("the cluster's phone state could not be read: {0}")]
+    Storage(#[from] crate::storage::StorageError),
     /// The phone is held by another node although this request was already
     /// forwarded once: the phone just moved; a retry finds its new holder.
     #[error("the phone is moving between nodes; retry the request")]
@@ -377,11 +377,7 @@ impl Cluster {
             }
             // Free (or held in the database under this node's name but not
             // in memory: a lease this node just let go): claimed here.
-            if !create
-                && lila_pgstore::phone_state::load_record(&self.pool, phone.as_str())
-                    .await?
-                    .is_none()
-            {
+            if !create && !self.store.has_record(phone).await? {
                 return Ok(Route::Here);
             }
             if self.claim(gateway, phone).await? {
@@ -481,15 +477,7 @@ impl Cluster {
         caller: &Caller,
     ) -> Result<Vec<SessionView>, ClusterError> {
         let mut views = Vec::new();
-        for (phone, body) in phone_state::all_records(&self.pool).await? {
-            let Ok(phone) = Phone::parse(&phone) else {
-                continue;
-            };
-            let place = format!("postgres:phone_records/{phone}");
-            let Ok(record) = phone_records::decode(Path::new(&place), &phone, &body) else {
-                warn!(phone = %phone, "a damaged phone record; left out of the listing");
-                continue;
-            };
+        for (phone, record) in self.store.all_records().await? {
             if record.desired == DesiredState::Cleared || !caller.may_access(record.owner.as_ref())
             {
                 continue;

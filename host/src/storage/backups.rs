@@ -14,7 +14,9 @@ use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
 use super::StorageError;
 use super::atomic::sync_dir;
-use crate::core::recovery::StoreHealth;
+use crate::core::recovery::{StoreHealth, should_restore};
+use crate::layout::DataLayout;
+use crate::phone::Phone;
 
 const PREFIX: &str = "backup-";
 const SUFFIX: &str = ".db";
@@ -160,6 +162,26 @@ pub fn restore_newest_good(
         fs::rename(&tmp, store).map_err(|e| StorageError::io(store, e))?;
         sync_dir(dir)?;
         return Ok(Some(candidate));
+    }
+    Ok(None)
+}
+
+/// Makes the store ready for a client: its directory exists, and a missing
+/// or damaged store is replaced by the newest good backup. Blocking.
+pub fn prepare_store(layout: &DataLayout, phone: &Phone) -> Result<Option<PathBuf>, StorageError> {
+    let dir = layout.session_dir(phone);
+    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+    super::atomic::remove_stale_temporaries(&dir);
+    let store = layout.store_file(phone);
+    let health = health(&store);
+    let backup_dir = layout.backup_dir(phone);
+    if should_restore(health, !list(&backup_dir).is_empty()) {
+        return restore_newest_good(&backup_dir, &store);
+    }
+    if health == StoreHealth::Corrupt {
+        tracing::warn!(
+            "the store is damaged and there is no good backup; the client will report the error"
+        );
     }
     Ok(None)
 }

@@ -34,8 +34,17 @@ pub enum StorageError {
     Sqlite { path: PathBuf, reason: String },
     #[error("refusing to touch {path}: it is outside the data root")]
     OutsideRoot { path: PathBuf },
-    #[error("database error: {reason}")]
-    Database { reason: String },
+    #[error("database error: {source}")]
+    Database {
+        #[source]
+        source: lila_pgstore::PgStoreError,
+    },
+    /// A blocking file task (on the blocking pool) panicked or was cancelled.
+    #[error("a storage task did not finish: {source}")]
+    Task {
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Cluster mode: this node does not (or no longer) hold the phone's
     /// lease, so it may not write the phone's state; nothing was written.
     #[error("this node no longer holds phone {phone}; another node runs it now")]

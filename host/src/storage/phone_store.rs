@@ -10,9 +10,12 @@
 //! store (`whatsapp/real.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use super::postgres_store::PgPhoneStore;
-use super::{StorageError, contacts, message_status_file, outbox_file, phone_records, purge};
+use super::{
+    StorageError, backups, contacts, message_status_file, outbox_file, phone_records, purge,
+};
 use crate::core::message_status::MessageStatuses;
 use crate::core::outbox::Outbox;
 use crate::core::record::PhoneRecord;
@@ -20,6 +23,15 @@ use crate::core::reset_plan::{PurgeTarget, ResetPlan};
 use crate::hooks::{PlannedRemoval, RemovedTarget};
 use crate::layout::DataLayout;
 use crate::phone::Phone;
+use crate::whatsapp::ClientStore;
+
+/// A phone's WhatsApp store, ready for a client to start on.
+#[derive(Debug)]
+pub struct ReadyClientStore {
+    pub store: ClientStore,
+    /// The backup a missing or damaged store was restored from, if any.
+    pub restored_from: Option<PathBuf>,
+}
 
 /// Where phone state is kept.
 #[derive(Debug, Clone)]
@@ -34,6 +46,53 @@ impl PhoneStore {
     /// The file store over `layout`.
     pub fn files(layout: DataLayout) -> PhoneStore {
         PhoneStore::Files(layout)
+    }
+
+    /// Whether boot resumes this node's phones itself: on files, every
+    /// phone is this node's; in a cluster the lease loop decides which
+    /// phones run here, and indexes each as it claims it.
+    pub fn resumes_at_boot(&self) -> bool {
+        matches!(self, PhoneStore::Files(_))
+    }
+
+    /// Whether this node runs `phone`: always on files; in a cluster, while
+    /// it holds the phone's lease.
+    pub fn runs_here(&self, phone: &Phone) -> bool {
+        match self {
+            PhoneStore::Files(_) => true,
+            PhoneStore::Postgres(db) => db.holds(phone),
+        }
+    }
+
+    /// Whether a connected session's WhatsApp store is snapshotted: a
+    /// SQLite file is; PostgreSQL keeps its own copies.
+    pub fn takes_snapshots(&self) -> bool {
+        matches!(self, PhoneStore::Files(_))
+    }
+
+    /// Makes `phone`'s WhatsApp store ready for a client. On files its
+    /// directory exists and a missing or damaged store is replaced by the
+    /// newest good backup (on the blocking pool); on PostgreSQL it is a
+    /// backend under the phone's fence, with nothing to restore.
+    pub async fn client_store(&self, phone: &Phone) -> Result<ReadyClientStore, StorageError> {
+        match self {
+            PhoneStore::Files(layout) => {
+                let store = ClientStore::Sqlite(layout.store_file(phone));
+                let (layout, phone) = (layout.clone(), phone.clone());
+                let restored_from =
+                    tokio::task::spawn_blocking(move || backups::prepare_store(&layout, &phone))
+                        .await
+                        .map_err(|source| StorageError::Task { source })??;
+                Ok(ReadyClientStore {
+                    store,
+                    restored_from,
+                })
+            }
+            PhoneStore::Postgres(db) => Ok(ReadyClientStore {
+                store: ClientStore::Postgres(db.client_backend(phone)?),
+                restored_from: None,
+            }),
+        }
     }
 
     /// Descriptors a connected session holds on this store (`limits.rs`).

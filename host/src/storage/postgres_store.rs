@@ -45,9 +45,7 @@ fn place(phone: &Phone, what: &str) -> String {
 fn database(e: PgStoreError) -> StorageError {
     match e {
         PgStoreError::LeaseLost { phone, .. } => StorageError::LeaseLost { phone },
-        other => StorageError::Database {
-            reason: other.to_string(),
-        },
+        source => StorageError::Database { source },
     }
 }
 
@@ -122,6 +120,37 @@ impl PgPhoneStore {
             }
             None => Ok(None),
         }
+    }
+
+    /// Whether `phone` has a record (read or not: a damaged one counts).
+    pub async fn has_record(&self, phone: &Phone) -> Result<bool, StorageError> {
+        Ok(phone_state::load_record(&self.pool, phone.as_str())
+            .await
+            .map_err(database)?
+            .is_some())
+    }
+
+    /// Every phone's record, in phone order: the base of a cluster-wide
+    /// listing. A row whose key is not a phone, or whose record does not
+    /// decode, was not written by this lila: it is left out, with a warning.
+    pub async fn all_records(&self) -> Result<Vec<(Phone, PhoneRecord)>, StorageError> {
+        let rows = phone_state::all_records(&self.pool)
+            .await
+            .map_err(database)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(phone, bytes)| {
+                let phone = Phone::parse(&phone).ok()?;
+                let place = place(&phone, "phone_records");
+                match phone_records::decode(Path::new(&place), &phone, &bytes) {
+                    Ok(record) => Some((phone, record)),
+                    Err(e) => {
+                        tracing::warn!(phone = %phone, error = %e, "a damaged phone record; left out");
+                        None
+                    }
+                }
+            })
+            .collect())
     }
 
     pub async fn save_record(

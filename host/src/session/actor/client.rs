@@ -7,14 +7,12 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, error, info, warn};
 
-use super::backup::prepare_store;
 use super::{SessionActor, backoff};
 use crate::core::record::DesiredState;
 use crate::core::status::{Reaction, SessionEvent};
 use crate::metrics::Metrics;
 use crate::storage::now_ms;
-use crate::storage::phone_store::PhoneStore;
-use crate::whatsapp::{ClientNotice, ClientStore, EventSink, WhatsAppClient, WhatsAppError};
+use crate::whatsapp::{ClientNotice, EventSink, WhatsAppClient, WhatsAppError};
 
 /// Contacts arrive in bursts (history sync); they are written at most this often.
 const CONTACTS_SAVE_DELAY: Duration = Duration::from_secs(2);
@@ -45,29 +43,19 @@ impl SessionActor {
         self.start_task = Some(tokio::spawn(
             async move {
                 let _permit = ctx.start_permits.acquire().await;
-                let store = match &ctx.store {
-                    PhoneStore::Files(layout) => {
-                        let layout = layout.clone();
-                        let p = phone.clone();
-                        let prepared =
-                            tokio::task::spawn_blocking(move || prepare_store(&layout, &p))
-                                .await
-                                .map_err(|e| WhatsAppError::Store(e.to_string()))?;
-                        match prepared.map_err(|e| WhatsAppError::Store(e.to_string()))? {
-                            Some(backup) => {
-                                Metrics::inc(&ctx.metrics.backups_restored);
-                                warn!(backup = %backup.display(), "the store was missing or damaged; restored it from a backup");
-                            }
-                            None => debug!("store ready"),
-                        }
-                        ClientStore::Sqlite(ctx.layout.store_file(&phone))
+                let ready = ctx
+                    .store
+                    .client_store(&phone)
+                    .await
+                    .map_err(|e| WhatsAppError::Store(e.to_string()))?;
+                match &ready.restored_from {
+                    Some(backup) => {
+                        Metrics::inc(&ctx.metrics.backups_restored);
+                        warn!(backup = %backup.display(), "the store was missing or damaged; restored it from a backup");
                     }
-                    // PostgreSQL keeps its own copies: no file, no backup to restore.
-                    PhoneStore::Postgres(db) => ClientStore::Postgres(
-                        db.client_backend(&phone)
-                            .map_err(|e| WhatsAppError::Store(e.to_string()))?,
-                    ),
-                };
+                    None => debug!("store ready"),
+                }
+                let store = ready.store;
                 ctx.whatsapp.start(&phone, &store, sink).await
             }
             .in_current_span(),

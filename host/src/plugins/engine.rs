@@ -2,7 +2,9 @@
 //! component once into an `InstancePre`, and running one hook call in a fresh
 //! `Store` with a memory cap and a time budget.
 //!
-//! WIT-generated types live in `wit` below and never leave the `plugins` module.
+//! Which version of `lila:hooks` a component was built for is `wit`'s
+//! business: the calls here take `wit::latest`'s types, and WIT types never
+//! leave the `plugins` module.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,42 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker};
+use wasmtime::component::{Component, Instance, InstancePre, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 
 use super::compiled_cache::{CacheMiss, CompiledCache};
 use super::imports::{CallEnv, HostState};
-
-/// The bindings of `wit/lila-hooks-0.1.0`. Imports are async so that a sleep
-/// or an HTTP request never blocks an executor thread.
-pub mod wit {
-    wasmtime::component::bindgen!({
-        path: "../wit/lila-hooks-0.1.0",
-        world: "reset-hook",
-        imports: { default: async },
-        exports: { default: async },
-    });
-}
-
-/// The bindings of `wit/lila-hooks-0.2.0`: the 0.1.0 interfaces under the
-/// new version, plus `events` (`on-event`). Its `types` are 0.1.0's Rust
-/// types (the WIT records are identical, and values are checked by shape),
-/// so one translation of a reset serves both versions.
-pub mod wit2 {
-    wasmtime::component::bindgen!({
-        path: "../wit/lila-hooks-0.2.0",
-        world: "reset-and-event-hook",
-        imports: { default: async },
-        exports: { default: async },
-        with: { "lila:hooks/types@0.2.0": super::wit::lila::hooks::types },
-    });
-}
-
-/// Which `reset` interface a component exports.
-pub enum ResetExport {
-    V1(wit::exports::lila::hooks::reset::GuestIndices),
-    V2(wit2::exports::lila::hooks::reset::GuestIndices),
-}
+use super::wit::latest::exports::lila::hooks::events::Event;
+use super::wit::latest::lila::hooks::types::{Decision, ResetContext, ResetReport};
+use super::wit::{self, EventsExport, ResetExport};
 
 /// How often the epoch advances: the granularity of time budgets.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -61,15 +35,17 @@ pub enum EngineError {
     Setup(String),
     #[error("not a loadable lila:hooks component: {0}")]
     Compile(String),
+    #[error("not a loadable lila:hooks component: {0}")]
+    NoHooks(#[from] wit::NoHooks),
 }
 
 /// A compiled component, ready to be instantiated cheaply for each call.
 pub struct CompiledPlugin {
     pub pre: InstancePre<HostState>,
-    /// `before-clear`/`after-clear`, when the component exports them (0.1.0 or 0.2.0).
-    pub reset: Option<ResetExport>,
-    /// `on-event` (0.2.0), when the component exports it.
-    pub events: Option<wit2::exports::lila::hooks::events::GuestIndices>,
+    /// `before-clear`/`after-clear`, when the component exports them (in any version).
+    pub reset: Option<Box<dyn ResetExport>>,
+    /// `on-event` (0.2.0 on), when the component exports it.
+    pub events: Option<Box<dyn EventsExport>>,
     pub sha256: String,
     pub size: u64,
     pub origin: CodeOrigin,
@@ -132,13 +108,7 @@ impl PluginEngine {
         // Toolchains for Python and JS import WASI; link it, locked down (see `imports::locked_down_wasi`).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| EngineError::Setup(wasm_error(e)))?;
-        wit::ResetHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut HostState| state)
-            .map_err(|e| EngineError::Setup(wasm_error(e)))?;
-        wit2::ResetAndEventHook::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state: &mut HostState| state,
-        )
-        .map_err(|e| EngineError::Setup(wasm_error(e)))?;
+        wit::add_to_linker(&mut linker).map_err(|e| EngineError::Setup(wasm_error(e)))?;
         // The ticker is a plain thread: on the async executor it could be
         // starved by the very plugin it has to interrupt.
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -197,20 +167,9 @@ impl PluginEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| EngineError::Compile(wasm_error(e)))?;
-        // A component exports the reset hooks (0.1.0 or 0.2.0), the event
-        // hook (0.2.0), or both; anything else is not a plugin.
-        let reset = match wit::exports::lila::hooks::reset::GuestIndices::new(&instance_pre) {
-            Ok(indices) => Some(ResetExport::V1(indices)),
-            Err(_) => wit2::exports::lila::hooks::reset::GuestIndices::new(&instance_pre)
-                .ok()
-                .map(ResetExport::V2),
-        };
-        let events = wit2::exports::lila::hooks::events::GuestIndices::new(&instance_pre).ok();
-        if reset.is_none() && events.is_none() {
-            return Err(EngineError::Compile(
-                "it exports neither lila:hooks/reset@0.1.0, lila:hooks/reset@0.2.0 nor lila:hooks/events@0.2.0".into(),
-            ));
-        }
+        // A component exports the reset hooks, the event hook, or both (in
+        // whichever versions); anything else is not a plugin.
+        let wit::Exports { reset, events } = wit::Exports::of(&instance_pre)?;
         Ok(CompiledPlugin {
             pre: instance_pre,
             reset,
@@ -232,22 +191,15 @@ impl PluginEngine {
         plugin: &CompiledPlugin,
         env: CallEnv,
         memory_bytes: usize,
-        ctx: &wit::lila::hooks::types::ResetContext,
-    ) -> CallEnd<wit::lila::hooks::types::Decision> {
+        ctx: &ResetContext,
+    ) -> CallEnd<Decision> {
         self.run(
             plugin,
             env,
             memory_bytes,
             async |instance, store| match &plugin.reset {
-                Some(ResetExport::V1(indices)) => {
-                    let guest = indices.load(&mut *store, instance)?;
-                    guest.call_before_clear(store, ctx).await
-                }
-                Some(ResetExport::V2(indices)) => {
-                    let guest = indices.load(&mut *store, instance)?;
-                    guest.call_before_clear(store, ctx).await
-                }
-                None => Ok(wit::lila::hooks::types::Decision::Allow),
+                Some(reset) => reset.before_clear(store, instance, ctx).await,
+                None => Ok(Decision::Allow),
             },
         )
         .await
@@ -259,21 +211,14 @@ impl PluginEngine {
         plugin: &CompiledPlugin,
         env: CallEnv,
         memory_bytes: usize,
-        report: &wit::lila::hooks::types::ResetReport,
+        report: &ResetReport,
     ) -> CallEnd<()> {
         self.run(
             plugin,
             env,
             memory_bytes,
             async |instance, store| match &plugin.reset {
-                Some(ResetExport::V1(indices)) => {
-                    let guest = indices.load(&mut *store, instance)?;
-                    guest.call_after_clear(store, report).await
-                }
-                Some(ResetExport::V2(indices)) => {
-                    let guest = indices.load(&mut *store, instance)?;
-                    guest.call_after_clear(store, report).await
-                }
+                Some(reset) => reset.after_clear(store, instance, report).await,
                 None => Ok(()),
             },
         )
@@ -286,17 +231,14 @@ impl PluginEngine {
         plugin: &CompiledPlugin,
         env: CallEnv,
         memory_bytes: usize,
-        event: &wit2::exports::lila::hooks::events::Event,
+        event: &Event,
     ) -> CallEnd<()> {
         self.run(
             plugin,
             env,
             memory_bytes,
             async |instance, store| match &plugin.events {
-                Some(indices) => {
-                    let guest = indices.load(&mut *store, instance)?;
-                    guest.call_on_event(store, event).await
-                }
+                Some(events) => events.on_event(store, instance, event).await,
                 None => Ok(()),
             },
         )

@@ -1,4 +1,4 @@
-//! The plugins' `on-event` hooks (lila:hooks@0.2.0), off the session's path.
+//! The plugins' `on-event` hooks (lila:hooks@0.2.0 on), off the session's path.
 //!
 //! One dispatcher task listens on the event bus and hands each event to a
 //! bounded queue per plugin; one worker per plugin calls its `on-event`,
@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::engine::CallEnd;
-use super::engine::wit2::exports::lila::hooks::events as wit_events;
 use super::imports::HookKind;
+use super::wit::latest::exports::lila::hooks::events as wit_events;
 use super::{Runtime, elapsed_ms, wit_report};
 use crate::core::event::{Event, EventKind};
 use crate::events::{EventBus, Received};

@@ -2,6 +2,9 @@
 //! imports a plugin may call (`log`, `config`, time, `sleep-ms`, `http-post`,
 //! `write-archive`, `read-credentials`, the state store).
 //!
+//! They are implemented once, against the newest version (`wit::latest`);
+//! each older version's module (`wit/since_v*.rs`) forwards its imports here.
+//!
 //! Every import is bounded by the call's deadline, checks the capability
 //! struct before it touches the network or the disk, and acts only in the
 //! plugin's own (plugin, tenant) scope.
@@ -21,8 +24,8 @@ use super::capability::{
     check_archive_name, numbered_archive_name, truncate_utf8,
 };
 use super::engine::MemoryCap;
-use super::engine::wit::lila::hooks::{archive, credentials, host, http, state, types};
 use super::state::{StateScope, StateStore};
+use super::wit::latest::lila::hooks::{archive, credentials, host, http, state, types};
 use crate::storage::now_ms;
 
 /// Which hook a call runs.
@@ -371,97 +374,6 @@ impl state::Host for HostState {
     async fn state_remove(&mut self, key: String) {
         if let Err(e) = self.env.state.remove(&self.env.state_scope, &key).await {
             warn!(plugin = %self.env.plugin, tenant = %self.env.tenant, error = %e, "plugin state could not be saved");
-        }
-    }
-}
-
-// lila:hooks@0.2.0 imports the same interfaces under its own version: each
-// call is the 0.1.0 import, with the few 0.2.0 types converted.
-mod v2 {
-    use super::super::engine::wit2::lila::hooks::{archive, credentials, host, http, state};
-    use super::{HostState, credentials as v1_credentials, host as v1_host, http as v1_http};
-    use super::{archive as v1_archive, state as v1_state};
-
-    impl host::Host for HostState {
-        async fn log(&mut self, level: host::LogLevel, message: String) {
-            let level = match level {
-                host::LogLevel::Trace => v1_host::LogLevel::Trace,
-                host::LogLevel::Debug => v1_host::LogLevel::Debug,
-                host::LogLevel::Info => v1_host::LogLevel::Info,
-                host::LogLevel::Warn => v1_host::LogLevel::Warn,
-                host::LogLevel::Error => v1_host::LogLevel::Error,
-            };
-            v1_host::Host::log(self, level, message).await
-        }
-
-        async fn config(&mut self) -> String {
-            v1_host::Host::config(self).await
-        }
-
-        async fn now_ms(&mut self) -> u64 {
-            v1_host::Host::now_ms(self).await
-        }
-
-        async fn deadline_ms(&mut self) -> u64 {
-            v1_host::Host::deadline_ms(self).await
-        }
-
-        async fn sleep_ms(&mut self, ms: u32) {
-            v1_host::Host::sleep_ms(self, ms).await
-        }
-    }
-
-    impl http::Host for HostState {
-        async fn http_post(
-            &mut self,
-            url: String,
-            headers: Vec<(String, String)>,
-            body: Vec<u8>,
-            timeout_ms: u32,
-        ) -> Result<http::HttpResponse, String> {
-            v1_http::Host::http_post(self, url, headers, body, timeout_ms)
-                .await
-                .map(|r| http::HttpResponse {
-                    status: r.status,
-                    headers: r.headers,
-                    body: r.body,
-                })
-        }
-    }
-
-    impl archive::Host for HostState {
-        async fn write_archive(&mut self, name: String, bytes: Vec<u8>) -> Result<String, String> {
-            v1_archive::Host::write_archive(self, name, bytes).await
-        }
-    }
-
-    impl credentials::Host for HostState {
-        async fn read_credentials(&mut self) -> Result<Vec<credentials::CredentialFile>, String> {
-            v1_credentials::Host::read_credentials(self)
-                .await
-                .map(|files| {
-                    files
-                        .into_iter()
-                        .map(|f| credentials::CredentialFile {
-                            path: f.path,
-                            bytes: f.bytes,
-                        })
-                        .collect()
-                })
-        }
-    }
-
-    impl state::Host for HostState {
-        async fn state_get(&mut self, key: String) -> Option<String> {
-            v1_state::Host::state_get(self, key).await
-        }
-
-        async fn state_set(&mut self, key: String, value: String) -> Result<(), String> {
-            v1_state::Host::state_set(self, key, value).await
-        }
-
-        async fn state_remove(&mut self, key: String) {
-            v1_state::Host::state_remove(self, key).await
         }
     }
 }

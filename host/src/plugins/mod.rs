@@ -2,8 +2,9 @@
 //! (`wit/`) run around each reset, sandboxed by wasmtime.
 //!
 //! `PluginHooks` implements the host's `ResetHooks`. It translates the
-//! host's `ResetContext` / `ResetReport` to the WIT types by hand (they never
-//! leave this module), calls each enabled plugin in a fresh store with its
+//! host's `ResetContext` / `ResetReport` by hand to the WIT types of the
+//! newest version, `wit::latest`, which every version's hooks take (WIT
+//! types never leave this module), calls each enabled plugin in a fresh store with its
 //! memory cap and time budget, caps the total time of each hook phase, and
 //! records what happened for the reset's response, the log, the metrics and
 //! `GET /api/plugins`. `watch` hot-reloads the config and the plugin files.
@@ -17,6 +18,7 @@ mod imports;
 mod registry;
 pub(crate) mod state;
 mod watch;
+mod wit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,13 +30,13 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use self::config::{FailMode, PluginOwner, PluginsConfig, TenantScope};
-use self::engine::wit::lila::hooks::types as wit;
 use self::engine::{CallEnd, EngineError, PluginEngine};
 use self::imports::{CallEnv, HookKind};
 use self::registry::{CallCounters, LoadedPlugin, Registry, ResetPlugin};
 use self::state::StateScope;
 pub use self::state::StateStore;
 pub use self::watch::PluginWatcher;
+use self::wit::latest::lila::hooks::types as latest;
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::hooks::{
@@ -374,10 +376,10 @@ fn rel_path(path: &Path) -> String {
         .join("/")
 }
 
-fn wit_outbox(messages: &[OutboxMessage]) -> Vec<wit::OutboxMessage> {
+fn wit_outbox(messages: &[OutboxMessage]) -> Vec<latest::OutboxMessage> {
     messages
         .iter()
-        .map(|m| wit::OutboxMessage {
+        .map(|m| latest::OutboxMessage {
             id: m.id.clone(),
             to: m.to.as_jid().to_owned(),
             text: m.text.clone(),
@@ -390,15 +392,15 @@ fn wit_context(
     ctx: &ResetContext,
     reset_id: &str,
     requested_at_ms: u64,
-    session: wit::SessionState,
-    outbox: Vec<wit::OutboxMessage>,
-) -> wit::ResetContext {
+    session: latest::SessionState,
+    outbox: Vec<latest::OutboxMessage>,
+) -> latest::ResetContext {
     let mut session_files = Vec::new();
     let mut backup_count = 0u32;
     for target in &ctx.targets {
         match target.kind {
             PurgeTargetKind::SessionDir => {
-                session_files.extend(target.files.iter().map(|(p, size)| wit::FileInfo {
+                session_files.extend(target.files.iter().map(|(p, size)| latest::FileInfo {
                     path: rel_path(p),
                     size: *size,
                 }))
@@ -407,7 +409,7 @@ fn wit_context(
             PurgeTargetKind::Outbox | PurgeTargetKind::MessageStatuses => {}
         }
     }
-    wit::ResetContext {
+    latest::ResetContext {
         tenant: ctx
             .tenant
             .as_ref()
@@ -417,7 +419,7 @@ fn wit_context(
         reset_id: reset_id.to_owned(),
         requested_at_ms,
         session,
-        plan: wit::ResetPlan {
+        plan: latest::ResetPlan {
             session_files,
             backup_count,
             outbox,
@@ -425,15 +427,17 @@ fn wit_context(
     }
 }
 
-fn wit_outcome(run: &HookRun) -> wit::PluginOutcome {
+fn wit_outcome(run: &HookRun) -> latest::PluginOutcome {
     let (outcome, detail) = match &run.outcome {
-        HookOutcome::Ok => (wit::Outcome::Ok, None),
-        HookOutcome::Vetoed(r) => (wit::Outcome::Vetoed, Some(r.clone())),
-        // lila:hooks@0.1.0 has no "skipped": a plugin that could not run failed to do its job.
-        HookOutcome::Failed(m) | HookOutcome::Skipped(m) => (wit::Outcome::Failed, Some(m.clone())),
-        HookOutcome::TimedOut => (wit::Outcome::TimedOut, None),
+        HookOutcome::Ok => (latest::Outcome::Ok, None),
+        HookOutcome::Vetoed(r) => (latest::Outcome::Vetoed, Some(r.clone())),
+        // lila:hooks has no "skipped" (0.1.0 and 0.2.0): a plugin that could not run failed to do its job.
+        HookOutcome::Failed(m) | HookOutcome::Skipped(m) => {
+            (latest::Outcome::Failed, Some(m.clone()))
+        }
+        HookOutcome::TimedOut => (latest::Outcome::TimedOut, None),
     };
-    wit::PluginOutcome {
+    latest::PluginOutcome {
         plugin: run.plugin.clone(),
         outcome,
         duration_ms: run.duration_ms,
@@ -441,7 +445,7 @@ fn wit_outcome(run: &HookRun) -> wit::PluginOutcome {
     }
 }
 
-fn wit_report(report: &ResetReport) -> wit::ResetReport {
+fn wit_report(report: &ResetReport) -> latest::ResetReport {
     let count = |kind: PurgeTargetKind| -> u32 {
         report
             .removed
@@ -450,7 +454,7 @@ fn wit_report(report: &ResetReport) -> wit::ResetReport {
             .map(|r| r.files as u32)
             .sum()
     };
-    wit::ResetReport {
+    latest::ResetReport {
         tenant: report
             .tenant
             .as_ref()
@@ -459,7 +463,7 @@ fn wit_report(report: &ResetReport) -> wit::ResetReport {
         phone: report.phone.as_str().to_owned(),
         reset_id: report.reset_id.clone(),
         finished_at_ms: now_ms(),
-        session: wit::SessionState {
+        session: latest::SessionState {
             status: report.session.status.clone(),
             own_jid: report.session.me.clone(),
             paired: report.session.paired,
@@ -494,7 +498,7 @@ impl ResetHooks for PluginHooks {
         let registry = rt.registry();
         let reset_id = ctx.reset_id.clone();
         let requested_at_ms = now_ms();
-        let session = wit::SessionState {
+        let session = latest::SessionState {
             status: ctx.status.clone(),
             own_jid: ctx.me.clone(),
             paired: ctx.paired,
@@ -559,8 +563,8 @@ impl ResetHooks for PluginHooks {
                 .before_clear(&plugin.code, env, plugin.spec.memory_bytes, &wit_ctx)
                 .await;
             let outcome = match end {
-                CallEnd::Returned(wit::Decision::Allow) => HookOutcome::Ok,
-                CallEnd::Returned(wit::Decision::Veto(reason)) => {
+                CallEnd::Returned(latest::Decision::Allow) => HookOutcome::Ok,
+                CallEnd::Returned(latest::Decision::Veto(reason)) => {
                     HookOutcome::Vetoed(clean_reason(&reason))
                 }
                 CallEnd::Failed(message) => HookOutcome::Failed(message),

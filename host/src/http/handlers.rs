@@ -19,6 +19,9 @@ use super::body::{
 };
 use super::forward;
 use super::qr::png_data_url;
+use super::responses::{
+    BadPhone, HostFailed, NoSession, NoToken, OperatorsOnly, SessionTimeout, WhatsAppFailed,
+};
 use super::{ApiError, AppState};
 use crate::core::message_status::is_message_id;
 use crate::core::tenant::Caller;
@@ -145,8 +148,8 @@ pub struct MessagePath {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's sessions", body = Success<SessionListBody>),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 503, description = "Cluster mode: the cluster's database is unreachable", body = ErrorBody),
+        NoToken,
     )
 )]
 pub async fn list_sessions(
@@ -203,10 +206,9 @@ pub async fn list_sessions(
                     parameters(("phone" = "$response.body#/phoneNumber")))),
             )),
         (status = 400, description = "A missing or invalid `phoneNumber` or `companyId`, or a body that is not JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 409, description = "The phone is registered to another tenant", body = ErrorBody),
-        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
         (status = 503, description = "The session did not answer in time, or the node is out of file descriptors (the sentence says which)", body = ErrorBody),
+        NoToken, HostFailed,
     )
 )]
 pub async fn create_session(
@@ -230,10 +232,7 @@ pub async fn create_session(
     params(PhonePath),
     responses(
         (status = 200, description = "The session", body = Success<SessionBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, NoSession, SessionTimeout,
     )
 )]
 pub async fn session_status(
@@ -252,11 +251,8 @@ pub async fn session_status(
     params(PhonePath),
     responses(
         (status = 200, description = "The QR to scan", body = Success<QrBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such session for this caller, or no QR right now (already paired, or not yet)", body = ErrorBody),
-        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, HostFailed, SessionTimeout,
     )
 )]
 pub async fn session_qr(
@@ -294,12 +290,8 @@ pub async fn session_qr(
     params(PhonePath),
     responses(
         (status = 200, description = "The pairing code", body = Success<PairingCodeBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
         (status = 409, description = "The session is already paired, or not running", body = ErrorBody),
-        (status = 502, description = "WhatsApp refused", body = ErrorBody),
-        (status = 503, description = "WhatsApp (or the session) did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, NoSession, WhatsAppFailed,
     )
 )]
 pub async fn pairing_code(
@@ -321,12 +313,8 @@ pub async fn pairing_code(
     params(PhonePath),
     responses(
         (status = 200, description = "The pairing code", body = Success<PairingCodeBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
         (status = 409, description = "The session is already paired, or not running", body = ErrorBody),
-        (status = 502, description = "WhatsApp refused", body = ErrorBody),
-        (status = 503, description = "WhatsApp (or the session) did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, NoSession, WhatsAppFailed,
     )
 )]
 pub async fn request_pairing_code(
@@ -344,12 +332,8 @@ pub async fn request_pairing_code(
     params(PhonePath),
     responses(
         (status = 200, description = "Joined groups", body = Success<GroupsBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
         (status = 409, description = "The session is not connected", body = ErrorBody),
-        (status = 502, description = "WhatsApp refused", body = ErrorBody),
-        (status = 503, description = "WhatsApp (or the session) did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, NoSession, WhatsAppFailed,
     )
 )]
 pub async fn groups(
@@ -370,10 +354,7 @@ pub async fn groups(
     params(PhonePath),
     responses(
         (status = 200, description = "Contacts", body = Success<ContactsBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, NoSession, SessionTimeout,
     )
 )]
 pub async fn contacts(
@@ -402,11 +383,8 @@ pub async fn contacts(
                     parameters(("phone" = "$request.path.phone"), ("id" = "$response.body#/id")))),
             )),
         (status = 400, description = "An invalid phone, recipient or text, or a body that is not JSON", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
         (status = 409, description = "The outbox is full", body = ErrorBody),
-        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        NoToken, NoSession, HostFailed, SessionTimeout,
     )
 )]
 pub async fn enqueue_message(
@@ -435,9 +413,8 @@ pub async fn enqueue_message(
     responses(
         (status = 200, description = "The message's status", body = Success<MessageStatusBody>),
         (status = 400, description = "The phone or the message id in the path is malformed", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
         (status = 404, description = "No such session for this caller, or no such message", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        NoToken, SessionTimeout,
     )
 )]
 pub async fn message_status(
@@ -460,10 +437,7 @@ pub async fn message_status(
     params(PhonePath),
     responses(
         (status = 200, description = "The pending messages", body = Success<OutboxBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, NoSession, SessionTimeout,
     )
 )]
 pub async fn outbox(
@@ -486,11 +460,7 @@ pub async fn outbox(
     params(PhonePath),
     responses(
         (status = 200, description = "Disconnected", body = Success<DisconnectBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
-        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, NoSession, HostFailed, SessionTimeout,
     )
 )]
 pub async fn disconnect_session(
@@ -510,12 +480,8 @@ pub async fn disconnect_session(
     params(PhonePath),
     responses(
         (status = 200, description = "Reset: what was removed and which hooks ran", body = Success<ClearBody>),
-        (status = 400, description = "The phone in the path is not 8 to 15 digits", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such session for this caller", body = ErrorBody),
         (status = 409, description = "A `before_clear` plugin vetoed the reset; nothing changed", body = ErrorBody),
-        (status = 500, description = "The host failed (details in its log)", body = ErrorBody),
-        (status = 503, description = "The session did not answer in time", body = ErrorBody),
+        BadPhone, NoToken, NoSession, HostFailed, SessionTimeout,
     )
 )]
 pub async fn clear_session(
@@ -535,8 +501,7 @@ pub async fn clear_session(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The plugins, loaded or not", body = Success<PluginsBody>),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "A tenant's token (operators only)", body = ErrorBody),
+        NoToken, OperatorsOnly,
     )
 )]
 pub async fn list_plugins(
@@ -556,9 +521,8 @@ pub async fn list_plugins(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The cluster's nodes and lease health", body = Success<ClusterBody>),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "A tenant's token (operators only)", body = ErrorBody),
         (status = 503, description = "The cluster's database is unreachable", body = ErrorBody),
+        NoToken, OperatorsOnly,
     )
 )]
 pub async fn cluster(

@@ -12,6 +12,7 @@ pub mod forward;
 mod handlers;
 pub mod openapi;
 mod qr;
+mod responses;
 
 use std::sync::Arc;
 

@@ -55,6 +55,8 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         super::events::event_stream,
     ),
     components(schemas(
+        // Named by `responses.rs`' shared responses, which do not register it.
+        ErrorBody,
         super::body::SessionStatus,
         super::body::MessageState,
         super::body::HookName,

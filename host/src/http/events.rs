@@ -17,7 +17,7 @@ use futures_util::stream::{self, Stream};
 use serde::Serialize;
 
 use super::body::{ClearBody, ErrorBody};
-use super::handlers::AuthCaller;
+use super::extract::AuthCaller;
 use super::responses::NoToken;
 use super::{ApiError, AppState};
 use crate::core::event::{Event, EventKind};

@@ -8,6 +8,7 @@ pub(crate) mod body;
 mod console;
 mod error;
 pub mod events;
+mod extract;
 pub mod forward;
 mod handlers;
 pub mod openapi;

@@ -24,7 +24,8 @@ use lila_pgstore::{notify, reset_requests};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::body::{ClearBody, CreateSessionRequest, SessionBody, Success};
+use super::body::{ClearBody, CreateSessionRequest, SessionBody};
+use super::json::Success;
 use super::{ApiError, AppState};
 use crate::cluster::{Cluster, ClusterError, Route};
 use crate::core::tenant::{Caller, TenantId};

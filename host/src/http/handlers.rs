@@ -10,14 +10,15 @@ use tracing::Instrument;
 
 use super::body::{
     ClearBody, ClusterBody, ContactBody, ContactsBody, CreateSessionRequest, DisconnectBody,
-    EnqueuedBody, ErrorBody, GroupBody, GroupsBody, HealthBody, MessageStatusBody, OutboxBody,
+    EnqueuedBody, GroupBody, GroupsBody, HealthBody, MessageStatusBody, OutboxBody,
     PairingCodeBody, PendingMessageBody, PluginsBody, QrBody, SendMessageRequest, SessionBody,
-    SessionListBody, Success, json_response,
+    SessionListBody,
 };
 use super::extract::{
     ApiJson, AuthCaller, MessagePath, PhoneAndMessageId, PhoneParam, PhonePath, operator_only,
 };
 use super::forward;
+use super::json::{ErrorBody, Success, json_response};
 use super::qr::png_data_url;
 use super::responses::{
     BadPhone, HostFailed, NoSession, NoToken, OperatorsOnly, SessionTimeout, WhatsAppFailed,

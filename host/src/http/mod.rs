@@ -11,6 +11,7 @@ pub mod events;
 mod extract;
 pub mod forward;
 mod handlers;
+pub(crate) mod json;
 pub mod openapi;
 mod qr;
 mod responses;

@@ -15,8 +15,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::body::ErrorBody;
 use super::handlers;
+use super::json::ErrorBody;
 
 /// Every route of `router()`. A new route is one line in `paths(...)` (its
 /// handler carries its `#[utoipa::path]`), plus its body types in

@@ -12,7 +12,7 @@
 
 use utoipa::IntoResponses;
 
-use super::body::ErrorBody;
+use super::json::ErrorBody;
 
 /// 401: every route with `security(("bearer" = []))`.
 #[derive(IntoResponses)]

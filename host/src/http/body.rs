@@ -13,24 +13,14 @@ use utoipa::openapi::schema::Schema;
 
 use super::ApiError;
 use super::json::{StringOrNumber, string_or_phone_number_schema};
+use super::sessions::SessionStatus;
 use crate::core::message_status::{DeliveryState, MessageStatus};
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::core::reset_report::{HookOutcome, HookRun, RemovedTarget, ResetReport};
-use crate::core::tenant::{Caller, TenantId};
 use crate::hooks::{PluginStatus, PluginsView};
 use crate::phone::Phone;
-use crate::session::{DisconnectReport, SessionView};
-use crate::whatsapp::GroupInfo;
-
-/// The documented shape of a phone sent in a body: digits as a string (or a number).
-fn phone_in_body_schema() -> impl Into<RefOr<Schema>> {
-    string_or_phone_number_schema(
-        PHONE_PATTERN,
-        "E.164 without `+`: 8 to 15 ASCII digits, as a string (or a JSON number)",
-        "51987654321",
-    )
-}
+use crate::session::DisconnectReport;
 
 /// The documented shape of a message's recipient, as `Recipient::parse`
 /// takes it: a phone (digits, as a string or a JSON number), a user JID or a
@@ -50,22 +40,6 @@ fn recipient_schema() -> impl Into<RefOr<Schema>> {
 pub const RECIPIENT_PATTERN: &str =
     r"^\s*([0-9]{8,15}(@s\.whatsapp\.net)?|[0-9]{1,20}(-[0-9]{1,19})?@g\.us)\s*$";
 
-/// A phone: 8 to 15 ASCII digits (E.164 without `+`).
-pub const PHONE_PATTERN: &str = "^[0-9]{8,15}$";
-
-/// `POST /api/sessions`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateSessionRequest {
-    /// The phone to create or start.
-    #[schema(schema_with = phone_in_body_schema, required = true)]
-    pub phone_number: Option<StringOrNumber>,
-    /// Operator tokens only: the tenant the new session belongs to (a
-    /// tenant's token always creates its own session, and this is ignored).
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 128, example = "acme")]
-    pub company_id: Option<StringOrNumber>,
-}
-
 /// `POST /api/sessions/{phone}/messages`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SendMessageRequest {
@@ -75,28 +49,6 @@ pub struct SendMessageRequest {
     /// The text; it must not be blank, and at most 65,536 bytes (UTF-8).
     #[schema(value_type = String, required = true, min_length = 1, max_length = 65536, pattern = "\\S", example = "hola")]
     pub text: Option<String>,
-}
-
-impl CreateSessionRequest {
-    /// The phone to create and the tenant it belongs to, as `caller` may
-    /// ask: a tenant's token always creates its own session; an operator
-    /// names the tenant, or none.
-    pub fn into_parts(self, caller: &Caller) -> Result<(Phone, Option<TenantId>), ApiError> {
-        let raw = self
-            .phone_number
-            .ok_or_else(|| ApiError::BadRequest("phoneNumber is required".into()))?;
-        let phone = Phone::parse(&raw.into_string("phoneNumber")?)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let owner = match (caller, self.company_id) {
-            (Caller::Tenant(tenant), _) => Some(tenant.clone()),
-            (Caller::Operator, Some(id)) => Some(
-                TenantId::parse(&id.into_string("companyId")?)
-                    .map_err(|e| ApiError::BadRequest(e.to_string()))?,
-            ),
-            (Caller::Operator, None) => None,
-        };
-        Ok((phone, owner))
-    }
 }
 
 impl SendMessageRequest {
@@ -111,149 +63,6 @@ impl SendMessageRequest {
             .ok_or_else(|| ApiError::BadRequest("'text' is required".into()))?;
         Ok((to, text))
     }
-}
-
-/// What `status` a session can have. The document's list of values: the
-/// session code spells them as `&'static str` (`SessionView::status`), so
-/// this enum is never built; a test checks the two agree.
-#[allow(dead_code)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionStatus {
-    Starting,
-    Qr,
-    Connected,
-    Reconnecting,
-    Stopped,
-    LoggedOut,
-    Failed,
-    /// A reset's tombstone: only `POST /api/sessions` brings the phone back.
-    Cleared,
-}
-
-/// A session, as the list, create and status calls show it. Also read back,
-/// when a cluster node gathers the sessions its peers run.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionBody {
-    #[schema(example = "51987654321")]
-    pub phone_number: String,
-    /// `starting`, `qr`, `connected`, `reconnecting`, `stopped`, `logged_out`, `failed` or `cleared`.
-    #[schema(value_type = SessionStatus)]
-    pub status: String,
-    /// True exactly when `status` is `connected`.
-    pub ready: bool,
-    /// The session's own JID, once paired.
-    #[schema(example = "51987654321@s.whatsapp.net")]
-    pub me: Option<String>,
-    /// Why the last connection attempt failed; cleared once WhatsApp answers again.
-    pub last_error: Option<String>,
-    /// Whether `GET /api/sessions/{phone}/qr` has a QR to show.
-    pub qr_available: bool,
-    /// Messages still in the outbox.
-    pub pending_messages: usize,
-    /// Operator tokens only: the tenant that owns the session (`null` for none).
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        default,
-        deserialize_with = "present"
-    )]
-    #[schema(value_type = Option<String>, required = false)]
-    pub company_id: Option<Option<String>>,
-}
-
-/// A field that was there, `null` or not: `Some` (absent stays `None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
-impl SessionBody {
-    pub fn new(view: &SessionView, caller: &Caller) -> SessionBody {
-        SessionBody {
-            phone_number: view.phone.as_str().to_owned(),
-            status: view.status.to_owned(),
-            ready: view.ready,
-            me: view.me.clone(),
-            last_error: view.last_error.clone(),
-            qr_available: view.qr.is_some(),
-            pending_messages: view.pending_messages,
-            company_id: (*caller == Caller::Operator)
-                .then(|| view.owner.as_ref().map(|t| t.as_str().to_owned())),
-        }
-    }
-}
-
-/// `GET /api/sessions`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SessionListBody {
-    pub sessions: Vec<SessionBody>,
-}
-
-/// `GET /api/sessions/{phone}/qr`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct QrBody {
-    #[schema(example = "51987654321")]
-    pub phone_number: String,
-    /// The raw QR string, for a client that draws its own.
-    #[schema(example = "2@AbCdEf…,…,…,…")]
-    pub qr: String,
-    /// The QR as a PNG data URL.
-    #[schema(example = "data:image/png;base64,iVBORw0KGgo…")]
-    pub qr_image: String,
-}
-
-/// `POST /api/sessions/{phone}/pairing-code`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PairingCodeBody {
-    #[schema(example = "51987654321")]
-    pub phone_number: String,
-    /// 8 characters, to type on the phone (Linked devices → Link with phone number).
-    #[schema(example = "ABCD1234")]
-    pub code: String,
-}
-
-/// One joined group.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GroupBody {
-    #[schema(example = "120363000000000000@g.us")]
-    pub id: String,
-    #[schema(example = "Equipo")]
-    pub subject: String,
-    /// How many participants it has.
-    pub participants: usize,
-}
-
-impl From<&GroupInfo> for GroupBody {
-    fn from(g: &GroupInfo) -> GroupBody {
-        GroupBody {
-            id: g.id.clone(),
-            subject: g.subject.clone(),
-            participants: g.participants,
-        }
-    }
-}
-
-/// `GET /api/sessions/{phone}/groups`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GroupsBody {
-    pub groups: Vec<GroupBody>,
-}
-
-/// One contact.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ContactBody {
-    #[schema(example = "51900000001@s.whatsapp.net")]
-    pub id: String,
-    #[schema(example = "Ana")]
-    pub name: String,
-}
-
-/// `GET /api/sessions/{phone}/contacts`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ContactsBody {
-    pub contacts: Vec<ContactBody>,
 }
 
 /// What became of a message.
@@ -744,6 +553,7 @@ mod tests {
     use crate::core::outbox::Recipient;
     use crate::core::reset_report::{AFTER_CLEAR, BEFORE_CLEAR};
     use crate::core::status::Status;
+    use crate::http::sessions::PHONE_PATTERN;
 
     /// Whatever the document promises, the API accepts: a client (or
     /// schemathesis) that follows the patterns never gets a 400 for them.

@@ -24,8 +24,9 @@ use lila_pgstore::{notify, reset_requests};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::body::{ClearBody, CreateSessionRequest, SessionBody};
+use super::body::ClearBody;
 use super::json::Success;
+use super::sessions::{CreateSessionRequest, SessionBody};
 use super::{ApiError, AppState};
 use crate::cluster::{Cluster, ClusterError, Route};
 use crate::core::tenant::{Caller, TenantId};

@@ -129,3 +129,12 @@ pub(super) fn string_or_phone_number_schema(
         .description(Some(description))
         .examples([example])
 }
+
+/// The JSON string a unit enum serializes to: the name the API spells.
+#[cfg(test)]
+pub(super) fn wire_name(value: impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}

@@ -15,6 +15,7 @@ pub(crate) mod json;
 pub mod openapi;
 mod qr;
 mod responses;
+pub(crate) mod sessions;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub struct AppState {
 /// Every route; each is also listed in `openapi::ApiDoc`.
 pub fn router(state: AppState) -> Router {
     use handlers::*;
+    use sessions::*;
     let sessions = Router::new()
         .route("/", get(list_sessions).post(create_session))
         .route("/{phone}", axum::routing::delete(disconnect_session))

@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::handlers;
 use super::json::ErrorBody;
+use super::sessions;
 
 /// Every route of `router()`. A new route is one line in `paths(...)` (its
 /// handler carries its `#[utoipa::path]`), plus its body types in
@@ -34,14 +35,14 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         license(name = "MIT"),
     ),
     paths(
-        handlers::list_sessions,
-        handlers::create_session,
-        handlers::session_status,
-        handlers::session_qr,
-        handlers::pairing_code,
-        handlers::request_pairing_code,
-        handlers::groups,
-        handlers::contacts,
+        sessions::list_sessions,
+        sessions::create_session,
+        sessions::session_status,
+        sessions::session_qr,
+        sessions::pairing_code,
+        sessions::request_pairing_code,
+        sessions::groups,
+        sessions::contacts,
         handlers::enqueue_message,
         handlers::message_status,
         handlers::outbox,
@@ -57,7 +58,7 @@ an `x-request-id` header (the client's own when sane, else a new one).",
     components(schemas(
         // Named by `responses.rs`' shared responses, which do not register it.
         ErrorBody,
-        super::body::SessionStatus,
+        super::sessions::SessionStatus,
         super::body::MessageState,
         super::body::HookName,
         super::events::EventBody,

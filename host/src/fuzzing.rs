@@ -16,7 +16,7 @@ use crate::core::outbox::{MAX_TEXT_BYTES, OutboxMessage, Recipient};
 use crate::core::tenant::Caller;
 use crate::core::tenant::TenantId;
 use crate::http::ApiError;
-use crate::http::body::SendMessageRequest;
+use crate::http::messages::SendMessageRequest;
 use crate::http::sessions::CreateSessionRequest;
 use crate::phone::Phone;
 use crate::plugins::compiled_cache;

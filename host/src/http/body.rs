@@ -6,180 +6,15 @@
 //! field breaks the Portal. `Success` and `ErrorBody`, which every body
 //! goes through, are `json.rs`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::Schema;
 
-use super::ApiError;
-use super::json::{StringOrNumber, string_or_phone_number_schema};
 use super::sessions::SessionStatus;
-use crate::core::message_status::{DeliveryState, MessageStatus};
-use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::core::reset_report::{HookOutcome, HookRun, RemovedTarget, ResetReport};
 use crate::hooks::{PluginStatus, PluginsView};
 use crate::phone::Phone;
 use crate::session::DisconnectReport;
-
-/// The documented shape of a message's recipient, as `Recipient::parse`
-/// takes it: a phone (digits, as a string or a JSON number), a user JID or a
-/// group JID, with surrounding spaces ignored.
-fn recipient_schema() -> impl Into<RefOr<Schema>> {
-    string_or_phone_number_schema(
-        RECIPIENT_PATTERN,
-        "A phone (8 to 15 digits, as a string or a JSON number), a user JID (`{digits}@s.whatsapp.net`) or a group JID (`{digits}[-{digits}]@g.us`)",
-        "51900000001",
-    )
-}
-
-/// A recipient: a phone, a user JID or a group JID (`Recipient::parse`).
-/// It may be stricter than the parser (a group JID of at most 40
-/// characters in the usual two shapes), never looser: a test checks that
-/// whatever it matches, the parser accepts.
-pub const RECIPIENT_PATTERN: &str =
-    r"^\s*([0-9]{8,15}(@s\.whatsapp\.net)?|[0-9]{1,20}(-[0-9]{1,19})?@g\.us)\s*$";
-
-/// `POST /api/sessions/{phone}/messages`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct SendMessageRequest {
-    /// The recipient: a phone (digits, as a string or a number) or a JID.
-    #[schema(schema_with = recipient_schema, required = true)]
-    pub to: Option<StringOrNumber>,
-    /// The text; it must not be blank, and at most 65,536 bytes (UTF-8).
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 65536, pattern = "\\S", example = "hola")]
-    pub text: Option<String>,
-}
-
-impl SendMessageRequest {
-    /// The recipient and the text, both present; the session checks what they say.
-    pub fn into_parts(self) -> Result<(String, String), ApiError> {
-        let to = self
-            .to
-            .ok_or_else(|| ApiError::BadRequest("'to' is required".into()))?
-            .into_string("to")?;
-        let text = self
-            .text
-            .ok_or_else(|| ApiError::BadRequest("'text' is required".into()))?;
-        Ok((to, text))
-    }
-}
-
-/// What became of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageState {
-    Queued,
-    Sent,
-    Delivered,
-    Read,
-    Failed,
-}
-
-impl From<DeliveryState> for MessageState {
-    fn from(state: DeliveryState) -> MessageState {
-        match state {
-            DeliveryState::Queued => MessageState::Queued,
-            DeliveryState::Sent => MessageState::Sent,
-            DeliveryState::Delivered => MessageState::Delivered,
-            DeliveryState::Read => MessageState::Read,
-            DeliveryState::Failed => MessageState::Failed,
-        }
-    }
-}
-
-/// `POST /api/sessions/{phone}/messages` (202): the message is in the durable outbox.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EnqueuedBody {
-    /// Also the WhatsApp message id.
-    #[schema(example = "3EB0A1B2C3D4E5F6A7B8C9D0")]
-    pub id: String,
-    /// The recipient's JID.
-    #[schema(example = "51900000001@s.whatsapp.net")]
-    pub to: String,
-    /// Always `queued`.
-    pub status: MessageState,
-}
-
-impl From<&OutboxMessage> for EnqueuedBody {
-    fn from(m: &OutboxMessage) -> EnqueuedBody {
-        EnqueuedBody {
-            id: m.id.clone(),
-            to: m.to.as_jid().to_owned(),
-            status: MessageState::Queued,
-        }
-    }
-}
-
-/// `GET /api/sessions/{phone}/messages/{id}`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageStatusBody {
-    #[schema(example = "3EB0A1B2C3D4E5F6A7B8C9D0")]
-    pub id: String,
-    #[schema(example = "51900000001@s.whatsapp.net")]
-    pub to: String,
-    pub status: MessageState,
-    /// Why it failed; only when `status` is `failed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, required = false, example = "51900000009 is not on WhatsApp")]
-    pub error: Option<String>,
-    pub queued_at_ms: u64,
-    pub sent_at_ms: Option<u64>,
-    pub delivered_at_ms: Option<u64>,
-    pub read_at_ms: Option<u64>,
-    pub failed_at_ms: Option<u64>,
-}
-
-impl From<MessageStatus> for MessageStatusBody {
-    fn from(s: MessageStatus) -> MessageStatusBody {
-        MessageStatusBody {
-            id: s.id,
-            to: s.to,
-            status: s.state.into(),
-            error: s.error,
-            queued_at_ms: s.queued_at_ms,
-            sent_at_ms: s.sent_at_ms,
-            delivered_at_ms: s.delivered_at_ms,
-            read_at_ms: s.read_at_ms,
-            failed_at_ms: s.failed_at_ms,
-        }
-    }
-}
-
-/// One message still in the outbox.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PendingMessageBody {
-    #[schema(example = "3EB0A1B2C3D4E5F6A7B8C9D0")]
-    pub id: String,
-    #[schema(example = "51900000001@s.whatsapp.net")]
-    pub to: String,
-    #[schema(example = "hola")]
-    pub text: String,
-    pub created_at_ms: u64,
-    /// Sends tried so far.
-    pub attempts: u32,
-}
-
-impl From<&OutboxMessage> for PendingMessageBody {
-    fn from(m: &OutboxMessage) -> PendingMessageBody {
-        PendingMessageBody {
-            id: m.id.clone(),
-            to: m.to.as_jid().to_owned(),
-            text: m.text.clone(),
-            created_at_ms: m.created_at_ms,
-            attempts: m.attempts,
-        }
-    }
-}
-
-/// `GET /api/sessions/{phone}/outbox`: pending messages, in the order they leave.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OutboxBody {
-    pub count: usize,
-    pub pending: Vec<PendingMessageBody>,
-}
 
 /// What a removed target was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -550,9 +385,11 @@ pub struct HealthBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::message_status::DeliveryState;
     use crate::core::outbox::Recipient;
     use crate::core::reset_report::{AFTER_CLEAR, BEFORE_CLEAR};
     use crate::core::status::Status;
+    use crate::http::messages::{MessageState, RECIPIENT_PATTERN};
     use crate::http::sessions::PHONE_PATTERN;
 
     /// Whatever the document promises, the API accepts: a client (or

@@ -1,104 +1,17 @@
 //! Route handlers.
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::body::{
-    ClearBody, ClusterBody, DisconnectBody, EnqueuedBody, HealthBody, MessageStatusBody,
-    OutboxBody, PendingMessageBody, PluginsBody, SendMessageRequest,
-};
-use super::extract::{
-    ApiJson, AuthCaller, MessagePath, PhoneAndMessageId, PhoneParam, PhonePath, operator_only,
-};
-use super::json::{ErrorBody, Success, json_response};
+use super::body::{ClearBody, ClusterBody, DisconnectBody, HealthBody, PluginsBody};
+use super::extract::{AuthCaller, PhoneParam, PhonePath, operator_only};
+use super::json::{ErrorBody, Success};
 use super::responses::{BadPhone, HostFailed, NoSession, NoToken, OperatorsOnly, SessionTimeout};
 use super::{ApiError, AppState};
 use crate::request_id::{self, RequestId};
-
-/// Queues a text message durably (202 once the outbox file is synced).
-#[utoipa::path(
-    post, path = "/api/sessions/{phone}/messages", tag = "messages",
-    security(("bearer" = [])),
-    params(PhonePath),
-    request_body = SendMessageRequest,
-    responses(
-        (status = 202, description = "Queued: the message is in the durable outbox", body = Success<EnqueuedBody>,
-            links(
-                ("status" = (operation_id = "message_status",
-                    parameters(("phone" = "$request.path.phone"), ("id" = "$response.body#/id")))),
-            )),
-        (status = 400, description = "An invalid phone, recipient or text, or a body that is not JSON", body = ErrorBody),
-        (status = 409, description = "The outbox is full", body = ErrorBody),
-        NoToken, NoSession, HostFailed, SessionTimeout,
-    )
-)]
-pub async fn enqueue_message(
-    State(state): State<AppState>,
-    AuthCaller(caller): AuthCaller,
-    PhoneParam(phone): PhoneParam,
-    ApiJson(body): ApiJson<SendMessageRequest>,
-) -> Result<Response, ApiError> {
-    let (to, text) = body.into_parts()?;
-    let message = state
-        .gateway
-        .lookup(&phone)?
-        .enqueue(caller, to, text)
-        .await?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &Success::new(EnqueuedBody::from(&message)),
-    ))
-}
-
-/// What became of a message: queued, sent, delivered, read or failed.
-#[utoipa::path(
-    get, path = "/api/sessions/{phone}/messages/{id}", tag = "messages",
-    security(("bearer" = [])),
-    params(MessagePath),
-    responses(
-        (status = 200, description = "The message's status", body = Success<MessageStatusBody>),
-        (status = 400, description = "The phone or the message id in the path is malformed", body = ErrorBody),
-        (status = 404, description = "No such session for this caller, or no such message", body = ErrorBody),
-        NoToken, SessionTimeout,
-    )
-)]
-pub async fn message_status(
-    State(state): State<AppState>,
-    AuthCaller(caller): AuthCaller,
-    PhoneAndMessageId(phone, id): PhoneAndMessageId,
-) -> Result<Success<MessageStatusBody>, ApiError> {
-    let status = state
-        .gateway
-        .lookup(&phone)?
-        .message_status(caller, id)
-        .await?;
-    Ok(Success::new(MessageStatusBody::from(status)))
-}
-
-/// Messages still pending, in the order they leave.
-#[utoipa::path(
-    get, path = "/api/sessions/{phone}/outbox", tag = "messages",
-    security(("bearer" = [])),
-    params(PhonePath),
-    responses(
-        (status = 200, description = "The pending messages", body = Success<OutboxBody>),
-        BadPhone, NoToken, NoSession, SessionTimeout,
-    )
-)]
-pub async fn outbox(
-    State(state): State<AppState>,
-    AuthCaller(caller): AuthCaller,
-    PhoneParam(phone): PhoneParam,
-) -> Result<Success<OutboxBody>, ApiError> {
-    let pending = state.gateway.lookup(&phone)?.outbox(caller).await?;
-    Ok(Success::new(OutboxBody {
-        count: pending.len(),
-        pending: pending.iter().map(PendingMessageBody::from).collect(),
-    }))
-}
 
 /// Disconnect: logs the device out and stops the session, which does not
 /// reconnect until it is created again. Drops the credentials, keeps the outbox.

@@ -12,6 +12,7 @@ mod extract;
 pub mod forward;
 mod handlers;
 pub(crate) mod json;
+pub(crate) mod messages;
 pub mod openapi;
 mod qr;
 mod responses;
@@ -36,6 +37,7 @@ pub struct AppState {
 /// Every route; each is also listed in `openapi::ApiDoc`.
 pub fn router(state: AppState) -> Router {
     use handlers::*;
+    use messages::*;
     use sessions::*;
     let sessions = Router::new()
         .route("/", get(list_sessions).post(create_session))

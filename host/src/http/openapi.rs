@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::handlers;
 use super::json::ErrorBody;
+use super::messages;
 use super::sessions;
 
 /// Every route of `router()`. A new route is one line in `paths(...)` (its
@@ -43,9 +44,9 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         sessions::request_pairing_code,
         sessions::groups,
         sessions::contacts,
-        handlers::enqueue_message,
-        handlers::message_status,
-        handlers::outbox,
+        messages::enqueue_message,
+        messages::message_status,
+        messages::outbox,
         handlers::disconnect_session,
         handlers::clear_session,
         handlers::list_plugins,
@@ -59,7 +60,7 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         // Named by `responses.rs`' shared responses, which do not register it.
         ErrorBody,
         super::sessions::SessionStatus,
-        super::body::MessageState,
+        super::messages::MessageState,
         super::body::HookName,
         super::events::EventBody,
         super::events::EventsMissedBody,

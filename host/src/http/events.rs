@@ -16,9 +16,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
 
-use super::body::ClearBody;
 use super::extract::AuthCaller;
 use super::json::ErrorBody;
+use super::reset::ClearBody;
 use super::responses::NoToken;
 use super::{ApiError, AppState};
 use crate::core::event::{Event, EventKind};

@@ -24,8 +24,8 @@ use lila_pgstore::{notify, reset_requests};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::body::ClearBody;
 use super::json::Success;
+use super::reset::ClearBody;
 use super::sessions::{CreateSessionRequest, SessionBody};
 use super::{ApiError, AppState};
 use crate::cluster::{Cluster, ClusterError, Route};

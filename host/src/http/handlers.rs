@@ -6,53 +6,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::body::{ClearBody, ClusterBody, DisconnectBody, HealthBody, PluginsBody};
-use super::extract::{AuthCaller, PhoneParam, PhonePath, operator_only};
+use super::body::{ClusterBody, HealthBody, PluginsBody};
+use super::extract::{AuthCaller, operator_only};
 use super::json::{ErrorBody, Success};
-use super::responses::{BadPhone, HostFailed, NoSession, NoToken, OperatorsOnly, SessionTimeout};
+use super::responses::{NoToken, OperatorsOnly};
 use super::{ApiError, AppState};
 use crate::request_id::{self, RequestId};
-
-/// Disconnect: logs the device out and stops the session, which does not
-/// reconnect until it is created again. Drops the credentials, keeps the outbox.
-#[utoipa::path(
-    delete, path = "/api/sessions/{phone}", tag = "sessions",
-    security(("bearer" = [])),
-    params(PhonePath),
-    responses(
-        (status = 200, description = "Disconnected", body = Success<DisconnectBody>),
-        BadPhone, NoToken, NoSession, HostFailed, SessionTimeout,
-    )
-)]
-pub async fn disconnect_session(
-    State(state): State<AppState>,
-    AuthCaller(caller): AuthCaller,
-    PhoneParam(phone): PhoneParam,
-) -> Result<Success<DisconnectBody>, ApiError> {
-    let report = state.gateway.lookup(&phone)?.disconnect(caller).await?;
-    Ok(Success::new(DisconnectBody::new(&phone, &report)))
-}
-
-/// The full reset: credentials, backups, outbox and statuses are deleted,
-/// and nothing brings the phone back until it is created again.
-#[utoipa::path(
-    post, path = "/api/sessions/{phone}/clear", tag = "sessions",
-    security(("bearer" = [])),
-    params(PhonePath),
-    responses(
-        (status = 200, description = "Reset: what was removed and which hooks ran", body = Success<ClearBody>),
-        (status = 409, description = "A `before_clear` plugin vetoed the reset; nothing changed", body = ErrorBody),
-        BadPhone, NoToken, NoSession, HostFailed, SessionTimeout,
-    )
-)]
-pub async fn clear_session(
-    State(state): State<AppState>,
-    AuthCaller(caller): AuthCaller,
-    PhoneParam(phone): PhoneParam,
-) -> Result<Success<ClearBody>, ApiError> {
-    let report = state.gateway.session(&phone).clear(caller).await?;
-    Ok(Success::new(ClearBody::new(&phone, &report)))
-}
 
 /// `GET /api/plugins`: operators only. A tenant gets 403: the list names
 /// other tenants and their plugins, and unlike a session there is nothing

@@ -15,6 +15,7 @@ pub(crate) mod json;
 pub(crate) mod messages;
 pub mod openapi;
 mod qr;
+mod reset;
 mod responses;
 pub(crate) mod sessions;
 
@@ -38,6 +39,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     use handlers::*;
     use messages::*;
+    use reset::*;
     use sessions::*;
     let sessions = Router::new()
         .route("/", get(list_sessions).post(create_session))

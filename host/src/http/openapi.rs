@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
 use super::handlers;
 use super::json::ErrorBody;
 use super::messages;
+use super::reset;
 use super::sessions;
 
 /// Every route of `router()`. A new route is one line in `paths(...)` (its
@@ -47,8 +48,8 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         messages::enqueue_message,
         messages::message_status,
         messages::outbox,
-        handlers::disconnect_session,
-        handlers::clear_session,
+        reset::disconnect_session,
+        reset::clear_session,
         handlers::list_plugins,
         handlers::cluster,
         handlers::health,
@@ -61,7 +62,7 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         ErrorBody,
         super::sessions::SessionStatus,
         super::messages::MessageState,
-        super::body::HookName,
+        super::reset::HookName,
         super::events::EventBody,
         super::events::EventsMissedBody,
         super::events::EventsDroppedBody,

@@ -6,32 +6,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::body::{ClusterBody, HealthBody, PluginsBody};
+use super::body::{ClusterBody, HealthBody};
 use super::extract::{AuthCaller, operator_only};
 use super::json::{ErrorBody, Success};
 use super::responses::{NoToken, OperatorsOnly};
 use super::{ApiError, AppState};
 use crate::request_id::{self, RequestId};
-
-/// `GET /api/plugins`: operators only. A tenant gets 403: the list names
-/// other tenants and their plugins, and unlike a session there is nothing
-/// whose existence the 404 would hide.
-#[utoipa::path(
-    get, path = "/api/plugins", tag = "plugins",
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The plugins, loaded or not", body = Success<PluginsBody>),
-        NoToken, OperatorsOnly,
-    )
-)]
-pub async fn list_plugins(
-    State(state): State<AppState>,
-    AuthCaller(caller): AuthCaller,
-) -> Result<Success<PluginsBody>, ApiError> {
-    operator_only(&caller, "list plugins")?;
-    let view = state.gateway.hooks().plugins().unwrap_or_default();
-    Ok(Success::new(PluginsBody::from(&view)))
-}
 
 /// `GET /api/cluster`: operators only, as `GET /api/plugins`. The nodes,
 /// the sessions each runs and how fresh each one's heartbeat is; on a

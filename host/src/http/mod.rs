@@ -14,6 +14,7 @@ mod handlers;
 pub(crate) mod json;
 pub(crate) mod messages;
 pub mod openapi;
+mod plugins;
 mod qr;
 mod reset;
 mod responses;
@@ -39,6 +40,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     use handlers::*;
     use messages::*;
+    use plugins::*;
     use reset::*;
     use sessions::*;
     let sessions = Router::new()

@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
 use super::handlers;
 use super::json::ErrorBody;
 use super::messages;
+use super::plugins;
 use super::reset;
 use super::sessions;
 
@@ -50,7 +51,7 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         messages::outbox,
         reset::disconnect_session,
         reset::clear_session,
-        handlers::list_plugins,
+        plugins::list_plugins,
         handlers::cluster,
         handlers::health,
         handlers::metrics,

@@ -6,41 +6,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::body::{ClusterBody, HealthBody};
-use super::extract::{AuthCaller, operator_only};
-use super::json::{ErrorBody, Success};
-use super::responses::{NoToken, OperatorsOnly};
+use super::body::HealthBody;
+use super::json::Success;
 use super::{ApiError, AppState};
 use crate::request_id::{self, RequestId};
-
-/// `GET /api/cluster`: operators only, as `GET /api/plugins`. The nodes,
-/// the sessions each runs and how fresh each one's heartbeat is; on a
-/// single node, `clustered: false`.
-#[utoipa::path(
-    get, path = "/api/cluster", tag = "service",
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The cluster's nodes and lease health", body = Success<ClusterBody>),
-        (status = 503, description = "The cluster's database is unreachable", body = ErrorBody),
-        NoToken, OperatorsOnly,
-    )
-)]
-pub async fn cluster(
-    State(state): State<AppState>,
-    AuthCaller(caller): AuthCaller,
-) -> Result<Success<ClusterBody>, ApiError> {
-    operator_only(&caller, "see the cluster")?;
-    let Some(cluster) = state.gateway.cluster() else {
-        return Ok(Success::new(ClusterBody::single_node()));
-    };
-    let (nodes, unheld) = cluster.health().await?;
-    Ok(Success::new(ClusterBody::new(
-        cluster.node_id(),
-        cluster.ttl(),
-        &nodes,
-        unheld,
-    )))
-}
 
 /// Liveness.
 #[utoipa::path(

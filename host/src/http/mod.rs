@@ -5,6 +5,7 @@
 //! then hand the request to the phone's session actor.
 
 pub(crate) mod body;
+mod cluster;
 mod console;
 mod error;
 pub mod events;
@@ -38,6 +39,7 @@ pub struct AppState {
 
 /// Every route; each is also listed in `openapi::ApiDoc`.
 pub fn router(state: AppState) -> Router {
+    use cluster::*;
     use handlers::*;
     use messages::*;
     use plugins::*;

@@ -15,6 +15,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
+use super::cluster;
 use super::handlers;
 use super::json::ErrorBody;
 use super::messages;
@@ -52,7 +53,7 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         reset::disconnect_session,
         reset::clear_session,
         plugins::list_plugins,
-        handlers::cluster,
+        cluster::cluster,
         handlers::health,
         handlers::metrics,
         handlers::openapi_json,

@@ -1,5 +1,7 @@
 //! The OpenAPI 3.1 document of the HTTP API, generated from the handlers'
-//! `#[utoipa::path]` annotations and the types of `body.rs`.
+//! `#[utoipa::path]` annotations (each resource's module: `sessions.rs`,
+//! `messages.rs`, …), the body types next to them and the shared error
+//! responses of `responses.rs`; and `GET /api/openapi.json`, which serves it.
 //!
 //! Served at `GET /api/openapi.json` and committed as `docs/openapi.json`;
 //! `lila openapi > docs/openapi.json` regenerates the file, and a test fails
@@ -16,11 +18,11 @@ use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::cluster;
-use super::handlers;
 use super::json::ErrorBody;
 use super::messages;
 use super::plugins;
 use super::reset;
+use super::service;
 use super::sessions;
 
 /// Every route of `router()`. A new route is one line in `paths(...)` (its
@@ -54,9 +56,9 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         reset::clear_session,
         plugins::list_plugins,
         cluster::cluster,
-        handlers::health,
-        handlers::metrics,
-        handlers::openapi_json,
+        service::health,
+        service::metrics,
+        openapi_json,
         super::events::event_stream,
     ),
     components(schemas(
@@ -216,8 +218,12 @@ fn name_link_fields_as_openapi_does(document: &mut Value) {
     }
 }
 
-/// `GET /api/openapi.json`.
-pub fn document_response() -> Response {
+/// This document.
+#[utoipa::path(
+    get, path = "/api/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
+)]
+pub async fn openapi_json() -> Response {
     match document_json() {
         Ok(json) => (
             StatusCode::OK,

@@ -1,12 +1,14 @@
-//! Route handlers.
+//! What is not a resource: liveness, the Prometheus counters, the answers
+//! to an unknown path or method, and the request log every route runs in.
 
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use tracing::Instrument;
+use utoipa::ToSchema;
 
-use super::body::HealthBody;
 use super::json::Success;
 use super::{ApiError, AppState};
 use crate::request_id::{self, RequestId};
@@ -20,13 +22,12 @@ pub async fn health() -> Success<HealthBody> {
     Success::new(HealthBody { status: "ok" })
 }
 
-/// This document.
-#[utoipa::path(
-    get, path = "/api/openapi.json", tag = "service",
-    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
-)]
-pub async fn openapi_json() -> Response {
-    super::openapi::document_response()
+/// `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthBody {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
+    pub status: &'static str,
 }
 
 /// Prometheus counters.

@@ -18,7 +18,7 @@ use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::cluster;
-use super::json::ErrorBody;
+use super::json::{ErrorBody, Success};
 use super::messages;
 use super::plugins;
 use super::reset;
@@ -64,6 +64,9 @@ an `x-request-id` header (the client's own when sane, else a new one).",
     components(schemas(
         // Named by `responses.rs`' shared responses, which do not register it.
         ErrorBody,
+        // Named by `sessions::PairingCodeAnswers` only, which does not register them.
+        Success<sessions::PairingCodeBody>,
+        sessions::PairingCodeBody,
         super::sessions::SessionStatus,
         super::messages::MessageState,
         super::reset::HookName,

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{ApiJson, AuthCaller, PhoneParam, PhonePath};
 use super::forward;
@@ -170,11 +170,7 @@ pub async fn session_qr(
     post, path = "/api/sessions/{phone}/pairing-code", tag = "sessions",
     security(("bearer" = [])),
     params(PhonePath),
-    responses(
-        (status = 200, description = "The pairing code", body = Success<PairingCodeBody>),
-        (status = 409, description = "The session is already paired, or not running", body = ErrorBody),
-        BadPhone, NoToken, NoSession, WhatsAppFailed,
-    )
+    responses(PairingCodeAnswers, BadPhone, NoToken, NoSession, WhatsAppFailed)
 )]
 pub async fn pairing_code(
     State(state): State<AppState>,
@@ -193,11 +189,7 @@ pub async fn pairing_code(
     post, path = "/api/sessions/{phone}/request-pairing-code", tag = "sessions",
     security(("bearer" = [])),
     params(PhonePath),
-    responses(
-        (status = 200, description = "The pairing code", body = Success<PairingCodeBody>),
-        (status = 409, description = "The session is already paired, or not running", body = ErrorBody),
-        BadPhone, NoToken, NoSession, WhatsAppFailed,
-    )
+    responses(PairingCodeAnswers, BadPhone, NoToken, NoSession, WhatsAppFailed)
 )]
 pub async fn request_pairing_code(
     state: State<AppState>,
@@ -387,6 +379,20 @@ pub struct QrBody {
     /// The QR as a PNG data URL.
     #[schema(example = "data:image/png;base64,iVBORw0KGgo…")]
     pub qr_image: String,
+}
+
+/// What both paths of the pairing code answer but the shared errors: the
+/// code, or a 409.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Read by the OpenAPI derive only.
+pub enum PairingCodeAnswers {
+    #[response(status = 200, description = "The pairing code")]
+    Code(Success<PairingCodeBody>),
+    #[response(
+        status = 409,
+        description = "The session is already paired, or not running"
+    )]
+    NotNow(ErrorBody),
 }
 
 /// `POST /api/sessions/{phone}/pairing-code`.

@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::body::{ErrorBody, json_response};
+use super::json::{ErrorBody, json_response};
 
 use crate::auth::AuthError;
 use crate::cluster::ClusterError;

@@ -16,8 +16,10 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
 
-use super::body::{ClearBody, ErrorBody};
-use super::handlers::AuthCaller;
+use super::extract::AuthCaller;
+use super::json::ErrorBody;
+use super::reset::ClearBody;
+use super::responses::NoToken;
 use super::{ApiError, AppState};
 use crate::core::event::{Event, EventKind};
 use crate::core::tenant::Caller;
@@ -289,7 +291,7 @@ async fn next_item(mut state: StreamState) -> Option<(Result<SseEvent, Infallibl
     responses(
         (status = 200, description = "The stream: one `data:` line per event, each an EventBody; `events.missed` (EventsMissedBody) when a resume is older than the buffer, `events.dropped` (EventsDroppedBody) when this stream fell behind", content_type = "text/event-stream", body = SseEventBody),
         (status = 400, description = "Last-Event-ID is not a whole number", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        NoToken,
     )
 )]
 pub async fn event_stream(

@@ -24,7 +24,9 @@ use lila_pgstore::{notify, reset_requests};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::body::{ClearBody, CreateSessionRequest, SessionBody, Success};
+use super::json::Success;
+use super::reset::ClearBody;
+use super::sessions::{CreateSessionRequest, SessionBody};
 use super::{ApiError, AppState};
 use crate::cluster::{Cluster, ClusterError, Route};
 use crate::core::tenant::{Caller, TenantId};

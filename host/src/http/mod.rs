@@ -3,15 +3,30 @@
 //! Every response has `success`; every error has `error`, a sentence the
 //! Portal shows in a toast. Handlers validate input (phone, token, body),
 //! then hand the request to the phone's session actor.
+//!
+//! One module per resource, each with its handlers and the bodies only it
+//! answers: `sessions`, `messages`, `reset` (disconnect and clear),
+//! `plugins`, `cluster`, `events`, `console`, `service` (health, metrics,
+//! fallbacks, the request log) and `openapi` (the document). They share
+//! `extract` (the caller, the path segments, JSON bodies), `json`
+//! (`Success`, `ErrorBody`), `error` (`ApiError`) and, in their
+//! documentation, `responses` (the error responses several routes answer).
 
-pub(crate) mod body;
+mod cluster;
 mod console;
 mod error;
 pub mod events;
+mod extract;
 pub mod forward;
-mod handlers;
+pub(crate) mod json;
+pub(crate) mod messages;
 pub mod openapi;
+mod plugins;
 mod qr;
+mod reset;
+mod responses;
+mod service;
+pub(crate) mod sessions;
 
 use std::sync::Arc;
 
@@ -31,35 +46,40 @@ pub struct AppState {
 
 /// Every route; each is also listed in `openapi::ApiDoc`.
 pub fn router(state: AppState) -> Router {
-    use handlers::*;
     let sessions = Router::new()
-        .route("/", get(list_sessions).post(create_session))
-        .route("/{phone}", axum::routing::delete(disconnect_session))
-        .route("/{phone}/status", get(session_status))
-        .route("/{phone}/qr", get(session_qr))
-        .route("/{phone}/request-pairing-code", post(request_pairing_code))
-        .route("/{phone}/pairing-code", post(pairing_code))
-        .route("/{phone}/groups", get(groups))
-        .route("/{phone}/contacts", get(contacts))
-        .route("/{phone}/messages", post(enqueue_message))
-        .route("/{phone}/messages/{id}", get(message_status))
-        .route("/{phone}/outbox", get(outbox))
-        .route("/{phone}/clear", post(clear_session));
+        .route(
+            "/",
+            get(sessions::list_sessions).post(sessions::create_session),
+        )
+        .route("/{phone}", axum::routing::delete(reset::disconnect_session))
+        .route("/{phone}/status", get(sessions::session_status))
+        .route("/{phone}/qr", get(sessions::session_qr))
+        .route(
+            "/{phone}/request-pairing-code",
+            post(sessions::request_pairing_code),
+        )
+        .route("/{phone}/pairing-code", post(sessions::pairing_code))
+        .route("/{phone}/groups", get(sessions::groups))
+        .route("/{phone}/contacts", get(sessions::contacts))
+        .route("/{phone}/messages", post(messages::enqueue_message))
+        .route("/{phone}/messages/{id}", get(messages::message_status))
+        .route("/{phone}/outbox", get(messages::outbox))
+        .route("/{phone}/clear", post(reset::clear_session));
     Router::new()
         .nest("/api/sessions", sessions)
-        .route("/api/plugins", get(list_plugins))
-        .route("/api/cluster", get(cluster))
+        .route("/api/plugins", get(plugins::list_plugins))
+        .route("/api/cluster", get(cluster::cluster))
         .route("/api/events", get(events::event_stream))
-        .route("/api/openapi.json", get(openapi_json))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/health", get(service::health))
+        .route("/metrics", get(service::metrics))
         .merge(console::routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(service::not_found)
+        .method_not_allowed_fallback(service::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             forward::to_holder,
         ))
-        .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn(service::log_request))
         .with_state(state)
 }

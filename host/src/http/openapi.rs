@@ -1,5 +1,7 @@
 //! The OpenAPI 3.1 document of the HTTP API, generated from the handlers'
-//! `#[utoipa::path]` annotations and the types of `body.rs`.
+//! `#[utoipa::path]` annotations (each resource's module: `sessions.rs`,
+//! `messages.rs`, …), the body types next to them and the shared error
+//! responses of `responses.rs`; and `GET /api/openapi.json`, which serves it.
 //!
 //! Served at `GET /api/openapi.json` and committed as `docs/openapi.json`;
 //! `lila openapi > docs/openapi.json` regenerates the file, and a test fails
@@ -15,8 +17,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::body::ErrorBody;
-use super::handlers;
+use super::cluster;
+use super::json::{ErrorBody, Success};
+use super::messages;
+use super::plugins;
+use super::reset;
+use super::service;
+use super::sessions;
 
 /// Every route of `router()`. A new route is one line in `paths(...)` (its
 /// handler carries its `#[utoipa::path]`), plus its body types in
@@ -34,30 +41,35 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         license(name = "MIT"),
     ),
     paths(
-        handlers::list_sessions,
-        handlers::create_session,
-        handlers::session_status,
-        handlers::session_qr,
-        handlers::pairing_code,
-        handlers::request_pairing_code,
-        handlers::groups,
-        handlers::contacts,
-        handlers::enqueue_message,
-        handlers::message_status,
-        handlers::outbox,
-        handlers::disconnect_session,
-        handlers::clear_session,
-        handlers::list_plugins,
-        handlers::cluster,
-        handlers::health,
-        handlers::metrics,
-        handlers::openapi_json,
+        sessions::list_sessions,
+        sessions::create_session,
+        sessions::session_status,
+        sessions::session_qr,
+        sessions::pairing_code,
+        sessions::request_pairing_code,
+        sessions::groups,
+        sessions::contacts,
+        messages::enqueue_message,
+        messages::message_status,
+        messages::outbox,
+        reset::disconnect_session,
+        reset::clear_session,
+        plugins::list_plugins,
+        cluster::cluster,
+        service::health,
+        service::metrics,
+        openapi_json,
         super::events::event_stream,
     ),
     components(schemas(
-        super::body::SessionStatus,
-        super::body::MessageState,
-        super::body::HookName,
+        // Named by `responses.rs`' shared responses, which do not register it.
+        ErrorBody,
+        // Named by `sessions::PairingCodeAnswers` only, which does not register them.
+        Success<sessions::PairingCodeBody>,
+        sessions::PairingCodeBody,
+        super::sessions::SessionStatus,
+        super::messages::MessageState,
+        super::reset::HookName,
         super::events::EventBody,
         super::events::EventsMissedBody,
         super::events::EventsDroppedBody,
@@ -209,8 +221,12 @@ fn name_link_fields_as_openapi_does(document: &mut Value) {
     }
 }
 
-/// `GET /api/openapi.json`.
-pub fn document_response() -> Response {
+/// This document.
+#[utoipa::path(
+    get, path = "/api/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
+)]
+pub async fn openapi_json() -> Response {
     match document_json() {
         Ok(json) => (
             StatusCode::OK,

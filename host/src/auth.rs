@@ -21,6 +21,8 @@ pub enum AuthError {
     NotBearer,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (its nbf is in the future)")]
+    NotYetValid,
     #[error("invalid token")]
     Invalid,
     #[error("the token has no companyId (and is not an operator token)")]
@@ -54,6 +56,7 @@ impl JwtAuth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
         validation.leeway = 30;
+        validation.validate_nbf = true;
         let key_error = |e: jsonwebtoken::errors::Error| AuthError::Key(e.to_string());
         Ok(JwtAuth {
             decoding: DecodingKey::from_secret(secret).map_err(key_error)?,
@@ -72,6 +75,7 @@ impl JwtAuth {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid,
             })?;
         if data.claims.role.as_deref() == Some("operator") {
@@ -132,12 +136,8 @@ pub fn load_or_create_secret(
     getrandom::fill(&mut raw)
         .map_err(|e| StorageError::io(secret_file, std::io::Error::other(e.to_string())))?;
     let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    // Created 0600 (and its directory 0700) by write_atomic, never chmod-ed after.
     write_atomic(secret_file, secret.as_bytes())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(secret_file, std::fs::Permissions::from_mode(0o600));
-    }
     Ok((secret.into_bytes(), SecretSource::Generated))
 }
 
@@ -222,6 +222,30 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_refused_before_its_nbf_and_accepted_after() {
+        let auth = JwtAuth::new(SECRET).unwrap();
+        let now = now_ms() / 1000;
+        let token_with_nbf = |nbf: u64| {
+            let claims = serde_json::json!({ "companyId": "acme", "exp": now + 3600, "nbf": nbf });
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET).unwrap(),
+            )
+            .unwrap()
+        };
+        // Beyond the 30 s leeway: not yet.
+        assert_eq!(
+            auth.authenticate(Some(&bearer(&token_with_nbf(now + 600)))),
+            Err(AuthError::NotYetValid)
+        );
+        assert_eq!(
+            auth.authenticate(Some(&bearer(&token_with_nbf(now - 5)))),
+            Ok(Caller::Tenant(TenantId::parse("acme").unwrap()))
+        );
+    }
+
+    #[test]
     fn numeric_company_ids_are_tenants_too() {
         let auth = JwtAuth::new(SECRET).unwrap();
         let claims = Claims {
@@ -247,6 +271,13 @@ mod tests {
         let file = dir.path().join("lila/jwt.secret");
         let (first, source) = load_or_create_secret(None, &file).unwrap();
         assert_eq!(source, SecretSource::Generated);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&file), 0o600, "the secret is its user's only");
+            assert_eq!(mode(&dir.path().join("lila")), 0o700);
+        }
         let (second, source) = load_or_create_secret(None, &file).unwrap();
         assert_eq!((second, source), (first, SecretSource::Existing));
         let (configured, source) =

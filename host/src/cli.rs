@@ -202,6 +202,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .check_trust(certificate.is_on())
         .context("refusing to start")?;
     let layout = DataLayout::new(config.data_dir.clone());
+    crate::storage::private::narrow_data_root(&layout)
+        .context("making the data directory private (0700)")?;
     // Held until the process ends: one process per data directory, and the
     // lock that tells the next node here that this one is gone (`seat`).
     let node_id = new_node_id();

@@ -32,13 +32,19 @@ impl Seat {
     /// `host_dir`; `None` when another live process holds it (`serve` then
     /// refuses to start).
     pub fn take(host_dir: &Path) -> io::Result<Option<Seat>> {
-        std::fs::create_dir_all(host_dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(host_dir.join("node"))?;
+        // Private like everything under the data root (storage/private.rs).
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            dir.mode(crate::storage::private::DIR_MODE);
+            options.mode(crate::storage::private::FILE_MODE);
+        }
+        dir.create(host_dir)?;
+        let file = options.open(host_dir.join("node"))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Seat { file })),
             Err(TryLockError::WouldBlock) => Ok(None),

@@ -589,3 +589,73 @@ async fn a_stopped_session_lets_go_of_its_store_while_pairing_after_a_disconnect
     server.kill();
     stage.finish().await;
 }
+
+/// Every entry under `root` (itself included) whose mode is not private:
+/// folders other than 0700, files other than 0600. Symlinks are reported too.
+fn not_private(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wrong = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(path) = pending.pop() {
+        let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+            continue; // removed while we walked (a rotated snapshot)
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        let wanted = if metadata.is_dir() { 0o700 } else { 0o600 };
+        if metadata.file_type().is_symlink() || mode != wanted {
+            wrong.push(format!("{} {mode:o}", path.display()));
+        }
+        if metadata.is_dir() {
+            for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    wrong
+}
+
+/// Credentials at rest: started with umask 000, lila still creates every
+/// file 0600 and every folder 0700: the generated JWT secret, the paired
+/// session's store and its WAL, the snapshot of it, the outbox, the
+/// message statuses, the phone's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_lila_writes_is_private_even_under_a_permissive_umask() {
+    let stage = Stage::new().await;
+    let sim = &stage.sim;
+    std::fs::write(
+        stage.root.with_extension("toml"),
+        "[backups]\ninterval_secs = 1\n",
+    )
+    .expect("config");
+    let server = tokio::task::block_in_place(|| {
+        Server::start_under_umask(&stage.root, &sim.ws_url(), "000")
+    });
+    let secret_file = stage.layout.jwt_secret_file();
+    let secret = std::fs::read_to_string(&secret_file).expect("a generated secret");
+    let token = process::tenant_token(secret.trim(), "acme");
+    tokio::task::block_in_place(|| {
+        pair(&server, sim, &token);
+        let (code, body) = server.send_text(PHONE, &token, CONTACT, "hello");
+        assert_eq!(code, 202, "{body}");
+        let backups = stage.layout.backup_dir(&stage.phone);
+        wait_until("a snapshot of the store", || {
+            std::fs::read_dir(&backups).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            })
+        });
+    });
+    let files = not_private(&stage.root);
+    for expected in [
+        secret_file,
+        stage.layout.store_file(&stage.phone),
+        stage.layout.phone_record_file(&stage.phone),
+        stage.layout.message_status_file(&stage.phone),
+    ] {
+        assert!(expected.exists(), "{} was written", expected.display());
+    }
+    assert!(files.is_empty(), "not private: {files:#?}");
+    server.kill();
+    stage.finish().await;
+}

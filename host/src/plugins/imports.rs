@@ -268,7 +268,8 @@ impl http::Host for HostState {
 }
 
 fn write_archive_blocking(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the archive folder: {e}"))?;
+    crate::storage::private::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the archive folder: {e}"))?;
     for n in 0..10_000u32 {
         let candidate = if n == 0 {
             name.to_owned()

@@ -171,7 +171,7 @@ impl StateStore {
         let (value, changed) = f(entries)?;
         if changed {
             let bytes = encode_state(entries)?;
-            std::fs::create_dir_all(&scope.dir)
+            crate::storage::private::create_dir_all(&scope.dir)
                 .map_err(|e| format!("cannot create the state folder: {e}"))?;
             crate::storage::atomic::write_atomic(&scope.state_file(), &bytes)
                 .map_err(|e| format!("cannot save the state: {e}"))?;

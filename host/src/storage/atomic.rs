@@ -2,7 +2,7 @@
 //! the target, fsync the directory. A crash leaves either the old or the new
 //! content, never a torn file.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let dir = path
         .parent()
         .ok_or_else(|| StorageError::io(path, std::io::ErrorKind::InvalidInput.into()))?;
-    fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+    super::private::create_dir_all(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // The temporary name is unique per process and write, and starts with a
     // dot so that nothing listing the directory mistakes it for a real entry.
@@ -25,11 +25,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| StorageError::io(&tmp, e))?;
+        let mut file = super::private::create_new(&tmp)?;
         file.write_all(bytes)
             .map_err(|e| StorageError::io(&tmp, e))?;
         file.sync_all().map_err(|e| StorageError::io(&tmp, e))?;

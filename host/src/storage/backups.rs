@@ -39,7 +39,7 @@ pub fn snapshot(
     if !store.is_file() {
         return Err(StorageError::io(store, std::io::ErrorKind::NotFound.into()));
     }
-    fs::create_dir_all(backup_dir).map_err(|e| StorageError::io(backup_dir, e))?;
+    super::private::create_dir_all(backup_dir)?;
     // Only one snapshot of a phone runs at a time (its actor sees to it), so
     // any temporary here is a leftover of a crash.
     super::atomic::remove_stale_temporaries(backup_dir);
@@ -47,6 +47,9 @@ pub fn snapshot(
     let tmp = backup_dir.join(format!(".{PREFIX}{now_ms:013}.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let result = (|| {
+        // VACUUM INTO fills an empty file it is given, so the snapshot of
+        // the credentials is 0600 from its creation, whatever the umask.
+        drop(super::private::create_new(&tmp)?);
         let mut conn = SqliteConnection::establish(&store.to_string_lossy())
             .map_err(|e| sqlite_err(store, e))?;
         diesel::sql_query(format!(
@@ -147,7 +150,7 @@ pub fn restore_newest_good(
         if health(&candidate) != StoreHealth::Healthy {
             continue;
         }
-        fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        super::private::create_dir_all(dir)?;
         let tmp = dir.join(".restore.tmp");
         fs::copy(&candidate, &tmp).map_err(|e| StorageError::io(&tmp, e))?;
         fs::File::open(&tmp)
@@ -170,7 +173,7 @@ pub fn restore_newest_good(
 /// or damaged store is replaced by the newest good backup. Blocking.
 pub fn prepare_store(layout: &DataLayout, phone: &Phone) -> Result<Option<PathBuf>, StorageError> {
     let dir = layout.session_dir(phone);
-    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+    super::private::create_dir_all(&dir)?;
     super::atomic::remove_stale_temporaries(&dir);
     let store = layout.store_file(phone);
     let health = health(&store);

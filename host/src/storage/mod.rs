@@ -11,6 +11,7 @@ pub mod outbox_file;
 pub mod phone_records;
 pub mod phone_store;
 pub mod postgres_store;
+pub mod private;
 pub mod purge;
 pub mod versioned;
 

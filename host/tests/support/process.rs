@@ -157,6 +157,25 @@ impl Server {
             .status();
     }
 
+    /// Starts `lila serve` from a shell that set `umask` first, with the
+    /// config `{data}.toml` (written by the caller) and no configured JWT
+    /// secret, so that lila generates `lila/jwt.secret` itself.
+    pub fn start_under_umask(data: &Path, wa_url: &str, umask: &str) -> Server {
+        let port = free_port();
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" serve"))
+            .arg(env!("CARGO_BIN_EXE_lila"));
+        let mut command = Server::with_serve_env(shell, data, "", wa_url, port, "warn");
+        command
+            .env_remove("LILA_JWT_SECRET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command.spawn().expect("start lila");
+        Server::wait_until_up(data, child, port)
+    }
+
     fn serve_command(
         data: &Path,
         secret: &str,
@@ -165,8 +184,20 @@ impl Server {
         rust_log: &str,
     ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lila"));
+        command.arg("serve");
+        Server::with_serve_env(command, data, secret, wa_url, port, rust_log)
+    }
+
+    /// `command` (which runs `lila serve`) with the environment that points it at this test's world.
+    fn with_serve_env(
+        mut command: Command,
+        data: &Path,
+        secret: &str,
+        wa_url: &str,
+        port: u16,
+        rust_log: &str,
+    ) -> Command {
         command
-            .arg("serve")
             .env("LILA_DATA_DIR", data)
             .env("LILA_BIND", format!("127.0.0.1:{port}"))
             .env("LILA_JWT_SECRET", secret)

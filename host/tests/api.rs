@@ -123,9 +123,21 @@ async fn another_tenant_gets_404_exactly_as_for_a_missing_session() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, list) = h.get("/api/sessions", &b).await;
     assert_eq!(list["sessions"], json!([]));
-    // Tenant B cannot take the phone over either.
-    let (status, _) = h.create(PHONE, &b).await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    // Tenant B cannot take the phone over either, and is not told that
+    // another tenant has it: the same sentence as for files that nobody
+    // owns (below), and no word of a tenant.
+    let (status, taken) = h.create(PHONE, &b).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{taken}");
+    let sentence = taken["error"].as_str().unwrap_or_default().to_owned();
+    assert!(!sentence.contains("tenant"), "{sentence}");
+    let ownerless = "51900000042";
+    let store = h.layout().store_file(&Phone::parse(ownerless).unwrap());
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    std::fs::write(&store, b"left by another program").unwrap();
+    let (status, body) = h.create(ownerless, &b).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], sentence.as_str());
+    std::fs::remove_dir_all(store.parent().unwrap()).unwrap();
     // Nothing B did touched A's files (backups may have ticked: compare without them).
     let strip = |v: Vec<(std::path::PathBuf, Vec<u8>)>| -> Vec<_> {
         v.into_iter()

@@ -160,7 +160,7 @@ fn error_example(id: &str, status: &str) -> Option<&'static str> {
         }
         ("404", "message_status") => "no message with this id is known for this phone",
         ("404", _) => "no session for this phone number",
-        ("409", "create_session") => "this phone number is registered to another tenant",
+        ("409", "create_session") => crate::session::NOT_AVAILABLE,
         ("409", "enqueue_message") => {
             "the outbox already holds 10000 messages; wait until they are sent"
         }

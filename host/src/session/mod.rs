@@ -52,6 +52,11 @@ pub struct SessionContext {
     pub events: Arc<EventBus>,
 }
 
+/// The answer to a tenant that creates a phone it may not have: another
+/// tenant's, or files without an owner, told apart only in the log.
+pub const NOT_AVAILABLE: &str =
+    "this phone number is not available to this account; an operator can release it";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// Unknown, cleared, or another tenant's: the same answer for all three.

@@ -157,18 +157,25 @@ impl SessionActor {
         caller: &Caller,
         owner: Option<TenantId>,
     ) -> Result<SessionView, SessionError> {
-        match &self.record {
+        // Another tenant's phone and files without an owner get the same
+        // sentence: a tenant learns that the number is not available to it,
+        // never that it exists elsewhere (as a foreign session's 404 says
+        // nothing either). The server's log tells the operator which.
+        let unavailable = match &self.record {
             Some(record) if !record.is_cleared() && !caller.may_access(record.owner.as_ref()) => {
-                return Err(SessionError::Conflict(
-                    "this phone number is registered to another tenant".into(),
-                ));
+                Some("registered to another tenant")
             }
             None if caller.tenant().is_some() && self.has_files() => {
-                return Err(SessionError::Conflict(
-                    "session files for this phone exist without an owner; an operator must clear them first".into(),
-                ));
+                Some("session files exist without an owner")
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(why) = unavailable {
+            info!(
+                why,
+                "create refused: the phone is not available to this caller"
+            );
+            return Err(SessionError::Conflict(crate::session::NOT_AVAILABLE.into()));
         }
         self.finish_interrupted_reset().await?;
         // A running session keeps its owner; a new or cleared one belongs to the creator.

@@ -220,10 +220,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(url) = &config.whatsapp.url {
         tracing::warn!(url = %url, "WhatsApp URL overridden (simulator mode)");
     }
-    let whatsapp = RealWhatsApp {
-        url: config.whatsapp.url.clone(),
-        version: config.whatsapp.version,
-    };
+    let whatsapp = RealWhatsApp::new(config.whatsapp.url.clone(), config.whatsapp.version);
     let bind = config.bind;
     let open_files_limit = crate::limits::raise_open_files_limit();
     // Cluster mode: the pool, and the URL the listeners connect to.

@@ -126,3 +126,49 @@ fn sessions_that_cannot_reach_whatsapp_say_so_and_back_off() {
         assert!(!line.contains("http{"), "{line}");
     }
 }
+
+/// How many sessions the outage deploy runs, and how soon it must be gone.
+const OUTAGE_SESSIONS: usize = 1000;
+const EXIT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A deploy during an outage: 1,000 sessions whose WhatsApp address does
+/// not answer (a listener that never accepts: its first connections hang
+/// in the handshake, the rest in the TCP connect, as when packets are
+/// dropped), then SIGTERM. The process is gone within 5 s of the signal,
+/// whatever its sessions' dials, lookups and stores are doing.
+#[test]
+fn a_deploy_during_an_outage_exits_within_five_seconds() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let root = data.path().join("data");
+    let log = data.path().join("lila.log");
+    std::fs::write(root.with_extension("toml"), "").expect("config");
+    // Bound, never accepted: the kernel completes the first connections
+    // (the backlog) and drops the SYNs of the others.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let url = format!(
+        "ws://127.0.0.1:{}/ws/chat",
+        silent.local_addr().expect("addr").port()
+    );
+    let server = Server::start_logging_to(&root, SECRET, &url, "info", &log);
+    let token = token();
+    for i in 0..OUTAGE_SESSIONS {
+        let (status, body) = server.create(&format!("5198{i:07}"), &token);
+        assert_eq!(status, 200, "{body}");
+    }
+    // Every client dialling (or queued to): none has given up yet, since
+    // a dial waits up to 15 s.
+    std::thread::sleep(Duration::from_secs(2));
+    let exit = server.terminate();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let summary = text
+        .lines()
+        .rfind(|l| l.contains("sessions stopped"))
+        .unwrap_or("no 'sessions stopped' line")
+        .to_owned();
+    assert!(
+        exit <= EXIT_DEADLINE,
+        "exited {exit:?} after SIGTERM with {OUTAGE_SESSIONS} unreachable sessions ({summary})"
+    );
+    println!("{OUTAGE_SESSIONS} unreachable sessions: exited {exit:?} after SIGTERM ({summary})");
+    drop(silent);
+}

@@ -11,6 +11,7 @@ pub mod certificate;
 pub mod real;
 pub mod scripted;
 mod tasks;
+pub mod version;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,14 @@ pub enum WhatsAppError {
     Store(String),
     #[error("could not start the WhatsApp client: {0}")]
     Start(String),
+    /// A start that could not reach WhatsApp before it began (the shared
+    /// version check failed): the session says so and retries, as when a
+    /// running client's dial fails.
+    #[error("cannot reach WhatsApp: {detail}")]
+    Unreachable {
+        cause: crate::core::status::ConnectFailureCause,
+        detail: String,
+    },
     #[error("the session is not connected to WhatsApp")]
     NotConnected,
     #[error("the session is already paired")]

@@ -18,6 +18,7 @@ use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::net::WHATSAPP_WEB_WS_URL;
 
 use super::tasks::OwnedTasks;
+use super::version::{Version, WebVersion};
 use super::{
     ClientNotice, ClientStore, EventSink, GroupInfo, WhatsApp, WhatsAppClient, WhatsAppError,
 };
@@ -28,13 +29,48 @@ use crate::phone::Phone;
 /// How long a graceful stop may take before the client's task is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct RealWhatsApp {
     /// WebSocket URL; `None` means WhatsApp's own.
-    pub url: Option<String>,
-    /// Client version to announce. When `None` the client fetches the current
-    /// one from WhatsApp's web site at start.
-    pub version: Option<(u32, u32, u32)>,
+    url: Option<String>,
+    /// The version the operator pinned, if any.
+    pinned: Option<Version>,
+    /// WhatsApp Web's current version, fetched once for every session.
+    versions: Arc<WebVersion>,
+    /// One HTTP client for every session (its clones share one agent and
+    /// connection pool).
+    http: UreqHttpClient,
+}
+
+impl RealWhatsApp {
+    /// Sessions against `url` (`None`: WhatsApp's own), announcing `pinned`
+    /// or else WhatsApp Web's current version, fetched once and shared.
+    pub fn new(url: Option<String>, pinned: Option<Version>) -> RealWhatsApp {
+        let http = UreqHttpClient::new();
+        RealWhatsApp {
+            url,
+            pinned,
+            versions: Arc::new(WebVersion::new(Arc::new(http.clone()))),
+            http,
+        }
+    }
+
+    /// The version this start announces, or why there is none: a failure
+    /// to fetch it is a failure to reach WhatsApp, classified like a dial's.
+    async fn version(&self) -> Result<Version, WhatsAppError> {
+        if let Some(version) = self.pinned {
+            return Ok(version);
+        }
+        self.versions.current().await.map_err(|raw| {
+            let (cause, what) = describe_connect_error(&raw);
+            WhatsAppError::Unreachable {
+                cause,
+                detail: format!(
+                    "the version check: {what} at https://web.whatsapp.com/sw.js ({raw})"
+                ),
+            }
+        })
+    }
 }
 
 struct RealClient {
@@ -55,6 +91,9 @@ impl WhatsApp for RealWhatsApp {
         store: &ClientStore,
         events: EventSink,
     ) -> Result<Arc<dyn WhatsAppClient>, WhatsAppError> {
+        // Before the store is opened: during an outage a start that cannot
+        // know the version costs nothing but this answer.
+        let version = self.version().await?;
         let backend: Arc<dyn Backend> = match store {
             ClientStore::Sqlite(path) => Arc::new(open_sqlite(path).await?),
             ClientStore::Postgres(backend) => Arc::new(backend.clone()),
@@ -70,8 +109,9 @@ impl WhatsApp for RealWhatsApp {
             .to_owned();
         let stopping = Arc::new(AtomicBool::new(false));
         let sink = events.clone();
+        let versions = self.versions.clone();
         let tasks = OwnedTasks::default();
-        let mut builder = Bot::builder()
+        let builder = Bot::builder()
             .with_runtime(tasks.clone())
             .with_backend_arc(backend)
             .with_transport_factory(ObservedTransportFactory {
@@ -79,14 +119,13 @@ impl WhatsApp for RealWhatsApp {
                 url,
                 events: events.clone(),
             })
-            .with_http_client(ObservedHttpClient {
-                inner: UreqHttpClient::new(),
-                events: events.clone(),
-            })
+            .with_http_client(self.http.clone())
+            .with_version(version)
             .on_event(move |event, client| {
                 if let Some(notice) = translate(&event, &client) {
                     sink.emit(notice);
                 }
+                let outdated = matches!(*event, Event::ClientOutdated(_)).then(|| versions.clone());
                 // The client persists its device state (the push name from the
                 // first sync among it) up to 30 s late, but the sync's version
                 // at once. A crash in between leaves a store that takes a slow
@@ -95,6 +134,9 @@ impl WhatsApp for RealWhatsApp {
                 let flush =
                     matches!(*event, Event::Connected(_)).then(|| client.persistence_manager());
                 async move {
+                    if let Some(versions) = outdated {
+                        versions.outdated().await;
+                    }
                     if let Some(persistence) = flush
                         && let Err(e) = persistence.flush().await
                     {
@@ -102,9 +144,6 @@ impl WhatsApp for RealWhatsApp {
                     }
                 }
             });
-        if let Some(version) = self.version {
-            builder = builder.with_version(version);
-        }
         let bot = builder
             .build()
             .await
@@ -400,77 +439,18 @@ impl whatsapp_rust::transport::TransportFactory for ObservedTransportFactory {
     }
 }
 
-/// The HTTP client whatsapp-rust uses for media and for the version check;
-/// only the version check (`…/sw.js`, fetched at each connect unless the
-/// version is pinned) is part of connecting, so only its failures are reported.
-struct ObservedHttpClient<C> {
-    inner: C,
-    events: EventSink,
-}
-
-#[async_trait]
-impl<C: whatsapp_rust::http::HttpClient> whatsapp_rust::http::HttpClient for ObservedHttpClient<C> {
-    async fn execute(
-        &self,
-        request: whatsapp_rust::http::HttpRequest,
-    ) -> Result<whatsapp_rust::http::HttpResponse, whatsapp_rust::anyhow::Error> {
-        let version_check = request.url.ends_with("/sw.js");
-        let url = request.url.clone();
-        let result = if version_check {
-            within_connect_timeout(self.inner.execute(request)).await
-        } else {
-            self.inner.execute(request).await
-        };
-        if version_check {
-            let failure = match &result {
-                Err(e) => Some(format!("{e:#}")),
-                Ok(response) if response.status_code >= 300 => {
-                    Some(format!("http status: {}", response.status_code))
-                }
-                Ok(_) => None,
-            };
-            if let Some(raw) = failure {
-                report_connect_failure(&self.events, &raw, |what| {
-                    format!("the version check: {what} at {url} ({raw})")
-                });
-            }
-        }
-        result
-    }
-
-    fn supports_streaming(&self) -> bool {
-        self.inner.supports_streaming()
-    }
-
-    fn execute_streaming(
-        &self,
-        request: whatsapp_rust::http::HttpRequest,
-    ) -> Result<whatsapp_rust::wacore::net::StreamingHttpResponse, whatsapp_rust::anyhow::Error>
-    {
-        self.inner.execute_streaming(request)
-    }
-
-    fn supports_upload_streaming(&self) -> bool {
-        self.inner.supports_upload_streaming()
-    }
-
-    fn execute_upload(
-        &self,
-        request: whatsapp_rust::http::HttpRequest,
-        body: whatsapp_rust::wacore::net::UploadBody,
-        content_length: u64,
-    ) -> Result<whatsapp_rust::http::HttpResponse, whatsapp_rust::anyhow::Error> {
-        self.inner.execute_upload(request, body, content_length)
-    }
-
-    fn resource_report(&self) -> Option<whatsapp_rust::wacore::stats::HttpResourceReport> {
-        self.inner.resource_report()
-    }
-}
-
 /// Classifies `raw` (an error chain's text) and emits `ConnectFailed` with
 /// the sentence `sentence` builds from the cause's words.
 fn report_connect_failure(events: &EventSink, raw: &str, sentence: impl Fn(&str) -> String) {
+    let (cause, what) = describe_connect_error(raw);
+    events.emit(ClientNotice::Session(SessionEvent::ConnectFailed {
+        cause,
+        detail: sentence(what),
+    }));
+}
+
+/// The cause of a failed connect and its words for a sentence.
+fn describe_connect_error(raw: &str) -> (ConnectFailureCause, &'static str) {
     let cause = classify_connect_error(raw);
     let what = match cause {
         ConnectFailureCause::Unreachable => "the address cannot be reached (DNS or network)",
@@ -480,10 +460,7 @@ fn report_connect_failure(events: &EventSink, raw: &str, sentence: impl Fn(&str)
         ConnectFailureCause::Rejected => "the server turned the connection down",
         ConnectFailureCause::Other => "the connection failed",
     };
-    events.emit(ClientNotice::Session(SessionEvent::ConnectFailed {
-        cause,
-        detail: sentence(what),
-    }));
+    (cause, what)
 }
 
 /// The cause of a failed connect, from the text of its error chain: the
@@ -617,41 +594,29 @@ mod connect_failure_tests {
     }
 
     #[tokio::test]
-    async fn a_failed_version_check_is_reported_and_other_requests_are_not() {
-        use whatsapp_rust::http::{HttpClient, HttpRequest};
-        let (events, seen) = recording_sink();
-        let client = ObservedHttpClient {
-            inner: Offline,
-            events,
+    async fn a_failed_version_check_is_a_start_that_cannot_reach_whatsapp() {
+        let whatsapp = RealWhatsApp {
+            url: None,
+            pinned: None,
+            versions: Arc::new(WebVersion::new(Arc::new(Offline))),
+            http: UreqHttpClient::new(),
         };
-        // A media download failing is not a connection failure.
-        assert!(
-            client
-                .execute(HttpRequest::get("https://mmg.whatsapp.net/v/t62/x.enc"))
-                .await
-                .is_err()
-        );
-        assert!(seen.lock().map(|v| v.is_empty()).unwrap_or(false));
-        // The version check at connect is (the reported "failed to resolve app version").
-        assert!(
-            client
-                .execute(HttpRequest::get("https://web.whatsapp.com/sw.js"))
-                .await
-                .is_err()
-        );
-        let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
-        match seen.as_slice() {
-            [
-                ClientNotice::Session(SessionEvent::ConnectFailed {
-                    cause: ConnectFailureCause::Unreachable,
-                    detail,
-                }),
-            ] => assert!(
+        match whatsapp.version().await {
+            Err(WhatsAppError::Unreachable {
+                cause: ConnectFailureCause::Unreachable,
+                detail,
+            }) => assert!(
                 detail.starts_with("the version check: the address cannot be reached")
                     && detail.contains("https://web.whatsapp.com/sw.js"),
                 "{detail}"
             ),
-            other => panic!("expected one unreachable ConnectFailed, got {other:?}"),
+            other => panic!("expected an unreachable start, got {other:?}"),
         }
+        // A pinned version asks nobody.
+        let pinned = RealWhatsApp {
+            pinned: Some((2, 3000, 1)),
+            ..whatsapp
+        };
+        assert_eq!(pinned.version().await.ok(), Some((2, 3000, 1)));
     }
 }

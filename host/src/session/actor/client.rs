@@ -68,6 +68,20 @@ impl SessionActor {
                 Metrics::inc(&self.ctx.metrics.client_starts);
                 self.client = Some(client);
             }
+            Err(WhatsAppError::Unreachable { cause, detail }) => {
+                // Like a running client's failed dial: `reconnecting`, with
+                // the reason, and a retry after the back-off.
+                Metrics::inc(&self.ctx.metrics.client_start_failures);
+                // No client to stop (its reaction): only the restart is owed.
+                let _ = self
+                    .state
+                    .on_event(SessionEvent::ConnectFailed { cause, detail });
+                let retry_in = self.schedule_restart();
+                warn!(
+                    retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                    "the WhatsApp client did not start: WhatsApp cannot be reached"
+                );
+            }
             Err(e) => {
                 Metrics::inc(&self.ctx.metrics.client_start_failures);
                 self.state.on_start_failed(e.to_string());

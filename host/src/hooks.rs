@@ -8,12 +8,10 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-pub use crate::core::reset_report::{
-    HookOutcome, HookRun, RemovedTarget, ResetReport, SessionSnapshot,
-};
+pub use crate::core::reset_report::{HookOutcome, HookRun, ResetReport, SessionSnapshot};
 
 use crate::core::outbox::OutboxMessage;
-use crate::core::reset_plan::PurgeTargetKind;
+use crate::core::reset_plan::PlannedRemoval;
 use crate::core::tenant::TenantId;
 use crate::phone::Phone;
 
@@ -34,15 +32,6 @@ pub struct ResetContext {
     pub targets: Vec<PlannedRemoval>,
     /// The messages the reset will drop from the outbox, in order.
     pub outbox: Vec<OutboxMessage>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PlannedRemoval {
-    pub kind: PurgeTargetKind,
-    /// The target, relative to the data root.
-    pub path: PathBuf,
-    /// Files under the target, relative to the data root, with their sizes.
-    pub files: Vec<(PathBuf, u64)>,
 }
 
 /// The verdict of every `before_clear` hook together.

@@ -24,10 +24,8 @@ use super::atomic::write_atomic;
 use super::versioned::{Versioned, parse, read_if_present};
 use crate::core::outbox::{OutboxMessage, Recipient};
 use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
-use crate::core::reset_plan::PurgeTargetKind;
-use crate::core::reset_report::{
-    HookOutcome, HookRun, RemovedTarget, ResetReport, SessionSnapshot, hook_name,
-};
+use crate::core::reset_plan::{PurgeTargetKind, RemovedTarget};
+use crate::core::reset_report::{HookOutcome, HookRun, ResetReport, SessionSnapshot, hook_name};
 use crate::core::tenant::TenantId;
 use crate::layout::DataLayout;
 use crate::phone::Phone;

@@ -17,6 +17,7 @@ mod event_hooks;
 mod imports;
 mod registry;
 pub(crate) mod state;
+pub mod view;
 mod watch;
 mod wit;
 
@@ -29,7 +30,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use self::config::{FailMode, PluginOwner, PluginsConfig, TenantScope};
+use self::config::{FailMode, PluginsConfig};
 use self::engine::{CallEnd, EngineError, PluginEngine};
 use self::imports::{CallEnv, HookKind};
 use self::registry::{CallCounters, LoadedPlugin, Registry, ResetPlugin};
@@ -39,10 +40,7 @@ pub use self::watch::PluginWatcher;
 use self::wit::latest::lila::hooks::types as latest;
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
-use crate::hooks::{
-    BeforeClear, HookOutcome, HookRun, PluginStatus, PluginsView, ResetContext, ResetHooks,
-    ResetReport,
-};
+use crate::hooks::{BeforeClear, HookOutcome, HookRun, ResetContext, ResetHooks, ResetReport};
 use crate::metrics::HookMetrics;
 use crate::phone::Phone;
 use crate::storage::now_ms;
@@ -663,55 +661,6 @@ impl ResetHooks for PluginHooks {
             runs.push(run);
         }
         runs
-    }
-
-    fn plugins(&self) -> Option<PluginsView> {
-        let registry = self.runtime.registry();
-        let plugins = registry
-            .entries
-            .iter()
-            .map(|entry| {
-                let spec = &entry.spec;
-                let (owner, tenants) = match &spec.owner {
-                    PluginOwner::Operator(TenantScope::All) => (None, vec!["*".to_owned()]),
-                    PluginOwner::Operator(TenantScope::Only(list)) => {
-                        (None, list.iter().map(|t| t.as_str().to_owned()).collect())
-                    }
-                    PluginOwner::Tenant(t) => (Some(t.clone()), vec![t.as_str().to_owned()]),
-                };
-                let loaded = entry.loaded.as_ref();
-                PluginStatus {
-                    name: spec.key.clone(),
-                    owner,
-                    file: spec.path.clone(),
-                    loaded: loaded.is_some(),
-                    state: match (loaded, entry.compiling) {
-                        (Some(_), _) => "loaded",
-                        (None, true) => "compiling",
-                        (None, false) => "failed",
-                    },
-                    compiled_from: loaded.map(|l| l.code.origin.as_str()),
-                    compile_ms: loaded.map(|l| l.code.compile_ms),
-                    sha256: loaded.map(|l| l.code.sha256.clone()),
-                    size_bytes: loaded.map(|l| l.code.size),
-                    loaded_at_ms: loaded.map(|l| l.loaded_at_ms),
-                    enabled: spec.enabled,
-                    hooks: spec.hooks.names(),
-                    tenants,
-                    fail_mode: spec.fail.as_str(),
-                    time_budget_ms: spec.time_budget.as_millis() as u64,
-                    memory_mib: (spec.memory_bytes >> 20) as u64,
-                    capabilities: spec.capabilities.names(),
-                    last_error: entry.last_error.clone(),
-                    calls: loaded.map(|l| l.counters.snapshot()).unwrap_or_default(),
-                }
-            })
-            .collect();
-        Some(PluginsView {
-            config_file: Some(self.runtime.config_file.clone()),
-            config_error: registry.config_error.clone(),
-            plugins,
-        })
     }
 
     fn attach_events(&self, events: &Arc<crate::events::EventBus>) {

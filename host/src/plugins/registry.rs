@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::compiled_cache::CompiledCache;
 use super::config::{PluginSpec, PluginsConfig, TenantPluginFile};
 use super::engine::{CompiledPlugin, PluginEngine};
+use super::view::CallCounts;
 use crate::core::tenant::TenantId;
-use crate::hooks::CallCounts;
 use crate::storage::now_ms;
 
 /// Call counts of one plugin key; they survive reloads.

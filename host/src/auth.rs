@@ -10,8 +10,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::core::tenant::{Caller, TenantId};
-use crate::storage::{StorageError, atomic::write_atomic, now_ms};
+use crate::storage::{StorageError, atomic::write_atomic};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {

@@ -26,7 +26,7 @@ use super::capability::{
 use super::engine::MemoryCap;
 use super::state::{StateScope, StateStore};
 use super::wit::latest::lila::hooks::{archive, credentials, host, http, state, types};
-use crate::storage::now_ms;
+use crate::clock::now_ms;
 
 /// Which hook a call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,12 +38,12 @@ use self::state::StateScope;
 pub use self::state::StateStore;
 pub use self::watch::PluginWatcher;
 use self::wit::latest::lila::hooks::types as latest;
+use crate::clock::now_ms;
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::hooks::{BeforeClear, HookOutcome, HookRun, ResetContext, ResetHooks, ResetReport};
 use crate::metrics::HookMetrics;
 use crate::phone::Phone;
-use crate::storage::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

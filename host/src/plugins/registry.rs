@@ -14,8 +14,8 @@ use super::compiled_cache::CompiledCache;
 use super::config::{PluginSpec, PluginsConfig, TenantPluginFile};
 use super::engine::{CompiledPlugin, PluginEngine};
 use super::view::CallCounts;
+use crate::clock::now_ms;
 use crate::core::tenant::TenantId;
-use crate::storage::now_ms;
 
 /// Call counts of one plugin key; they survive reloads.
 #[derive(Debug, Default)]

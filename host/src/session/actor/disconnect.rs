@@ -3,11 +3,11 @@
 use tracing::info;
 
 use super::SessionActor;
+use crate::clock::now_ms;
 use crate::core::record::DesiredState;
 use crate::core::reset_plan::{PurgeTargetKind, RemovedTarget, ResetPlan};
 use crate::core::tenant::Caller;
 use crate::session::{DisconnectReport, SessionError};
-use crate::storage::now_ms;
 
 impl SessionActor {
     /// Removes the session's credentials and their backups (not the outbox).

@@ -7,12 +7,13 @@ use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, error, info, warn};
 
 use super::{SessionActor, backoff};
+use crate::clock::now_ms;
 use crate::core::message_status::{MessageStatus, ReceiptKind};
 use crate::core::outbox::{OutboxMessage, Recipient, message_id};
 use crate::core::tenant::Caller;
 use crate::metrics::Metrics;
 use crate::session::SessionError;
-use crate::storage::{StorageError, now_ms};
+use crate::storage::StorageError;
 use crate::whatsapp::WhatsAppError;
 
 fn random_bytes<const N: usize>() -> [u8; N] {

@@ -10,6 +10,7 @@
 use tracing::{error, info, warn};
 
 use super::SessionActor;
+use crate::clock::now_ms;
 use crate::core::message_status::{MessageStatuses, RecipientChecks};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
@@ -20,7 +21,6 @@ use crate::core::tenant::Caller;
 use crate::hooks::{ResetContext, ResetReport};
 use crate::metrics::Metrics;
 use crate::session::{SessionError, describe_hook_runs};
-use crate::storage::now_ms;
 
 /// A new reset id: the clock and a random part. Unique enough for
 /// receivers to de-duplicate on; not a secret.

@@ -6,10 +6,9 @@
 
 use async_trait::async_trait;
 
-pub use crate::core::reset_report::{HookOutcome, HookRun, ResetReport, SessionSnapshot};
-
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PlannedRemoval;
+use crate::core::reset_report::{HookRun, ResetReport};
 use crate::core::tenant::TenantId;
 use crate::phone::Phone;
 

@@ -41,7 +41,8 @@ use self::wit::latest::lila::hooks::types as latest;
 use crate::clock::now_ms;
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
-use crate::hooks::{BeforeClear, HookOutcome, HookRun, ResetContext, ResetHooks, ResetReport};
+use crate::core::reset_report::{HookOutcome, HookRun, ResetReport};
+use crate::hooks::{BeforeClear, ResetContext, ResetHooks};
 use crate::metrics::HookMetrics;
 use crate::phone::Phone;
 

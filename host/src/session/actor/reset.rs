@@ -15,10 +15,10 @@ use crate::core::message_status::{MessageStatuses, RecipientChecks};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
 use crate::core::reset_plan::{PlannedRemoval, RemovedTarget, ResetPlan, ResetStep};
-use crate::core::reset_report::SessionSnapshot;
+use crate::core::reset_report::{ResetReport, SessionSnapshot};
 use crate::core::status::SessionState;
 use crate::core::tenant::Caller;
-use crate::hooks::{ResetContext, ResetReport};
+use crate::hooks::ResetContext;
 use crate::metrics::Metrics;
 use crate::session::{SessionError, describe_hook_runs};
 

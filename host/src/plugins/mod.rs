@@ -9,11 +9,10 @@
 //! records what happened for the reset's response, the log, the metrics and
 //! `GET /api/plugins`. `watch` hot-reloads the config and the plugin files.
 
-pub mod capability;
 pub(crate) mod compiled_cache;
-pub mod config;
 mod engine;
 mod event_hooks;
+pub mod import_limits;
 mod imports;
 mod registry;
 pub(crate) mod state;
@@ -30,7 +29,6 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use self::config::{FailMode, PluginsConfig};
 use self::engine::{CallEnd, EngineError, PluginEngine};
 use self::imports::{CallEnv, HookKind};
 use self::registry::{CallCounters, LoadedPlugin, Registry, ResetPlugin};
@@ -39,6 +37,7 @@ pub use self::state::StateStore;
 pub use self::watch::PluginWatcher;
 use self::wit::latest::lila::hooks::types as latest;
 use crate::clock::now_ms;
+use crate::config::plugins::{FailMode, PluginSpec, PluginsConfig, PluginsFile};
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::core::reset_report::{HookOutcome, HookRun, ResetReport};
@@ -216,7 +215,7 @@ impl Runtime {
         let section =
             crate::config::read_plugins_section(&self.config_file).map_err(|e| e.to_string())?;
         let base = self.config_file.parent().unwrap_or(Path::new("."));
-        let file = section.unwrap_or_else(config::PluginsFile::off);
+        let file = section.unwrap_or_else(PluginsFile::off);
         PluginsConfig::from_file(&file, base).map_err(|e| e.to_string())
     }
 
@@ -333,7 +332,7 @@ impl Runtime {
     /// compiling when the phase's budget ran out; logged and counted.
     fn not_ready(
         &self,
-        spec: &config::PluginSpec,
+        spec: &PluginSpec,
         hook: HookKind,
         phase_started: Instant,
         tenant: &str,
@@ -509,7 +508,7 @@ impl ResetHooks for PluginHooks {
         };
         let phase_started = Instant::now();
         let phase_deadline = phase_started + config.before_clear_total;
-        let wanted = |s: &config::PluginSpec| s.hooks.before_clear;
+        let wanted = |s: &PluginSpec| s.hooks.before_clear;
         let registry = rt
             .registry_when(
                 |r| r.waits_for_compiling(ctx.tenant.as_ref(), wanted),
@@ -604,7 +603,7 @@ impl ResetHooks for PluginHooks {
         };
         let phase_started = Instant::now();
         let phase_deadline = phase_started + config.after_clear_total;
-        let wanted = |s: &config::PluginSpec| s.hooks.after_clear;
+        let wanted = |s: &PluginSpec| s.hooks.after_clear;
         let registry = rt
             .registry_when(
                 |r| r.waits_for_compiling(report.tenant.as_ref(), wanted),

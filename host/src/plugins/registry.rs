@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::compiled_cache::CompiledCache;
-use super::config::{PluginSpec, PluginsConfig, TenantPluginFile};
 use super::engine::{CompiledPlugin, PluginEngine};
 use super::view::CallCounts;
 use crate::clock::now_ms;
+use crate::config::plugins::{PluginSpec, PluginsConfig, TenantPluginFile};
 use crate::core::tenant::TenantId;
 
 /// Call counts of one plugin key; they survive reloads.

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::PluginHooks;
-use super::config::{PluginOwner, TenantScope};
+use crate::config::plugins::{PluginOwner, TenantScope};
 use crate::core::tenant::TenantId;
 
 /// How often one plugin's calls ended each way, since the process started.

@@ -15,6 +15,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use self::plugins::{PluginsConfig, PluginsFile};
+
+pub mod capabilities;
+pub mod plugins;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
@@ -229,8 +234,8 @@ pub struct ConfigFile {
     pub sessions: SessionsFile,
     #[serde(default)]
     pub events: EventsFile,
-    /// The plugin runtime's section (`plugins::config` checks it).
-    pub plugins: Option<crate::plugins::config::PluginsFile>,
+    /// The plugin runtime's section (`config::plugins` checks it).
+    pub plugins: Option<PluginsFile>,
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -309,12 +314,10 @@ impl Config {
         if let Some(plugins) = &file.plugins {
             // Checked now so that a bad section stops `serve` at start-up;
             // the runtime re-reads and re-checks it on every reload.
-            crate::plugins::config::PluginsConfig::from_file(plugins, Path::new(".")).map_err(
-                |e| ConfigError::Value {
-                    name: "plugins",
-                    reason: e.0,
-                },
-            )?;
+            PluginsConfig::from_file(plugins, Path::new(".")).map_err(|e| ConfigError::Value {
+                name: "plugins",
+                reason: e.0,
+            })?;
             config.plugins_configured = true;
         }
         if let Some(bind) = env("LILA_BIND").or(file.bind) {
@@ -423,9 +426,7 @@ impl Config {
 
 /// The `[plugins]` section of the config file at `path`, read afresh (the
 /// plugin runtime calls this on every reload).
-pub fn read_plugins_section(
-    path: &Path,
-) -> Result<Option<crate::plugins::config::PluginsFile>, ConfigError> {
+pub fn read_plugins_section(path: &Path) -> Result<Option<PluginsFile>, ConfigError> {
     Ok(read_file(path)?.plugins)
 }
 

@@ -51,8 +51,15 @@ pub enum PluginError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Config(String),
-    #[error("cannot watch {path}: {reason}")]
-    Watch { path: PathBuf, reason: String },
+    #[error("cannot start the plugin compiler thread: {0}")]
+    CompilerThread(#[source] std::io::Error),
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        /// `notify`'s error, or the failure to start the reload thread.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -112,9 +119,7 @@ impl PluginHooks {
         std::thread::Builder::new()
             .name("lila-plugin-compile".into())
             .spawn(move || compiling.complete(pending))
-            .map_err(|e| {
-                PluginError::Config(format!("cannot start the plugin compiler thread: {e}"))
-            })?;
+            .map_err(PluginError::CompilerThread)?;
         Ok(Arc::new(PluginHooks {
             runtime,
             watcher: Mutex::new(None),

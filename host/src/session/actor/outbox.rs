@@ -38,11 +38,11 @@ impl SessionActor {
     ) -> Result<OutboxMessage, SessionError> {
         self.check_access(caller, false)?;
         if let Some(damage) = &self.outbox_damaged {
-            return Err(SessionError::Storage(StorageError::Corrupt {
-                path: self.ctx.layout.outbox_file(&self.phone),
-                what: "outbox",
-                reason: damage.clone(),
-            }));
+            return Err(SessionError::Storage(StorageError::corrupt(
+                &self.ctx.layout.outbox_file(&self.phone),
+                "outbox",
+                damage.clone(),
+            )));
         }
         let to = Recipient::parse(to).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let message = OutboxMessage::new(message_id(random_bytes()), to, text, now_ms())

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use lila::hooks::ResetHooks;
 use lila::plugins::PluginHooks;
 use support::Harness;
 use support::wasm::component;
@@ -63,7 +62,7 @@ async fn receiver() -> String {
 }
 
 fn sha(hooks: &PluginHooks) -> Option<String> {
-    hooks.plugins()?.plugins.first()?.sha256.clone()
+    hooks.view().plugins.first()?.sha256.clone()
 }
 
 #[tokio::main]

@@ -10,8 +10,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::core::tenant::{Caller, TenantId};
-use crate::storage::{StorageError, atomic::write_atomic, now_ms};
+use crate::clock::now_ms;
+use crate::core::tenant::{Caller, TenantId, TenantIdError};
+use crate::storage::{StorageError, atomic::write_atomic};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -28,11 +29,11 @@ pub enum AuthError {
     #[error("the token has no companyId (and is not an operator token)")]
     NoTenant,
     #[error("the token's companyId is not valid: {0}")]
-    BadTenant(String),
+    BadTenant(#[source] TenantIdError),
     #[error("the JWT secret cannot be used: {0}")]
-    Key(String),
+    Key(#[source] jsonwebtoken::errors::Error),
     #[error("could not sign a token: {0}")]
-    Sign(String),
+    Sign(#[source] jsonwebtoken::errors::Error),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,10 +58,9 @@ impl JwtAuth {
         validation.set_required_spec_claims(&["exp"]);
         validation.leeway = 30;
         validation.validate_nbf = true;
-        let key_error = |e: jsonwebtoken::errors::Error| AuthError::Key(e.to_string());
         Ok(JwtAuth {
-            decoding: DecodingKey::from_secret(secret).map_err(key_error)?,
-            encoding: EncodingKey::from_secret(secret).map_err(key_error)?,
+            decoding: DecodingKey::from_secret(secret).map_err(AuthError::Key)?,
+            encoding: EncodingKey::from_secret(secret).map_err(AuthError::Key)?,
             validation,
         })
     }
@@ -88,7 +88,7 @@ impl JwtAuth {
         };
         TenantId::parse(&company)
             .map(Caller::Tenant)
-            .map_err(|e| AuthError::BadTenant(e.to_string()))
+            .map_err(AuthError::BadTenant)
     }
 
     /// Signs a token for `tenant` (or an operator token), valid for `ttl`.
@@ -104,7 +104,7 @@ impl JwtAuth {
             exp: now_ms() / 1000 + ttl.as_secs(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| AuthError::Sign(e.to_string()))
+            .map_err(AuthError::Sign)
     }
 }
 
@@ -134,7 +134,7 @@ pub fn load_or_create_secret(
     }
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw)
-        .map_err(|e| StorageError::io(secret_file, std::io::Error::other(e.to_string())))?;
+        .map_err(|e| StorageError::io(secret_file, std::io::Error::other(e)))?;
     let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     // Created 0600 (and its directory 0700) by write_atomic, never chmod-ed after.
     write_atomic(secret_file, secret.as_bytes())?;

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
+use crate::clock::now_ms;
 use crate::config::EventsConfig;
 use crate::core::event::{Event, EventKind};
 use crate::core::tenant::TenantId;
 use crate::phone::Phone;
-use crate::storage::now_ms;
 
 pub struct EventBus {
     inner: Mutex<Ring>,

@@ -113,8 +113,8 @@ pub fn plugins_toml(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(file) = toml::from_str::<crate::plugins::config::PluginsFile>(text) {
-        let _ = crate::plugins::config::PluginsConfig::from_file(&file, Path::new("/etc/lila"));
+    if let Ok(file) = toml::from_str::<crate::config::plugins::PluginsFile>(text) {
+        let _ = crate::config::plugins::PluginsConfig::from_file(&file, Path::new("/etc/lila"));
     }
 }
 

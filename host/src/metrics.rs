@@ -4,8 +4,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
+use crate::core::reset_report::HookOutcome;
 use crate::core::status::ConnectFailureCause;
-use crate::hooks::HookOutcome;
 
 #[derive(Debug, Default)]
 pub struct Metrics {

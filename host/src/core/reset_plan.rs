@@ -1,4 +1,6 @@
-//! The reset plan: what a `clear` removes, and in what order.
+//! The reset's vocabulary: the plan (what a `clear` removes, and in what
+//! order), its named steps, what each target holds before the purge
+//! (`PlannedRemoval`) and what was removed (`RemovedTarget`).
 //!
 //! Order matters only for how long dangerous files live, not for
 //! correctness: the purge journal is written before the first deletion, so a
@@ -123,6 +125,28 @@ impl ResetPlan {
             ],
         }
     }
+}
+
+/// One target of the plan before the purge: what it holds now, for the
+/// `before_clear` hooks.
+#[derive(Debug, Clone)]
+pub struct PlannedRemoval {
+    pub kind: PurgeTargetKind,
+    /// The target, relative to the data root.
+    pub path: PathBuf,
+    /// Files under the target, relative to the data root, with their sizes.
+    pub files: Vec<(PathBuf, u64)>,
+}
+
+/// One target of the plan after the purge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedTarget {
+    pub kind: PurgeTargetKind,
+    /// The target, relative to the data root.
+    pub path: PathBuf,
+    pub existed: bool,
+    pub files: usize,
+    pub bytes: u64,
 }
 
 #[cfg(test)]

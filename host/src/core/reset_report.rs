@@ -8,10 +8,8 @@
 //! what happened. The files removed and the logout are filled in once they
 //! are done.
 
-use std::path::PathBuf;
-
 use crate::core::outbox::OutboxMessage;
-use crate::core::reset_plan::PurgeTargetKind;
+use crate::core::reset_plan::RemovedTarget;
 use crate::core::tenant::TenantId;
 use crate::phone::Phone;
 
@@ -76,17 +74,6 @@ pub struct HookRun {
     pub duration_ms: u64,
 }
 
-/// One target of the reset plan after the purge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemovedTarget {
-    pub kind: PurgeTargetKind,
-    /// The target, relative to the data root.
-    pub path: PathBuf,
-    pub existed: bool,
-    pub files: usize,
-    pub bytes: u64,
-}
-
 /// The session as it was when the reset started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSnapshot {
@@ -125,7 +112,10 @@ impl ResetReport {
 
 #[cfg(test)]
 pub(crate) mod sample {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::core::reset_plan::PurgeTargetKind;
 
     /// A report with a little of everything, for tests of what holds one.
     pub(crate) fn report(phone: &str, tenant: &str) -> ResetReport {

@@ -10,7 +10,8 @@ use super::json::Success;
 use super::reset::HookName;
 use super::responses::{NoToken, OperatorsOnly};
 use super::{ApiError, AppState};
-use crate::hooks::{PluginStatus, PluginsView};
+use crate::plugins::PluginHooks;
+use crate::plugins::view::{PluginStatus, PluginsView};
 
 /// `GET /api/plugins`: operators only. A tenant gets 403: the list names
 /// other tenants and their plugins, and unlike a session there is nothing
@@ -28,7 +29,12 @@ pub async fn list_plugins(
     AuthCaller(caller): AuthCaller,
 ) -> Result<Success<PluginsBody>, ApiError> {
     operator_only(&caller, "list plugins")?;
-    let view = state.gateway.hooks().plugins().unwrap_or_default();
+    // No plugin runtime behind the hooks (no `[plugins]` section): nothing is loaded.
+    let hooks: &dyn std::any::Any = &**state.gateway.hooks();
+    let view = hooks
+        .downcast_ref::<PluginHooks>()
+        .map(PluginHooks::view)
+        .unwrap_or_default();
     Ok(Success::new(PluginsBody::from(&view)))
 }
 

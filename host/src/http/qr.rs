@@ -11,13 +11,15 @@ const QUIET_ZONE: usize = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum QrError {
     #[error("the QR payload cannot be encoded: {0}")]
-    Encode(String),
+    Encode(#[source] qrcode::types::QrError),
     #[error("PNG encoding failed: {0}")]
-    Png(String),
+    Png(#[source] png::EncodingError),
+    #[error("PNG encoding failed: {0}")]
+    Size(#[source] std::num::TryFromIntError),
 }
 
 pub fn png_data_url(payload: &str) -> Result<String, QrError> {
-    let code = QrCode::new(payload.as_bytes()).map_err(|e| QrError::Encode(e.to_string()))?;
+    let code = QrCode::new(payload.as_bytes()).map_err(QrError::Encode)?;
     let modules = code.width();
     let colors = code.to_colors();
     let side = (modules + 2 * QUIET_ZONE) * SCALE;
@@ -33,16 +35,12 @@ pub fn png_data_url(payload: &str) -> Result<String, QrError> {
     }
     let mut png_bytes = Vec::new();
     {
-        let side = u32::try_from(side).map_err(|e| QrError::Png(e.to_string()))?;
+        let side = u32::try_from(side).map_err(QrError::Size)?;
         let mut encoder = png::Encoder::new(&mut png_bytes, side, side);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder
-            .write_header()
-            .map_err(|e| QrError::Png(e.to_string()))?;
-        writer
-            .write_image_data(&pixels)
-            .map_err(|e| QrError::Png(e.to_string()))?;
+        let mut writer = encoder.write_header().map_err(QrError::Png)?;
+        writer.write_image_data(&pixels).map_err(QrError::Png)?;
     }
     Ok(format!(
         "data:image/png;base64,{}",

@@ -12,8 +12,8 @@ use super::json::{ErrorBody, Success};
 use super::responses::{BadPhone, HostFailed, NoSession, NoToken, SessionTimeout};
 use super::sessions::SessionStatus;
 use super::{ApiError, AppState};
-use crate::core::reset_plan::PurgeTargetKind;
-use crate::core::reset_report::{HookOutcome, HookRun, RemovedTarget, ResetReport};
+use crate::core::reset_plan::{PurgeTargetKind, RemovedTarget};
+use crate::core::reset_report::{HookOutcome, HookRun, ResetReport};
 use crate::phone::Phone;
 use crate::session::DisconnectReport;
 

@@ -33,6 +33,8 @@ const MAX_WASM_STACK: usize = 1 << 20;
 pub enum EngineError {
     #[error("the wasm engine could not be set up: {0}")]
     Setup(String),
+    #[error("the wasm engine could not be set up: epoch ticker: {0}")]
+    Ticker(#[source] std::io::Error),
     #[error("not a loadable lila:hooks component: {0}")]
     Compile(String),
     #[error("not a loadable lila:hooks component: {0}")]
@@ -122,7 +124,7 @@ impl PluginEngine {
                     ticking.increment_epoch();
                 }
             })
-            .map_err(|e| EngineError::Setup(format!("epoch ticker: {e}")))?;
+            .map_err(EngineError::Ticker)?;
         Ok(PluginEngine {
             engine,
             linker,

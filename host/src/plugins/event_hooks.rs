@@ -19,8 +19,8 @@ use super::imports::HookKind;
 use super::wit::latest::exports::lila::hooks::events as wit_events;
 use super::{Runtime, elapsed_ms, wit_report};
 use crate::core::event::{Event, EventKind};
+use crate::core::reset_report::{HookOutcome, HookRun};
 use crate::events::{EventBus, Received};
-use crate::hooks::{HookOutcome, HookRun};
 
 /// Starts the dispatcher on the current tokio runtime (none: nothing to do,
 /// and said so).

@@ -18,15 +18,16 @@ use tracing::{debug, error, info, trace, warn};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::capability::{
-    Capabilities, MAX_ARCHIVE_BYTES, MAX_CREDENTIAL_BYTES, MAX_HTTP_REQUEST_BYTES,
-    MAX_HTTP_RESPONSE_BYTES, MAX_HTTP_TIMEOUT_MS, MAX_LOG_BYTES, MAX_LOG_LINES_PER_CALL,
-    check_archive_name, numbered_archive_name, truncate_utf8,
-};
 use super::engine::MemoryCap;
+use super::import_limits::{
+    MAX_ARCHIVE_BYTES, MAX_CREDENTIAL_BYTES, MAX_HTTP_REQUEST_BYTES, MAX_HTTP_RESPONSE_BYTES,
+    MAX_HTTP_TIMEOUT_MS, MAX_LOG_BYTES, MAX_LOG_LINES_PER_CALL, check_archive_name,
+    numbered_archive_name, truncate_utf8,
+};
 use super::state::{StateScope, StateStore};
 use super::wit::latest::lila::hooks::{archive, credentials, host, http, state, types};
-use crate::storage::now_ms;
+use crate::clock::now_ms;
+use crate::config::capabilities::Capabilities;
 
 /// Which hook a call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,14 +9,14 @@
 //! records what happened for the reset's response, the log, the metrics and
 //! `GET /api/plugins`. `watch` hot-reloads the config and the plugin files.
 
-pub mod capability;
 pub(crate) mod compiled_cache;
-pub mod config;
 mod engine;
 mod event_hooks;
+pub mod import_limits;
 mod imports;
 mod registry;
 pub(crate) mod state;
+pub mod view;
 mod watch;
 mod wit;
 
@@ -29,7 +29,6 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use self::config::{FailMode, PluginOwner, PluginsConfig, TenantScope};
 use self::engine::{CallEnd, EngineError, PluginEngine};
 use self::imports::{CallEnv, HookKind};
 use self::registry::{CallCounters, LoadedPlugin, Registry, ResetPlugin};
@@ -37,15 +36,14 @@ use self::state::StateScope;
 pub use self::state::StateStore;
 pub use self::watch::PluginWatcher;
 use self::wit::latest::lila::hooks::types as latest;
+use crate::clock::now_ms;
+use crate::config::plugins::{FailMode, PluginSpec, PluginsConfig, PluginsFile};
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
-use crate::hooks::{
-    BeforeClear, HookOutcome, HookRun, PluginStatus, PluginsView, ResetContext, ResetHooks,
-    ResetReport,
-};
+use crate::core::reset_report::{HookOutcome, HookRun, ResetReport};
+use crate::hooks::{BeforeClear, ResetContext, ResetHooks};
 use crate::metrics::HookMetrics;
 use crate::phone::Phone;
-use crate::storage::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -53,8 +51,15 @@ pub enum PluginError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Config(String),
-    #[error("cannot watch {path}: {reason}")]
-    Watch { path: PathBuf, reason: String },
+    #[error("cannot start the plugin compiler thread: {0}")]
+    CompilerThread(#[source] std::io::Error),
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        /// `notify`'s error, or the failure to start the reload thread.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -114,9 +119,7 @@ impl PluginHooks {
         std::thread::Builder::new()
             .name("lila-plugin-compile".into())
             .spawn(move || compiling.complete(pending))
-            .map_err(|e| {
-                PluginError::Config(format!("cannot start the plugin compiler thread: {e}"))
-            })?;
+            .map_err(PluginError::CompilerThread)?;
         Ok(Arc::new(PluginHooks {
             runtime,
             watcher: Mutex::new(None),
@@ -217,7 +220,7 @@ impl Runtime {
         let section =
             crate::config::read_plugins_section(&self.config_file).map_err(|e| e.to_string())?;
         let base = self.config_file.parent().unwrap_or(Path::new("."));
-        let file = section.unwrap_or_else(config::PluginsFile::off);
+        let file = section.unwrap_or_else(PluginsFile::off);
         PluginsConfig::from_file(&file, base).map_err(|e| e.to_string())
     }
 
@@ -334,7 +337,7 @@ impl Runtime {
     /// compiling when the phase's budget ran out; logged and counted.
     fn not_ready(
         &self,
-        spec: &config::PluginSpec,
+        spec: &PluginSpec,
         hook: HookKind,
         phase_started: Instant,
         tenant: &str,
@@ -510,7 +513,7 @@ impl ResetHooks for PluginHooks {
         };
         let phase_started = Instant::now();
         let phase_deadline = phase_started + config.before_clear_total;
-        let wanted = |s: &config::PluginSpec| s.hooks.before_clear;
+        let wanted = |s: &PluginSpec| s.hooks.before_clear;
         let registry = rt
             .registry_when(
                 |r| r.waits_for_compiling(ctx.tenant.as_ref(), wanted),
@@ -605,7 +608,7 @@ impl ResetHooks for PluginHooks {
         };
         let phase_started = Instant::now();
         let phase_deadline = phase_started + config.after_clear_total;
-        let wanted = |s: &config::PluginSpec| s.hooks.after_clear;
+        let wanted = |s: &PluginSpec| s.hooks.after_clear;
         let registry = rt
             .registry_when(
                 |r| r.waits_for_compiling(report.tenant.as_ref(), wanted),
@@ -663,55 +666,6 @@ impl ResetHooks for PluginHooks {
             runs.push(run);
         }
         runs
-    }
-
-    fn plugins(&self) -> Option<PluginsView> {
-        let registry = self.runtime.registry();
-        let plugins = registry
-            .entries
-            .iter()
-            .map(|entry| {
-                let spec = &entry.spec;
-                let (owner, tenants) = match &spec.owner {
-                    PluginOwner::Operator(TenantScope::All) => (None, vec!["*".to_owned()]),
-                    PluginOwner::Operator(TenantScope::Only(list)) => {
-                        (None, list.iter().map(|t| t.as_str().to_owned()).collect())
-                    }
-                    PluginOwner::Tenant(t) => (Some(t.clone()), vec![t.as_str().to_owned()]),
-                };
-                let loaded = entry.loaded.as_ref();
-                PluginStatus {
-                    name: spec.key.clone(),
-                    owner,
-                    file: spec.path.clone(),
-                    loaded: loaded.is_some(),
-                    state: match (loaded, entry.compiling) {
-                        (Some(_), _) => "loaded",
-                        (None, true) => "compiling",
-                        (None, false) => "failed",
-                    },
-                    compiled_from: loaded.map(|l| l.code.origin.as_str()),
-                    compile_ms: loaded.map(|l| l.code.compile_ms),
-                    sha256: loaded.map(|l| l.code.sha256.clone()),
-                    size_bytes: loaded.map(|l| l.code.size),
-                    loaded_at_ms: loaded.map(|l| l.loaded_at_ms),
-                    enabled: spec.enabled,
-                    hooks: spec.hooks.names(),
-                    tenants,
-                    fail_mode: spec.fail.as_str(),
-                    time_budget_ms: spec.time_budget.as_millis() as u64,
-                    memory_mib: (spec.memory_bytes >> 20) as u64,
-                    capabilities: spec.capabilities.names(),
-                    last_error: entry.last_error.clone(),
-                    calls: loaded.map(|l| l.counters.snapshot()).unwrap_or_default(),
-                }
-            })
-            .collect();
-        Some(PluginsView {
-            config_file: Some(self.runtime.config_file.clone()),
-            config_error: registry.config_error.clone(),
-            plugins,
-        })
     }
 
     fn attach_events(&self, events: &Arc<crate::events::EventBus>) {

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::compiled_cache::CompiledCache;
-use super::config::{PluginSpec, PluginsConfig, TenantPluginFile};
 use super::engine::{CompiledPlugin, PluginEngine};
+use super::view::CallCounts;
+use crate::clock::now_ms;
+use crate::config::plugins::{PluginSpec, PluginsConfig, TenantPluginFile};
 use crate::core::tenant::TenantId;
-use crate::hooks::CallCounts;
-use crate::storage::now_ms;
 
 /// Call counts of one plugin key; they survive reloads.
 #[derive(Debug, Default)]

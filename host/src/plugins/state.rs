@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::capability::check_state_set;
-use super::config::PluginOwner;
+use super::import_limits::check_state_set;
+use crate::config::plugins::PluginOwner;
 
 const STATE_FORMAT_VERSION: u32 = 1;
 
@@ -234,8 +234,8 @@ pub fn decode_state(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::plugins::TenantScope;
     use crate::core::tenant::TenantId;
-    use crate::plugins::config::TenantScope;
 
     /// What a store must do, whichever backend: keep, separate scopes,
     /// survive being opened anew (`reopen`), and hold the limits.
@@ -251,7 +251,7 @@ mod tests {
         reopened.remove(&acme, "k").await.unwrap();
         assert_eq!(open().get(&acme, "k").await, None);
         // Full at MAX_STATE_KEYS: a new key is refused, an existing one may change.
-        for i in 0..super::super::capability::MAX_STATE_KEYS {
+        for i in 0..super::super::import_limits::MAX_STATE_KEYS {
             store.set(&globex, &format!("k{i}"), "x").await.unwrap();
         }
         let full = store.set(&globex, "one-more", "x").await.unwrap_err();

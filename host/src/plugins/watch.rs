@@ -53,7 +53,7 @@ pub(super) fn start(
     })
     .map_err(|e| PluginError::Watch {
         path: runtime.config_file.clone(),
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     for (folder, mode) in &folders {
         // A folder that does not exist yet is created so that a plugin
@@ -63,7 +63,7 @@ pub(super) fn start(
             .watch(folder, *mode)
             .map_err(|e| PluginError::Watch {
                 path: folder.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
     }
     let reloads = Arc::new(AtomicU64::new(0));
@@ -82,7 +82,7 @@ pub(super) fn start(
         })
         .map_err(|e| PluginError::Watch {
             path: config_file,
-            reason: e.to_string(),
+            source: e.into(),
         })?;
     tracing::info!(folders = ?folders.iter().map(|(f, _)| f.display().to_string()).collect::<Vec<_>>(), "watching plugins for changes");
     Ok(PluginWatcher {

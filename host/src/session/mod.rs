@@ -20,9 +20,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::core::message_status::MessageStatus;
 use crate::core::outbox::OutboxMessage;
+use crate::core::reset_plan::RemovedTarget;
+use crate::core::reset_report::{HookRun, ResetReport};
 use crate::core::tenant::{Caller, TenantId};
 use crate::events::EventBus;
-use crate::hooks::{HookRun, ResetHooks, ResetReport};
+use crate::hooks::ResetHooks;
 use crate::layout::DataLayout;
 use crate::metrics::Metrics;
 use crate::phone::Phone;
@@ -31,7 +33,6 @@ use crate::storage::StorageError;
 use crate::storage::phone_store::PhoneStore;
 use crate::whatsapp::{GroupInfo, WhatsApp, WhatsAppError};
 
-pub use crate::storage::purge::RemovedSummary;
 pub use index::{IndexEntry, SessionIndex};
 
 /// What every session actor shares.
@@ -102,7 +103,7 @@ pub struct SessionView {
 #[derive(Debug, Clone)]
 pub struct DisconnectReport {
     pub logged_out: bool,
-    pub removed: Vec<RemovedSummary>,
+    pub removed: Vec<RemovedTarget>,
     pub pending_messages_kept: usize,
 }
 

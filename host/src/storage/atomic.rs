@@ -52,11 +52,7 @@ pub fn write_json_or_remove<T: serde::Serialize>(
             Err(e) => Err(StorageError::io(path, e)),
         };
     };
-    let bytes = serde_json::to_vec(value).map_err(|e| StorageError::Corrupt {
-        path: path.to_owned(),
-        what,
-        reason: e.to_string(),
-    })?;
+    let bytes = serde_json::to_vec(value).map_err(|e| StorageError::corrupt_from(path, what, e))?;
     write_atomic(path, &bytes)
 }
 

@@ -21,10 +21,10 @@ use crate::phone::Phone;
 const PREFIX: &str = "backup-";
 const SUFFIX: &str = ".db";
 
-fn sqlite_err(path: &Path, e: impl std::fmt::Display) -> StorageError {
+fn sqlite_err(path: &Path, e: impl Into<super::BoxedError>) -> StorageError {
     StorageError::Sqlite {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 

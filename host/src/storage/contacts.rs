@@ -64,7 +64,8 @@ pub fn encode_bytes(contacts: &BTreeMap<String, String>) -> Result<Vec<u8>, Stor
             })
             .collect(),
     };
-    serde_json::to_vec(&file).map_err(|e| StorageError::corrupt(Path::new("contacts"), WHAT, e))
+    serde_json::to_vec(&file)
+        .map_err(|e| StorageError::corrupt_from(Path::new("contacts"), WHAT, e))
 }
 
 /// Saves only into an existing session directory: contacts must never

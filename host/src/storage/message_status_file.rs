@@ -104,7 +104,7 @@ pub fn encode_bytes(statuses: &MessageStatuses) -> Result<Option<Vec<u8>>, Stora
     encode(statuses)
         .map(|file| serde_json::to_vec(&file))
         .transpose()
-        .map_err(|e| StorageError::corrupt(Path::new("status"), WHAT, e))
+        .map_err(|e| StorageError::corrupt_from(Path::new("status"), WHAT, e))
 }
 
 pub fn save(

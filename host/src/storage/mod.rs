@@ -30,9 +30,17 @@ pub enum StorageError {
         path: PathBuf,
         what: &'static str,
         reason: String,
+        /// The decoder's (or encoder's) own error, when there is one; its
+        /// sentence is `reason`.
+        #[source]
+        source: Option<BoxedError>,
     },
-    #[error("SQLite error on {path}: {reason}")]
-    Sqlite { path: PathBuf, reason: String },
+    #[error("SQLite error on {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: BoxedError,
+    },
     #[error("refusing to touch {path}: it is outside the data root")]
     OutsideRoot { path: PathBuf },
     #[error("database error: {source}")]
@@ -60,19 +68,31 @@ impl StorageError {
         }
     }
 
-    pub fn corrupt(path: &Path, what: &'static str, reason: impl ToString) -> StorageError {
+    /// A file that breaks a rule of its format, in a sentence of our own.
+    pub fn corrupt(path: &Path, what: &'static str, reason: impl Into<String>) -> StorageError {
         StorageError::Corrupt {
             path: path.to_owned(),
             what,
-            reason: reason.to_string(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A file its decoder (or encoder) refused, with the decoder's error as the source.
+    pub fn corrupt_from(
+        path: &Path,
+        what: &'static str,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> StorageError {
+        StorageError::Corrupt {
+            path: path.to_owned(),
+            what,
+            reason: error.to_string(),
+            source: Some(Box::new(error)),
         }
     }
 }
 
-/// Milliseconds since the Unix epoch, for records and file names.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// The error of a library whose error types vary (SQLite's connection and
+/// query errors, a decoder's).
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;

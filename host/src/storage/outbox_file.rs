@@ -53,7 +53,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Outbox, StorageError> {
     let file: OutboxFile = parse(path, WHAT, bytes, &[VERSION])?;
     let mut messages = Vec::with_capacity(file.messages.len());
     for m in file.messages {
-        let to = Recipient::parse(&m.to).map_err(|e| StorageError::corrupt(path, WHAT, e))?;
+        let to = Recipient::parse(&m.to).map_err(|e| StorageError::corrupt_from(path, WHAT, e))?;
         messages.push(OutboxMessage {
             id: m.id,
             to,
@@ -88,7 +88,7 @@ pub fn encode_bytes(outbox: &Outbox) -> Result<Option<Vec<u8>>, StorageError> {
     encode(outbox)
         .map(|file| serde_json::to_vec(&file))
         .transpose()
-        .map_err(|e| StorageError::corrupt(Path::new("outbox"), WHAT, e))
+        .map_err(|e| StorageError::corrupt_from(Path::new("outbox"), WHAT, e))
 }
 
 pub fn save(layout: &DataLayout, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {

@@ -24,10 +24,8 @@ use super::atomic::write_atomic;
 use super::versioned::{Versioned, parse, read_if_present};
 use crate::core::outbox::{OutboxMessage, Recipient};
 use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
-use crate::core::reset_plan::PurgeTargetKind;
-use crate::core::reset_report::{
-    HookOutcome, HookRun, RemovedTarget, ResetReport, SessionSnapshot, hook_name,
-};
+use crate::core::reset_plan::{PurgeTargetKind, RemovedTarget};
+use crate::core::reset_report::{HookOutcome, HookRun, ResetReport, SessionSnapshot, hook_name};
 use crate::core::tenant::TenantId;
 use crate::layout::DataLayout;
 use crate::phone::Phone;
@@ -245,7 +243,9 @@ pub fn decode(path: &Path, phone: &Phone, bytes: &[u8]) -> Result<PhoneRecord, S
     let corrupt = |reason: String| StorageError::corrupt(path, WHAT, reason);
     let file: RecordFile = parse(path, WHAT, bytes, &[VERSION, VERSION_WITHOUT_REPORT])?;
     let owner = match file.owner {
-        Some(owner) => Some(TenantId::parse(&owner).map_err(|e| corrupt(e.to_string()))?),
+        Some(owner) => {
+            Some(TenantId::parse(&owner).map_err(|e| StorageError::corrupt_from(path, WHAT, e))?)
+        }
         None => None,
     };
     let desired = DesiredState::parse(&file.desired)
@@ -271,7 +271,8 @@ pub fn encode_bytes(record: &PhoneRecord) -> Result<Vec<u8>, StorageError> {
         purge: record.purge.as_ref().map(PurgeFile::from_journal),
         updated_at_ms: record.updated_at_ms,
     };
-    serde_json::to_vec_pretty(&file).map_err(|e| StorageError::corrupt(Path::new("phone"), WHAT, e))
+    serde_json::to_vec_pretty(&file)
+        .map_err(|e| StorageError::corrupt_from(Path::new("phone"), WHAT, e))
 }
 
 pub fn save(layout: &DataLayout, phone: &Phone, record: &PhoneRecord) -> Result<(), StorageError> {

@@ -19,8 +19,7 @@ use super::{
 use crate::core::message_status::MessageStatuses;
 use crate::core::outbox::Outbox;
 use crate::core::record::PhoneRecord;
-use crate::core::reset_plan::{PurgeTarget, ResetPlan};
-use crate::hooks::{PlannedRemoval, RemovedTarget};
+use crate::core::reset_plan::{PlannedRemoval, PurgeTarget, RemovedTarget, ResetPlan};
 use crate::layout::DataLayout;
 use crate::phone::Phone;
 use crate::whatsapp::ClientStore;

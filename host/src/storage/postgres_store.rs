@@ -19,8 +19,7 @@ use super::{StorageError, contacts, message_status_file, outbox_file, phone_reco
 use crate::core::message_status::MessageStatuses;
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord};
-use crate::core::reset_plan::{PurgeTargetKind, ResetPlan};
-use crate::hooks::{PlannedRemoval, RemovedTarget};
+use crate::core::reset_plan::{PlannedRemoval, PurgeTargetKind, RemovedTarget, ResetPlan};
 use crate::phone::Phone;
 
 /// The PostgreSQL store of one node.

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::StorageError;
 use super::atomic::sync_dir;
-use crate::core::reset_plan::{PurgeTargetKind, ResetPlan};
-use crate::hooks::{PlannedRemoval, RemovedTarget};
+use crate::core::reset_plan::{PlannedRemoval, PurgeTargetKind, RemovedTarget, ResetPlan};
 use crate::layout::DataLayout;
 
 /// What one removal found and removed.
@@ -99,9 +98,6 @@ fn inventory(dir: &Path, relative: &Path, removed: &mut Removed) {
 }
 
 // --- a reset plan on disk ---
-
-/// One removed target, as responses report it.
-pub type RemovedSummary = RemovedTarget;
 
 fn relative(root: &Path, path: &Path) -> PathBuf {
     path.strip_prefix(root)

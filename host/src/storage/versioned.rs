@@ -33,7 +33,7 @@ pub fn parse<T: Versioned>(
     accepted: &[u32],
 ) -> Result<T, StorageError> {
     let file: T =
-        serde_json::from_slice(bytes).map_err(|e| StorageError::corrupt(path, what, e))?;
+        serde_json::from_slice(bytes).map_err(|e| StorageError::corrupt_from(path, what, e))?;
     if !accepted.contains(&file.version()) {
         return Err(StorageError::corrupt(
             path,

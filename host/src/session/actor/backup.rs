@@ -6,8 +6,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::SessionActor;
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::storage::{StorageError, backups, now_ms};
+use crate::storage::{StorageError, backups};
 
 impl SessionActor {
     /// Whether this session's store is snapshotted: a SQLite file with a

@@ -8,10 +8,10 @@ use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, error, info, warn};
 
 use super::{SessionActor, backoff};
+use crate::clock::now_ms;
 use crate::core::record::DesiredState;
 use crate::core::status::{Reaction, SessionEvent};
 use crate::metrics::Metrics;
-use crate::storage::now_ms;
 use crate::whatsapp::{ClientNotice, EventSink, WhatsAppClient, WhatsAppError};
 
 /// Contacts arrive in bursts (history sync); they are written at most this often.

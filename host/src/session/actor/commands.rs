@@ -6,12 +6,12 @@ use tokio::time::{Instant, timeout};
 use tracing::{Instrument, info, warn};
 
 use super::SessionActor;
+use crate::clock::now_ms;
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::reset_plan::ResetPlan;
 use crate::core::tenant::{Caller, TenantId};
 use crate::metrics::Metrics;
 use crate::session::{Command, Reply, SessionError, SessionView};
-use crate::storage::now_ms;
 use crate::whatsapp::{ClientNotice, GroupInfo, WhatsAppError};
 
 impl SessionActor {

@@ -3,17 +3,15 @@
 use tracing::info;
 
 use super::SessionActor;
+use crate::clock::now_ms;
 use crate::core::record::DesiredState;
-use crate::core::reset_plan::{PurgeTargetKind, ResetPlan};
+use crate::core::reset_plan::{PurgeTargetKind, RemovedTarget, ResetPlan};
 use crate::core::tenant::Caller;
 use crate::session::{DisconnectReport, SessionError};
-use crate::storage::now_ms;
 
 impl SessionActor {
     /// Removes the session's credentials and their backups (not the outbox).
-    pub(super) async fn remove_credentials(
-        &mut self,
-    ) -> Result<Vec<crate::hooks::RemovedTarget>, SessionError> {
+    pub(super) async fn remove_credentials(&mut self) -> Result<Vec<RemovedTarget>, SessionError> {
         let plan = ResetPlan::for_phone(&self.ctx.layout, &self.phone);
         let mut removed = Vec::new();
         for target in plan.targets.iter().filter(|t| {

@@ -7,12 +7,13 @@ use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, error, info, warn};
 
 use super::{SessionActor, backoff};
+use crate::clock::now_ms;
 use crate::core::message_status::{MessageStatus, ReceiptKind};
 use crate::core::outbox::{OutboxMessage, Recipient, message_id};
 use crate::core::tenant::Caller;
 use crate::metrics::Metrics;
 use crate::session::SessionError;
-use crate::storage::{StorageError, now_ms};
+use crate::storage::StorageError;
 use crate::whatsapp::WhatsAppError;
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -37,11 +38,11 @@ impl SessionActor {
     ) -> Result<OutboxMessage, SessionError> {
         self.check_access(caller, false)?;
         if let Some(damage) = &self.outbox_damaged {
-            return Err(SessionError::Storage(StorageError::Corrupt {
-                path: self.ctx.layout.outbox_file(&self.phone),
-                what: "outbox",
-                reason: damage.clone(),
-            }));
+            return Err(SessionError::Storage(StorageError::corrupt(
+                &self.ctx.layout.outbox_file(&self.phone),
+                "outbox",
+                damage.clone(),
+            )));
         }
         let to = Recipient::parse(to).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let message = OutboxMessage::new(message_id(random_bytes()), to, text, now_ms())

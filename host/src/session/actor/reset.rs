@@ -10,17 +10,17 @@
 use tracing::{error, info, warn};
 
 use super::SessionActor;
+use crate::clock::now_ms;
 use crate::core::message_status::{MessageStatuses, RecipientChecks};
 use crate::core::outbox::Outbox;
 use crate::core::record::{DesiredState, PhoneRecord, PurgeJournal, PurgeStage};
-use crate::core::reset_plan::{ResetPlan, ResetStep};
-use crate::core::reset_report::{RemovedTarget, SessionSnapshot};
+use crate::core::reset_plan::{PlannedRemoval, RemovedTarget, ResetPlan, ResetStep};
+use crate::core::reset_report::{ResetReport, SessionSnapshot};
 use crate::core::status::SessionState;
 use crate::core::tenant::Caller;
-use crate::hooks::{PlannedRemoval, ResetContext, ResetReport};
+use crate::hooks::ResetContext;
 use crate::metrics::Metrics;
 use crate::session::{SessionError, describe_hook_runs};
-use crate::storage::now_ms;
 
 /// A new reset id: the clock and a random part. Unique enough for
 /// receivers to de-duplicate on; not a secret.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::SessionActor;
 use crate::core::event::{EventKind, ViewFacts, view_change_events};
 use crate::core::message_status::MessageStatus;
-use crate::hooks::ResetReport;
+use crate::core::reset_report::ResetReport;
 use crate::session::SessionView;
 
 fn facts(view: &SessionView) -> ViewFacts<'_> {

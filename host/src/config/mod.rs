@@ -15,6 +15,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use self::plugins::{PluginConfigError, PluginsConfig, PluginsFile};
+
+pub mod capabilities;
+pub mod plugins;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
@@ -205,10 +210,26 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("invalid value for {name}: {reason}")]
     Value { name: &'static str, reason: String },
+    #[error("invalid value for LILA_BIND: {value:?}: {source}")]
+    Bind {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// The `[plugins]` section, checked by `plugins::PluginsConfig::from_file`.
+    #[error("invalid value for plugins: {}", .source.0)]
+    Plugins {
+        #[source]
+        source: PluginConfigError,
+    },
 }
 
 /// The TOML file's shape. Every field is optional; unknown fields are errors
@@ -229,8 +250,8 @@ pub struct ConfigFile {
     pub sessions: SessionsFile,
     #[serde(default)]
     pub events: EventsFile,
-    /// The plugin runtime's section (`plugins::config` checks it).
-    pub plugins: Option<crate::plugins::config::PluginsFile>,
+    /// The plugin runtime's section (`config::plugins` checks it).
+    pub plugins: Option<PluginsFile>,
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -309,18 +330,14 @@ impl Config {
         if let Some(plugins) = &file.plugins {
             // Checked now so that a bad section stops `serve` at start-up;
             // the runtime re-reads and re-checks it on every reload.
-            crate::plugins::config::PluginsConfig::from_file(plugins, Path::new(".")).map_err(
-                |e| ConfigError::Value {
-                    name: "plugins",
-                    reason: e.0,
-                },
-            )?;
+            PluginsConfig::from_file(plugins, Path::new("."))
+                .map_err(|source| ConfigError::Plugins { source })?;
             config.plugins_configured = true;
         }
         if let Some(bind) = env("LILA_BIND").or(file.bind) {
-            config.bind = bind.parse().map_err(|e| ConfigError::Value {
-                name: "LILA_BIND",
-                reason: format!("{bind:?}: {e}"),
+            config.bind = bind.parse().map_err(|source| ConfigError::Bind {
+                value: bind.clone(),
+                source,
             })?;
         }
         if let Some(dir) = env("LILA_DATA_DIR").map(PathBuf::from).or(file.data_dir) {
@@ -423,9 +440,7 @@ impl Config {
 
 /// The `[plugins]` section of the config file at `path`, read afresh (the
 /// plugin runtime calls this on every reload).
-pub fn read_plugins_section(
-    path: &Path,
-) -> Result<Option<crate::plugins::config::PluginsFile>, ConfigError> {
+pub fn read_plugins_section(path: &Path) -> Result<Option<PluginsFile>, ConfigError> {
     Ok(read_file(path)?.plugins)
 }
 
@@ -439,9 +454,9 @@ fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
 
 /// The config file at `path` whose contents are `text`.
 pub fn parse_config_text(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    toml::from_str(text).map_err(|source| ConfigError::Parse {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     })
 }
 
@@ -571,5 +586,32 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn errors_keep_their_sentence_and_their_cause() {
+        use std::error::Error;
+        let parse = parse_config_text(Path::new("lila.toml"), "bind = ").unwrap_err();
+        assert!(
+            parse
+                .to_string()
+                .starts_with("invalid config file lila.toml: TOML parse error"),
+            "{parse}"
+        );
+        assert!(parse.source().is_some());
+        let bind = Config::from_parts(ConfigFile::default(), &env_of(&[("LILA_BIND", "nope")]))
+            .unwrap_err();
+        assert_eq!(
+            bind.to_string(),
+            "invalid value for LILA_BIND: \"nope\": invalid socket address syntax"
+        );
+        assert!(bind.source().is_some());
+        let file = parse_config_text(Path::new("lila.toml"), "[plugins]\nversion = 2\n").unwrap();
+        let plugins = Config::from_parts(file, &env_of(&[])).unwrap_err();
+        assert_eq!(
+            plugins.to_string(),
+            "invalid value for plugins: version 2 is not supported (this lila reads version 1)"
+        );
+        assert!(plugins.source().is_some());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::capability::{AllowedUrl, Capabilities};
+use super::capabilities::{AllowedUrl, Capabilities};
 use crate::core::tenant::TenantId;
 
 /// The only version of the `[plugins]` section this host reads.

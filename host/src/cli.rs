@@ -275,10 +275,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {bind}"))?;
     tracing::info!(addr = %listener.local_addr()?, "lila is listening");
-    let state = AppState {
-        gateway: gateway.clone(),
-        auth: Arc::new(JwtAuth::new(&secret)?),
-    };
+    // Cluster mode: this node joins, its lease loop decides which phones
+    // the gateway runs, and the router forwards requests to their holders.
     let cluster = match (&database, &gateway.store()) {
         (Some((pool, url)), PhoneStore::Postgres(store)) => {
             let lease_pool =
@@ -289,7 +287,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             if let Some(predecessor) = predecessor {
                 cluster.retire(&predecessor).await;
             }
-            let lease_loop = gateway.join_cluster(cluster.clone());
+            let lease_loop = cluster.spawn_lease_loop(gateway.clone());
             cluster.spawn_wake_listener(url.clone());
             // Every node's event stream carries every session's events.
             crate::cluster::events::spawn_relay(
@@ -298,12 +296,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 url.clone(),
                 gateway.events().clone(),
             );
-            // Resets other nodes ask of this one through the database.
-            crate::http::forward::spawn_reset_listener(state.clone(), cluster.clone(), url.clone());
             Some((cluster, lease_loop))
         }
         _ => None,
     };
+    let state = AppState {
+        gateway: gateway.clone(),
+        auth: Arc::new(JwtAuth::new(&secret)?),
+        cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
+    };
+    if let (Some((cluster, _)), Some((_, url))) = (&cluster, &database) {
+        // Resets other nodes ask of this one through the database.
+        crate::http::forward::spawn_reset_listener(state.clone(), cluster.clone(), url.clone());
+    }
     // The first SIGTERM/SIGINT starts a graceful shutdown; a second one
     // exits at once (an operator who does not want to wait).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -28,7 +28,7 @@ pub async fn cluster(
     AuthCaller(caller): AuthCaller,
 ) -> Result<Success<ClusterBody>, ApiError> {
     operator_only(&caller, "see the cluster")?;
-    let Some(cluster) = state.gateway.cluster() else {
+    let Some(cluster) = &state.cluster else {
         return Ok(Success::new(ClusterBody::single_node()));
     };
     let (nodes, unheld) = cluster.health().await?;

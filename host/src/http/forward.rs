@@ -42,7 +42,7 @@ const BODY_LIMIT: usize = 1 << 20;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn to_holder(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(cluster) = state.gateway.cluster().cloned() else {
+    let Some(cluster) = state.cluster.clone() else {
         return next.run(request).await;
     };
     let caller = state.auth.authenticate(
@@ -220,7 +220,7 @@ pub fn spawn_reset_listener(state: AppState, cluster: Arc<Cluster>, database_url
 /// Runs reset request `id` here and writes its answer, as the HTTP API
 /// would have answered it.
 async fn run_asked_reset(state: AppState, id: i64) {
-    let Some(cluster) = state.gateway.cluster() else {
+    let Some(cluster) = &state.cluster else {
         return;
     };
     let pool = cluster.pool();

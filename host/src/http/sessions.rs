@@ -42,7 +42,7 @@ pub async fn list_sessions(
     let bodies = |views: &[SessionView]| -> Vec<SessionBody> {
         views.iter().map(|v| SessionBody::new(v, &caller)).collect()
     };
-    let Some(cluster) = state.gateway.cluster() else {
+    let Some(cluster) = &state.cluster else {
         let sessions = bodies(&state.gateway.list(&caller));
         return Ok(Success::new(SessionListBody { sessions }));
     };

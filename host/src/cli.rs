@@ -296,6 +296,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 url.clone(),
                 gateway.events().clone(),
             );
+            // Resets other nodes ask of this one through the database,
+            // answered as the API answers a reset.
+            cluster.spawn_reset_listener(
+                gateway.clone(),
+                url.clone(),
+                crate::http::forward::asked_reset_answer,
+            );
             Some((cluster, lease_loop))
         }
         _ => None,
@@ -305,10 +312,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         auth: Arc::new(JwtAuth::new(&secret)?),
         cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
     };
-    if let (Some((cluster, _)), Some((_, url))) = (&cluster, &database) {
-        // Resets other nodes ask of this one through the database.
-        crate::http::forward::spawn_reset_listener(state.clone(), cluster.clone(), url.clone());
-    }
     // The first SIGTERM/SIGINT starts a graceful shutdown; a second one
     // exits at once (an operator who does not want to wait).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,6 +1,6 @@
 //! `GET /api/cluster`: the cluster's nodes and lease health (operators
 //! only), with its bodies. Forwarding a request to the node that runs its
-//! phone is `forward.rs`.
+//! phone is `forward.rs` (the middleware) and `cluster/forward.rs`.
 
 use axum::extract::State;
 use serde::Serialize;

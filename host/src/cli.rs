@@ -295,6 +295,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 pool.clone(),
                 url.clone(),
                 gateway.events().clone(),
+                crate::http::events::owner_payload,
             );
             // Resets other nodes ask of this one through the database,
             // answered as the API answers a reset.

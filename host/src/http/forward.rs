@@ -145,6 +145,29 @@ mod tests {
     use crate::core::tenant::TenantId;
 
     #[test]
+    fn an_asked_reset_that_cannot_run_is_stored_as_the_api_answers_it() {
+        let phone = Phone::parse("5511999990001").unwrap();
+        let moving = asked_reset_answer(&phone, Err(ClusterError::Moving)).unwrap();
+        assert_eq!(moving.status, 503);
+        assert_eq!(
+            moving.body,
+            r#"{"error":"the phone is moving between nodes; retry the request","success":false}"#
+        );
+        let refused = asked_reset_answer(
+            &phone,
+            Err(ClusterError::Session(
+                crate::session::SessionError::NotFound,
+            )),
+        )
+        .unwrap();
+        assert_eq!(refused.status, 404);
+        assert_eq!(
+            refused.body,
+            r#"{"error":"no session for this phone number","success":false}"#
+        );
+    }
+
+    #[test]
     fn the_phone_comes_from_the_path_or_from_a_create() {
         let none = Bytes::new();
         let tenant = Caller::Tenant(TenantId::parse("acme").unwrap());

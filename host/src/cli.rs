@@ -274,10 +274,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {bind}"))?;
     tracing::info!(addr = %listener.local_addr()?, "lila is listening");
-    let state = AppState {
-        gateway: gateway.clone(),
-        auth: Arc::new(JwtAuth::new(&secret)?),
-    };
+    // Cluster mode: this node joins, its lease loop decides which phones
+    // the gateway runs, and the router forwards requests to their holders.
     let cluster = match (&database, &gateway.store()) {
         (Some((pool, url)), PhoneStore::Postgres(store)) => {
             let lease_pool =
@@ -288,7 +286,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             if let Some(predecessor) = predecessor {
                 cluster.retire(&predecessor).await;
             }
-            let lease_loop = gateway.join_cluster(cluster.clone());
+            let lease_loop = cluster.spawn_lease_loop(gateway.clone());
             cluster.spawn_wake_listener(url.clone());
             // Every node's event stream carries every session's events.
             crate::cluster::events::spawn_relay(
@@ -296,12 +294,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 pool.clone(),
                 url.clone(),
                 gateway.events().clone(),
+                crate::http::events::owner_payload,
             );
-            // Resets other nodes ask of this one through the database.
-            crate::http::forward::spawn_reset_listener(state.clone(), cluster.clone(), url.clone());
+            // Resets other nodes ask of this one through the database,
+            // answered as the API answers a reset.
+            cluster.spawn_reset_listener(
+                gateway.clone(),
+                url.clone(),
+                crate::http::forward::asked_reset_answer,
+            );
             Some((cluster, lease_loop))
         }
         _ => None,
+    };
+    let state = AppState {
+        gateway: gateway.clone(),
+        auth: Arc::new(JwtAuth::new(&secret)?),
+        cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
     };
     // The first SIGTERM/SIGINT starts a graceful shutdown; a second one
     // exits at once (an operator who does not want to wait).

@@ -10,14 +10,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::recovery::{BootAction, boot_action};
@@ -41,8 +40,6 @@ const BOOT_PROGRESS_FOR: Duration = Duration::from_secs(600);
 
 pub struct Gateway {
     ctx: Arc<SessionContext>,
-    /// This node's membership, in cluster mode (set once, at start).
-    cluster: OnceLock<Arc<Cluster>>,
     sessions: Mutex<HashMap<Phone, (SessionHandle, JoinHandle<()>)>>,
     /// The boot progress reporter, stopped at shutdown.
     progress: Mutex<Option<JoinHandle<()>>>,
@@ -100,23 +97,9 @@ impl Gateway {
         ctx.hooks.attach_events(&events);
         Arc::new(Gateway {
             ctx: Arc::new(ctx),
-            cluster: OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             progress: Mutex::new(None),
         })
-    }
-
-    /// Makes this gateway a cluster node: phones are run where their lease
-    /// is held, and the lease loop starts.
-    pub fn join_cluster(self: &Arc<Self>, cluster: Arc<Cluster>) -> JoinHandle<()> {
-        let lease_loop = cluster.spawn_lease_loop(self.clone());
-        let _ = self.cluster.set(cluster);
-        lease_loop
-    }
-
-    /// This node's membership, in cluster mode.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.get()
     }
 
     pub fn config(&self) -> &Config {

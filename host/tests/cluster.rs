@@ -275,7 +275,7 @@ async fn a_node_claiming_more_phones_than_one_lease_lasts_keeps_every_lease() {
     )
     .await
     .unwrap();
-    let lease_loop = gateway.join_cluster(cluster);
+    let lease_loop = cluster.spawn_lease_loop(gateway.clone());
 
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while store.held().len() < PHONES {

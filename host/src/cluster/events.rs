@@ -10,6 +10,11 @@
 //! What is relayed while a node is not listening (it is starting, or its
 //! listening connection is being re-opened) is not seen by that node's
 //! streams.
+//!
+//! The payload is the API's JSON of the event (what `GET /api/events`
+//! shows its owner), which the receiving node's stream splices in as it
+//! is: `http/` renders it, and the wiring hands that rendering in as a
+//! [`RenderPayload`].
 
 use std::sync::Arc;
 
@@ -19,10 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, warn};
 
-use crate::core::event::{EventKind, known_event_type};
+use crate::core::event::{Event, EventKind, known_event_type};
 use crate::core::tenant::TenantId;
 use crate::events::{EventBus, Received};
-use crate::http::events::owner_payload;
 use crate::phone::Phone;
 
 /// The channel the nodes relay events on.
@@ -41,22 +45,28 @@ struct Relayed {
     payload: serde_json::Value,
 }
 
-/// Starts relaying: this node's events out, the other nodes' events in.
+/// The payload of an event (the fields after the common ones) as its owner
+/// sees it; `None` for one not to relay (another node's already).
+pub type RenderPayload = fn(&Event) -> Option<serde_json::Value>;
+
+/// Starts relaying: this node's events out, each payload rendered by
+/// `render`, the other nodes' events in.
 pub fn spawn_relay(
     node_id: String,
     pool: Pool,
     database_url: String,
     bus: Arc<EventBus>,
+    render: RenderPayload,
 ) -> (JoinHandle<()>, JoinHandle<()>) {
     let span = tracing::info_span!("event_relay", node_id = %node_id);
     let outgoing =
-        tokio::spawn(send_out(node_id.clone(), pool, bus.clone()).instrument(span.clone()));
+        tokio::spawn(send_out(node_id.clone(), pool, bus.clone(), render).instrument(span.clone()));
     let incoming = tokio::spawn(take_in(node_id, database_url, bus).instrument(span));
     (outgoing, incoming)
 }
 
 /// Sends every event this node's sessions make to the other nodes.
-async fn send_out(node_id: String, pool: Pool, bus: Arc<EventBus>) {
+async fn send_out(node_id: String, pool: Pool, bus: Arc<EventBus>, render: RenderPayload) {
     let mut events = bus.subscribe_live();
     while let Some(received) = events.next().await {
         let event = match received {
@@ -69,7 +79,7 @@ async fn send_out(node_id: String, pool: Pool, bus: Arc<EventBus>) {
                 continue;
             }
         };
-        let Some(payload) = owner_payload(&event) else {
+        let Some(payload) = render(&event) else {
             continue;
         };
         let wire = Relayed {

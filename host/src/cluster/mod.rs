@@ -18,7 +18,15 @@
 //!   its fair share hands one phone per round to a node below it.
 //! - **Routing.** A request for a phone is served by the node holding it:
 //!   here when this node holds it or can claim it, otherwise forwarded to
-//!   the holder's `LILA_NODE_URL` (`http/forward.rs`).
+//!   the holder's `LILA_NODE_URL` (`forward.rs`, over the peer client of
+//!   `peers.rs`; `http/forward.rs` is the middleware that asks). A reset
+//!   whose holder cannot be reached over HTTP is asked of it through the
+//!   database (`reset.rs`). `events.rs` relays every node's events.
+//!
+//! Everything here answers in typed values (`Route`, `Served`,
+//! `ClusterError`, …); what the API shows of them, `http/` renders, and it
+//! hands in the renderings the cluster stores or relays (a reset's answer,
+//! an event's payload).
 //!
 //! Takeover after a node dies is bounded by the ttl plus one round plus a
 //! reconnect: 9 + 3 + about 1 s. A node that gives phones back (it leaves,
@@ -26,6 +34,9 @@
 //! them at once: that gap is a reconnect.
 
 pub mod events;
+pub mod forward;
+pub mod peers;
+pub mod reset;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -60,6 +71,14 @@ pub enum ClusterError {
     /// forwarded once: the phone just moved; a retry finds its new holder.
     #[error("the phone is moving between nodes; retry the request")]
     Moving,
+    /// The node holding the phone did not answer a forwarded request (nor,
+    /// for a reset, the one asked of it through the database).
+    #[error("the node running this phone ({holder}) did not answer; retry the request")]
+    NoAnswer { holder: String },
+    /// A reset asked of this node through the database ran, and its
+    /// session refused it.
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
 }
 
 /// Who serves a request for a phone.
@@ -158,10 +177,6 @@ impl Cluster {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
-    }
-
-    pub fn pool(&self) -> &Pool {
-        &self.pool
     }
 
     pub fn ttl(&self) -> Duration {

@@ -1,6 +1,6 @@
 //! `GET /api/cluster`: the cluster's nodes and lease health (operators
 //! only), with its bodies. Forwarding a request to the node that runs its
-//! phone is `forward.rs`.
+//! phone is `forward.rs` (the middleware) and `cluster/forward.rs`.
 
 use axum::extract::State;
 use serde::Serialize;
@@ -28,7 +28,7 @@ pub async fn cluster(
     AuthCaller(caller): AuthCaller,
 ) -> Result<Success<ClusterBody>, ApiError> {
     operator_only(&caller, "see the cluster")?;
-    let Some(cluster) = state.gateway.cluster() else {
+    let Some(cluster) = &state.cluster else {
         return Ok(Success::new(ClusterBody::single_node()));
     };
     let (nodes, unheld) = cluster.health().await?;

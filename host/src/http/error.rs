@@ -42,10 +42,15 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// Cluster mode: the database is unreachable, or the phone is moving.
+/// Cluster mode: the database is unreachable, the phone is moving, or its
+/// holder did not answer; a reset asked through the database that its
+/// session refused answers as the session's error does.
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> ApiError {
-        ApiError::Unavailable(e.to_string())
+        match e {
+            ClusterError::Session(e) => ApiError::from(e),
+            e => ApiError::Unavailable(e.to_string()),
+        }
     }
 }
 

@@ -171,8 +171,9 @@ fn relayed_data(event: &Event, payload: &serde_json::Value, caller: &Caller) -> 
 }
 
 /// The payload of `event` (the fields after the common ones) as its owner
-/// sees it: what a cluster node relays to the others. `None` for an event
-/// that is already another node's.
+/// sees it: what a cluster node relays to the others (`cli.rs` hands it to
+/// `cluster::events::spawn_relay`). `None` for an event that is already
+/// another node's.
 pub fn owner_payload(event: &Event) -> Option<serde_json::Value> {
     let owner = match &event.tenant {
         Some(tenant) => Caller::Tenant(tenant.clone()),

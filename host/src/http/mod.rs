@@ -36,12 +36,15 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 
 use crate::auth::JwtAuth;
+use crate::cluster::Cluster;
 use crate::gateway::Gateway;
 
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub auth: Arc<JwtAuth>,
+    /// This node's membership, in cluster mode (`cli.rs` joins it).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Every route; each is also listed in `openapi::ApiDoc`.

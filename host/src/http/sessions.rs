@@ -12,11 +12,11 @@ use utoipa::openapi::schema::Schema;
 use utoipa::{IntoResponses, ToSchema};
 
 use super::extract::{ApiJson, AuthCaller, PhoneParam, PhonePath};
-use super::forward;
 use super::json::{ErrorBody, StringOrNumber, Success, string_or_phone_number_schema};
 use super::qr::png_data_url;
 use super::responses::{BadPhone, HostFailed, NoSession, NoToken, SessionTimeout, WhatsAppFailed};
 use super::{ApiError, AppState};
+use crate::cluster::peers::FORWARDED_FROM;
 use crate::core::tenant::{Caller, TenantId};
 use crate::phone::Phone;
 use crate::session::SessionView;
@@ -42,13 +42,13 @@ pub async fn list_sessions(
     let bodies = |views: &[SessionView]| -> Vec<SessionBody> {
         views.iter().map(|v| SessionBody::new(v, &caller)).collect()
     };
-    let Some(cluster) = state.gateway.cluster() else {
+    let Some(cluster) = &state.cluster else {
         let sessions = bodies(&state.gateway.list(&caller));
         return Ok(Success::new(SessionListBody { sessions }));
     };
     let here = bodies(&state.gateway.list_running_here(&caller));
     // A peer gathering the cluster's sessions asks for this node's own.
-    if headers.contains_key(forward::FORWARDED_FROM) {
+    if headers.contains_key(FORWARDED_FROM) {
         return Ok(Success::new(SessionListBody { sessions: here }));
     }
     let mut sessions: BTreeMap<String, SessionBody> =
@@ -56,10 +56,9 @@ pub async fn list_sessions(
             .into_iter()
             .map(|b| (b.phone_number.clone(), b))
             .collect();
-    let peers = cluster.peers().await?;
-    let running_elsewhere =
-        forward::sessions_of_peers(peers, cluster.node_id(), headers.get(header::AUTHORIZATION))
-            .await;
+    let running_elsewhere: Vec<SessionBody> = cluster
+        .sessions_of_peers(headers.get(header::AUTHORIZATION))
+        .await?;
     for body in running_elsewhere.into_iter().chain(here) {
         sessions.insert(body.phone_number.clone(), body);
     }

@@ -95,6 +95,7 @@ impl Harness {
         let app = router(AppState {
             gateway: gateway.clone(),
             auth: auth.clone(),
+            cluster: None,
         });
         Harness {
             dir,

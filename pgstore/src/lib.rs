@@ -1,10 +1,30 @@
-//! whatsapp-rust's storage `Backend` on PostgreSQL, for lila's cluster mode.
+//! lila's PostgreSQL store, for cluster mode: whatsapp-rust's storage
+//! `Backend` on PostgreSQL, the host's own per-phone state, and the
+//! cluster's leases, membership and messages between nodes.
 //!
 //! Any node of a cluster must be able to run any phone, so a phone's WhatsApp
 //! credentials and Signal state live in PostgreSQL: one [`PgBackend`] per
-//! phone, over a pool shared by all phones of a node. Every table that holds a
-//! phone's state has a `phone` column leading its primary key (it replaces the
-//! per-phone SQLite file). The schema is versioned ([`migrate`]).
+//! phone, over a pool shared by all phones of a node ([`connect_pool`]).
+//! Every table that holds a phone's state has a `phone` column leading its
+//! primary key (it replaces the per-phone SQLite file). The schema is
+//! versioned ([`migrate`], the SQL files in `migrations/`).
+//!
+//! - [`PgBackend`]: the WhatsApp store of one phone, every write fenced.
+//! - [`claim_lease`], [`renew_lease`], [`release_lease`], [`check_fence`]:
+//!   the lease of one phone and its [`Fence`].
+//! - [`phone_state`]: the host's record, outbox, message statuses and
+//!   contacts of a phone, as the bytes of their single-node formats.
+//! - [`phone_rows`] and [`purge_phone`]: what a reset will remove, and its
+//!   removal one [`PurgePart`] at a time under the lease, keeping the record
+//!   (tombstone and journal) and the lease. [`delete_phone`] removes the
+//!   lease and every row of a phone but its record; the host does not call it.
+//! - [`cluster`]: the lease loop's statements (nodes, census, renewing every
+//!   lease at once, free phones, who holds a phone, retiring a dead node).
+//! - [`notify`]: LISTEN/NOTIFY between nodes. [`reset_requests`]: resets
+//!   asked of a holder that cannot be reached over HTTP. [`plugin_state`]:
+//!   the plugins' key-value stores.
+//! - `testing::TempPostgres` (feature `testing`) and
+//!   `import::import_sqlite_store` (feature `sqlite-import`).
 //!
 //! # The fencing invariant
 //!
@@ -19,9 +39,10 @@
 //! waits for the old holder's in-flight write transactions, and every write
 //! the old holder starts afterwards fails: a node that lost a phone (pause,
 //! partition, clock jump) can no longer change that phone's state. Epochs come
-//! from one sequence, so they are never reused. [`delete_phone`] removes the
-//! lease row with the phone's state, so after a reset no write of the phone
-//! succeeds until the phone is claimed anew. Reads are not fenced.
+//! from one sequence, so they are never reused, even after the lease row was
+//! deleted. This holds for the WhatsApp store, [`phone_state`]'s writes and
+//! [`purge_phone`]. Reads are not fenced, nor are rows that belong to no
+//! phone (`nodes`, `reset_requests`, `plugin_state`).
 
 mod backend;
 pub mod cluster;

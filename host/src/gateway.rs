@@ -20,7 +20,8 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::recovery::{BootAction, boot_action};
-use crate::core::tenant::Caller;
+use crate::core::reset_report::ResetReport;
+use crate::core::tenant::{Caller, TenantId};
 use crate::events::EventBus;
 use crate::hooks::ResetHooks;
 use crate::layout::DataLayout;
@@ -40,7 +41,7 @@ const BOOT_PROGRESS_FOR: Duration = Duration::from_secs(600);
 
 pub struct Gateway {
     ctx: Arc<SessionContext>,
-    sessions: Mutex<HashMap<Phone, (SessionHandle, JoinHandle<()>)>>,
+    sessions: Arc<Mutex<ActorMap>>,
     /// The boot progress reporter, stopped at shutdown.
     progress: Mutex<Option<JoinHandle<()>>>,
 }
@@ -82,7 +83,14 @@ impl Gateway {
     ) -> Arc<Gateway> {
         let events = Arc::new(EventBus::new(&config.events));
         let layout = DataLayout::new(config.data_dir.clone());
+        let sessions: Arc<Mutex<ActorMap>> = Arc::default();
+        let forget = Arc::downgrade(&sessions);
         let ctx = SessionContext {
+            on_retire: Box::new(move |phone, id| {
+                if let Some(map) = forget.upgrade() {
+                    forget_actor(&map, phone, id);
+                }
+            }),
             store,
             layout,
             start_permits: Semaphore::new(config.sessions.max_concurrent_starts),
@@ -97,7 +105,7 @@ impl Gateway {
         ctx.hooks.attach_events(&events);
         Arc::new(Gateway {
             ctx: Arc::new(ctx),
-            sessions: Mutex::new(HashMap::new()),
+            sessions,
             progress: Mutex::new(None),
         })
     }
@@ -137,10 +145,14 @@ impl Gateway {
             .count()
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<Phone, (SessionHandle, JoinHandle<()>)>> {
-        // The map only holds handles; a panic elsewhere while it was locked
-        // cannot have left it half-updated in a way that matters.
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    /// How many actors the gateway holds an entry for, alive or not: what
+    /// the phones it has seen cost it.
+    pub fn actors_held(&self) -> usize {
+        self.map().len()
+    }
+
+    fn map(&self) -> MutexGuard<'_, ActorMap> {
+        lock(&self.sessions)
     }
 
     /// The actor of `phone`, started if needed. An actor that died (a panic)
@@ -153,12 +165,58 @@ impl Gateway {
             if !handle.is_closed() && !task.is_finished() {
                 return handle.clone();
             }
-            Metrics::inc(&self.ctx.metrics.actor_panics);
-            error!(phone = %phone, "the session's actor had stopped; starting a new one");
+            if !handle.is_retired() {
+                Metrics::inc(&self.ctx.metrics.actor_panics);
+                error!(phone = %phone, "the session's actor had stopped; starting a new one");
+            }
         }
         let (handle, task) = spawn_session(self.ctx.clone(), phone.clone());
         map.insert(phone.clone(), (handle.clone(), task));
         handle
+    }
+
+    /// Runs `request` with the actor of `phone`, started if needed, for the
+    /// requests that may be about a phone the host does not have (create,
+    /// clear). Such an actor retires as soon as it has nothing to keep; a
+    /// request it dropped unseen, as it retired, goes to a new actor.
+    async fn with_session<T, F, Fut>(&self, phone: &Phone, request: F) -> Result<T, SessionError>
+    where
+        F: Fn(SessionHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<T, SessionError>>,
+    {
+        let mut attempts = 0;
+        loop {
+            let handle = self.session(phone);
+            match request(handle.clone()).await {
+                Err(SessionError::Unavailable) if handle.is_retired() && attempts < 3 => {
+                    attempts += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// `POST /api/sessions`: creates (or starts) `phone`'s session.
+    pub async fn create(
+        &self,
+        phone: &Phone,
+        caller: &Caller,
+        owner: Option<TenantId>,
+    ) -> Result<SessionView, SessionError> {
+        self.with_session(phone, |session| {
+            let (caller, owner) = (caller.clone(), owner.clone());
+            async move { session.create(caller, owner).await }
+        })
+        .await
+    }
+
+    /// `POST /api/sessions/{phone}/clear`: resets `phone`.
+    pub async fn clear(&self, phone: &Phone, caller: &Caller) -> Result<ResetReport, SessionError> {
+        self.with_session(phone, |session| {
+            let caller = caller.clone();
+            async move { session.clear(caller).await }
+        })
+        .await
     }
 
     /// The actor of a phone the host knows (a record or files of it): a
@@ -434,5 +492,23 @@ impl Gateway {
     pub async fn shutdown(&self) -> ShutdownSummary {
         self.shutdown_within(self.ctx.config.sessions.shutdown_deadline)
             .await
+    }
+}
+
+/// Each phone's actor: its handle and its task.
+type ActorMap = HashMap<Phone, (SessionHandle, JoinHandle<()>)>;
+
+fn lock(map: &Mutex<ActorMap>) -> MutexGuard<'_, ActorMap> {
+    // The map only holds handles; a panic elsewhere while it was locked
+    // cannot have left it half-updated in a way that matters.
+    map.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Forgets the actor `id` of `phone`, which retired, unless a newer actor
+/// already took its place.
+fn forget_actor(map: &Mutex<ActorMap>, phone: &Phone, id: u64) {
+    let mut map = lock(map);
+    if map.get(phone).is_some_and(|(handle, _)| handle.id() == id) {
+        map.remove(phone);
     }
 }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub backup_failures: AtomicU64,
     pub backups_restored: AtomicU64,
     pub actor_panics: AtomicU64,
+    /// Actors that ended because their phone had nothing to keep.
+    pub actors_retired: AtomicU64,
     /// Sessions the last boot resumed, and how many of them connected again since.
     pub boot_sessions_resumed: AtomicI64,
     pub boot_sessions_reconnected: AtomicI64,
@@ -168,6 +170,11 @@ impl Metrics {
             "lila_actor_panics_total",
             "Session actors that panicked (and were restarted on next use).",
             get(&self.actor_panics),
+        );
+        counter(
+            "lila_actors_retired_total",
+            "Session actors that ended because their phone had no record, no files and nothing running (a request about a number the host does not have).",
+            get(&self.actors_retired),
         );
         counter(
             "lila_cluster_leases_claimed_total",

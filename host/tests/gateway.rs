@@ -90,6 +90,47 @@ async fn a_request_about_a_phone_the_host_never_saw_is_404_and_starts_no_task() 
     assert_eq!(h.gateway.live_actors(), 0);
 }
 
+/// A reset or a refused create of a number nobody has costs nothing that
+/// outlives the request: the actor the request needed ends, and the
+/// gateway forgets it (10,000 such resets used to keep 10,000 actors).
+#[tokio::test]
+async fn resets_of_numbers_nobody_has_leave_no_actor_behind() {
+    let h = Harness::new().await;
+    let acme = h.token("acme");
+    let operator = h.operator();
+    const PHONES: usize = 1000;
+    for i in 0..PHONES {
+        let phone = format!("5197{i:07}");
+        let token = if i % 2 == 0 { &acme } else { &operator };
+        let (status, body) = h.clear(&phone, token).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{phone}: {body}");
+    }
+    h.wait_for("every actor retired", || h.gateway.actors_held() == 0)
+        .await;
+    assert_eq!(h.gateway.live_actors(), 0);
+    assert!(
+        h.gateway.metrics().actors_retired.load(Ordering::SeqCst) >= PHONES as u64,
+        "counted in lila_actors_retired_total"
+    );
+    assert_eq!(
+        h.gateway.metrics().actor_panics.load(Ordering::SeqCst),
+        0,
+        "a retired actor is not a panic"
+    );
+    // The phones are still nobody's, and a create works as before: its
+    // actor keeps the record, and stays.
+    let (status, body) = h.create("51970000001", &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(h.gateway.actors_held(), 1);
+    let (status, _) = h.status("51970000002", &acme).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        !h.layout()
+            .phone_record_file(&Phone::parse("51970000002").unwrap())
+            .exists()
+    );
+}
+
 #[tokio::test]
 async fn shutdown_stops_every_session_at_once_without_logging_out_and_all_resume() {
     let h = Harness::new().await;

@@ -143,8 +143,7 @@ impl Cluster {
         };
         let outcome = if self.holds(&phone) {
             gateway
-                .session(&phone)
-                .clear(caller)
+                .clear(&phone, &caller)
                 .await
                 .map_err(ClusterError::from)
         } else {

@@ -54,7 +54,7 @@ pub async fn clear_session(
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
 ) -> Result<Success<ClearBody>, ApiError> {
-    let report = state.gateway.session(&phone).clear(caller).await?;
+    let report = state.gateway.clear(&phone, &caller).await?;
     Ok(Success::new(ClearBody::new(&phone, &report)))
 }
 

@@ -98,11 +98,7 @@ pub async fn create_session(
     ApiJson(body): ApiJson<CreateSessionRequest>,
 ) -> Result<Success<SessionBody>, ApiError> {
     let (phone, owner) = body.into_parts(&caller)?;
-    let view = state
-        .gateway
-        .session(&phone)
-        .create(caller.clone(), owner)
-        .await?;
+    let view = state.gateway.create(&phone, &caller, owner).await?;
     Ok(Success::new(SessionBody::new(&view, &caller)))
 }
 

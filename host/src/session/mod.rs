@@ -14,6 +14,7 @@ pub use actor::spawn_session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
@@ -51,7 +52,14 @@ pub struct SessionContext {
     pub index: SessionIndex,
     /// Where actors publish what changed (status, QR, resets, message statuses).
     pub events: Arc<EventBus>,
+    /// Told when an actor retires (it had nothing to keep: see
+    /// `SessionActor::has_nothing_to_keep`), with the phone and the actor's
+    /// id, so that whoever maps phones to actors forgets that one.
+    pub on_retire: OnRetire,
 }
+
+/// The callback an actor calls as it retires: `(phone, actor id)`.
+pub type OnRetire = Box<dyn Fn(&Phone, u64) + Send + Sync>;
 
 /// The answer to a tenant that creates a phone it may not have: another
 /// tenant's, or files without an owner, told apart only in the log.
@@ -197,6 +205,11 @@ pub(crate) struct Envelope {
 #[derive(Clone)]
 pub struct SessionHandle {
     pub(crate) phone: Phone,
+    /// Unique per actor in this process.
+    pub(crate) id: u64,
+    /// Set by the actor when it retires, before it closes its mailbox: a
+    /// command it did not take was never seen, and may go to a new actor.
+    pub(crate) retired: Arc<AtomicBool>,
     pub(crate) tx: mpsc::Sender<Envelope>,
     /// The actor's latest view of its session, published after every change.
     pub(crate) view: watch::Receiver<SessionView>,
@@ -214,6 +227,17 @@ impl SessionHandle {
 
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// This actor's id, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the actor ended because it had nothing to keep (not a
+    /// panic): a command it answered `Unavailable` was not carried out.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// Sends `command`, tagged with the request the calling task serves.

@@ -36,6 +36,28 @@ impl SessionActor {
         }
     }
 
+    /// No client, no task and no timer of this actor is running.
+    pub(super) fn is_idle(&self) -> bool {
+        self.client.is_none()
+            && self.start_task.is_none()
+            && self.send_task.is_none()
+            && self.backup_task.is_none()
+            && self.requests.is_empty()
+            && self.restart_at.is_none()
+            && self.next_backup_at.is_none()
+            && self.send_retry_at.is_none()
+            && self.contacts_save_at.is_none()
+    }
+
+    /// A phone with no record, no files and nothing running is a phone the
+    /// host does not have: its actor (started by a request about it, a
+    /// create that was refused or a reset of a number that never existed)
+    /// has nothing to keep, and ends, so that such a request costs nothing
+    /// that outlives it.
+    pub(super) fn has_nothing_to_keep(&self) -> bool {
+        self.record.is_none() && self.outbox.is_empty() && self.is_idle() && !self.has_files()
+    }
+
     pub(super) fn has_files(&self) -> bool {
         ResetPlan::for_phone(&self.ctx.layout, &self.phone)
             .targets
@@ -139,14 +161,7 @@ impl SessionActor {
                 }
             }
             Command::Idle { reply } => {
-                let idle = self.client.is_none()
-                    && self.start_task.is_none()
-                    && self.send_task.is_none()
-                    && self.backup_task.is_none()
-                    && self.restart_at.is_none()
-                    && self.next_backup_at.is_none()
-                    && self.send_retry_at.is_none();
-                let _ = reply.send(idle);
+                let _ = reply.send(self.is_idle());
             }
             Command::Shutdown { .. } => {}
         }

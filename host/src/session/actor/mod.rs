@@ -86,6 +86,9 @@ struct SessionActor {
     /// when it changes (and on this span, not on a command's child span).
     span: tracing::Span,
     span_tenant: Option<TenantId>,
+    /// This actor's id and retired flag, shared with its handles.
+    id: u64,
+    retired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts the actor of `phone` and returns its handle and task.
@@ -113,15 +116,22 @@ pub fn spawn_session(ctx: Arc<SessionContext>, phone: Phone) -> (SessionHandle, 
         })
         .view_at_rest(&phone);
     let (view_tx, view_rx) = watch::channel(at_rest);
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handle = SessionHandle {
         phone: phone.clone(),
+        id,
+        retired: retired.clone(),
         tx,
         view: view_rx,
     };
     let actor_span = span.clone();
     let task = tokio::spawn(
         async move {
-            let actor = SessionActor::load(ctx, phone, notices_tx, view_tx, actor_span).await;
+            let mut actor = SessionActor::load(ctx, phone, notices_tx, view_tx, actor_span).await;
+            actor.id = id;
+            actor.retired = retired;
             actor.publish_view();
             actor.run(rx, notices_rx).await;
         }
@@ -215,6 +225,8 @@ impl SessionActor {
             view_tx,
             span,
             span_tenant: None,
+            id: 0,
+            retired: Arc::default(),
         };
         actor.note_tenant();
         actor
@@ -229,6 +241,20 @@ impl SessionActor {
             }
             self.span_tenant = owner;
         }
+    }
+
+    /// Ends an actor that has nothing to keep: marked retired first, then
+    /// its mailbox closed, and the commands that were already queued dropped
+    /// unseen (their senders get `Unavailable` from a retired handle, and the
+    /// gateway sends them again to a new actor). Then the gateway forgets it.
+    fn retire(&self, commands: &mut mpsc::Receiver<Envelope>) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        commands.close();
+        while commands.try_recv().is_ok() {}
+        crate::metrics::Metrics::inc(&self.ctx.metrics.actors_retired);
+        debug!("nothing to keep for this phone (no record, no files): the actor ends");
+        (self.ctx.on_retire)(&self.phone, self.id);
     }
 
     async fn run(
@@ -257,6 +283,10 @@ impl SessionActor {
                             return;
                         }
                         self.handle(command).instrument(span).await;
+                        if self.has_nothing_to_keep() {
+                            self.retire(&mut commands);
+                            return;
+                        }
                     }
                     None => {
                         self.shutdown().await;

@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|c| TenantId::parse(&c))
                 .transpose()
                 .context("--company")?;
-            let token = JwtAuth::new(&secret)?.mint(
+            let token = JwtAuth::configured(&secret, &config.jwt)?.mint(
                 tenant.as_ref(),
                 operator,
                 Duration::from_secs(hours * 3600),
@@ -208,6 +208,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // lock that tells the next node here that this one is gone (`seat`).
     let node_id = new_node_id();
     let (_seat, predecessor) = take_seat(&layout, &node_id)?;
+    let jwt = config.jwt.clone();
     let (secret, source) =
         load_or_create_secret(config.jwt_secret.as_deref(), &layout.jwt_secret_file())
             .context("preparing the JWT secret")?;
@@ -309,7 +310,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let state = AppState {
         gateway: gateway.clone(),
-        auth: Arc::new(JwtAuth::new(&secret)?),
+        auth: Arc::new(JwtAuth::configured(&secret, &jwt)?),
         cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
     };
     // The first SIGTERM/SIGINT starts a graceful shutdown; a second one

@@ -16,7 +16,7 @@ fn lila(args: &[&str], database_url: Option<&str>) -> Output {
         .args(args)
         .current_dir(dir.path())
         .env("LILA_DATA_DIR", dir.path().join("data"))
-        .env("LILA_JWT_SECRET", "cluster-test-secret-cluster")
+        .env("LILA_JWT_SECRET", "cluster-test-secret-cluster-test-secret")
         .env("LILA_BIND", "127.0.0.1:0")
         // The tests' lila accepts any certificate chain, so it runs against
         // loopback only (a closed port: no session connects here).

@@ -19,7 +19,7 @@ use process::Server;
 use serde_json::{Value, json};
 use wa_sim::{SimHandle, Simulator};
 
-const SECRET: &str = "cluster-e2e-secret-cluster-e2e";
+const SECRET: &str = "cluster-e2e-secret-cluster-e2e-secret";
 const CONTACT: &str = "51900000001";
 /// The bound on a takeover after a node dies.
 const TAKEOVER_GOAL: Duration = Duration::from_secs(15);

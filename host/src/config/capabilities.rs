@@ -98,6 +98,13 @@ impl ParsedUrl {
         if path.split('/').any(|s| s == ".." || s == ".") || lowered.contains("%2e") {
             return Err(bad("dot segments are not allowed in the path"));
         }
+        // Nor separators in disguise: a server that decodes `%2f` (or takes
+        // `\` for `/`) would see segments the allow-list never compared.
+        if lowered.contains("%2f") || lowered.contains("%5c") || path.contains('\\') {
+            return Err(bad(
+                "encoded slashes (%2f, %5c) and backslashes are not allowed in the path",
+            ));
+        }
         let path = if path.is_empty() { "/" } else { path };
         Ok(ParsedUrl {
             scheme,
@@ -133,6 +140,15 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 
 impl Capabilities {
     /// `Ok(())` when `http-post` may send to `url`; otherwise the `denied: …` sentence.
+    /// `scheme://host:port` of `url`, what a log line may say of it: the
+    /// path and query of a webhook URL often carry its secret.
+    pub fn origin_of(url: &str) -> String {
+        ParsedUrl::parse(url).map_or_else(
+            |_| "(not an allowed URL)".to_owned(),
+            |p| format!("{}://{}:{}", p.scheme, p.host, p.port),
+        )
+    }
+
     pub fn check_http(&self, url: &str) -> Result<(), String> {
         if self.http_allow.is_empty() {
             return Err("denied: this plugin has not been granted the http capability".into());
@@ -202,6 +218,15 @@ mod tests {
     }
 
     #[test]
+    fn a_log_line_names_only_the_origin_of_a_webhook_url() {
+        assert_eq!(
+            Capabilities::origin_of("https://hooks.slack.com/services/T000/B000/SECRET?x=1"),
+            "https://hooks.slack.com:443"
+        );
+        assert_eq!(Capabilities::origin_of("ftp://x"), "(not an allowed URL)");
+    }
+
+    #[test]
     fn urls_match_the_allow_list_by_origin_and_path_prefix() {
         let list = &["https://hooks.example.com/lila"];
         check_url(list, "https://hooks.example.com/lila", true);
@@ -220,6 +245,10 @@ mod tests {
         );
         check_url(list, "https://hooks.example.com/lila/../admin", false);
         check_url(list, "https://hooks.example.com/lila/%2e%2e/admin", false);
+        check_url(list, "https://hooks.example.com/lila%2f..%2fadmin", false);
+        check_url(list, "https://hooks.example.com/lila/x%2Fy", false);
+        check_url(list, "https://hooks.example.com/lila/x%5cy", false);
+        check_url(list, "https://hooks.example.com/lila\\..\\admin", false);
         check_url(list, "ftp://hooks.example.com/lila", false);
         check_url(list, "https://hooks.example.com/lila x", false);
         check_url(

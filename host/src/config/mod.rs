@@ -4,7 +4,10 @@
 //! | --- | --- | --- |
 //! | `LILA_BIND` | address of the HTTP API | `127.0.0.1:3001` |
 //! | `LILA_DATA_DIR` | the data root | `./data` |
-//! | `LILA_JWT_SECRET` | HS256 secret shared with the Portal | generated into `{data}/lila/jwt.secret` |
+//! | `LILA_JWT_SECRET` | HS256 secret shared with the Portal (32 bytes or more) | generated into `{data}/lila/jwt.secret` |
+//! | `LILA_OPERATOR_JWT_SECRET` | a separate secret for operator tokens | none: operator tokens use `LILA_JWT_SECRET` |
+//! | `LILA_JWT_ISSUER`, `LILA_JWT_AUDIENCE` | the `iss` a token must have, an `aud` it must name | not checked |
+//! | `LILA_JWT_MAX_LIFETIME_SECS` | the longest a token may be valid for | no limit |
 //! | `LILA_CONFIG` | path of the TOML file | `./lila.toml` if present |
 //! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work; loopback only for a build without the certificate check) | WhatsApp's own |
 //! | `LILA_DATABASE_URL` | PostgreSQL, for cluster mode (`postgres://…`) | none: one node, files |
@@ -25,6 +28,8 @@ pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
     pub jwt_secret: Option<String>,
+    /// What a token must say besides its signature (`[jwt]`).
+    pub jwt: JwtConfig,
     pub whatsapp: WhatsAppConfig,
     pub backups: BackupConfig,
     pub sessions: SessionConfig,
@@ -43,6 +48,27 @@ pub struct Config {
     /// Test switch: abort the process at this reset step (see `ResetStep::name`).
     /// Set only by crash tests through `LILA_CRASH_AT`.
     pub crash_at: Option<String>,
+}
+
+/// The shortest HS256 secret accepted (RFC 7518: at least the hash's size).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// What a token must carry, beyond a valid signature and `exp`. Every
+/// part is optional; unset, lila accepts the Portal's tokens as they are.
+#[derive(Debug, Clone, Default)]
+pub struct JwtConfig {
+    /// `iss` must be this (`LILA_JWT_ISSUER`, `[jwt] issuer`).
+    pub issuer: Option<String>,
+    /// `aud` must contain this (`LILA_JWT_AUDIENCE`, `[jwt] audience`).
+    pub audience: Option<String>,
+    /// A token may not be valid for longer than this from now (nor, when
+    /// it says when it was issued, from its `iat`): a leaked token of the
+    /// Portal's does not stay good for a year.
+    pub max_lifetime: Option<Duration>,
+    /// When set, operator tokens are signed with this secret and no other
+    /// (`LILA_OPERATOR_JWT_SECRET`), so that whoever can mint the Portal's
+    /// tenant tokens is not an operator by that alone.
+    pub operator_secret: Option<String>,
 }
 
 /// A PostgreSQL URL. It usually carries a password, so it prints as its
@@ -181,6 +207,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 3001)),
             data_dir: PathBuf::from("./data"),
             jwt_secret: None,
+            jwt: JwtConfig::default(),
             whatsapp: WhatsAppConfig::default(),
             backups: BackupConfig {
                 interval: Duration::from_secs(3600),
@@ -240,6 +267,8 @@ pub struct ConfigFile {
     pub bind: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub jwt_secret: Option<String>,
+    #[serde(default)]
+    pub jwt: JwtFile,
     pub database_url: Option<String>,
     pub node_url: Option<String>,
     #[serde(default)]
@@ -252,6 +281,16 @@ pub struct ConfigFile {
     pub events: EventsFile,
     /// The plugin runtime's section (`config::plugins` checks it).
     pub plugins: Option<PluginsFile>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtFile {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub max_lifetime_secs: Option<u64>,
+    /// Prefer `LILA_OPERATOR_JWT_SECRET`.
+    pub operator_secret: Option<String>,
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -346,12 +385,38 @@ impl Config {
         config.jwt_secret = env("LILA_JWT_SECRET")
             .or(file.jwt_secret)
             .filter(|s| !s.is_empty());
-        if let Some(secret) = &config.jwt_secret
-            && secret.len() < 16
-        {
+        let long_enough = |name: &'static str, secret: &Option<String>| match secret {
+            Some(secret) if secret.len() < MIN_JWT_SECRET_BYTES => Err(ConfigError::Value {
+                name,
+                reason: format!(
+                    "must be at least {MIN_JWT_SECRET_BYTES} bytes (it has {})",
+                    secret.len()
+                ),
+            }),
+            _ => Ok(()),
+        };
+        long_enough("LILA_JWT_SECRET", &config.jwt_secret)?;
+        let jwt = file.jwt;
+        let non_empty = |raw: Option<String>| raw.filter(|s| !s.is_empty());
+        config.jwt = JwtConfig {
+            issuer: non_empty(env("LILA_JWT_ISSUER").or(jwt.issuer)),
+            audience: non_empty(env("LILA_JWT_AUDIENCE").or(jwt.audience)),
+            max_lifetime: match env("LILA_JWT_MAX_LIFETIME_SECS") {
+                Some(raw) => Some(raw.parse().map_err(|_| ConfigError::Value {
+                    name: "LILA_JWT_MAX_LIFETIME_SECS",
+                    reason: format!("{raw:?} is not a whole number of seconds"),
+                })?),
+                None => jwt.max_lifetime_secs,
+            }
+            .filter(|secs| *secs > 0)
+            .map(Duration::from_secs),
+            operator_secret: non_empty(env("LILA_OPERATOR_JWT_SECRET").or(jwt.operator_secret)),
+        };
+        long_enough("LILA_OPERATOR_JWT_SECRET", &config.jwt.operator_secret)?;
+        if config.jwt.operator_secret.is_some() && config.jwt.operator_secret == config.jwt_secret {
             return Err(ConfigError::Value {
-                name: "LILA_JWT_SECRET",
-                reason: "must be at least 16 bytes".into(),
+                name: "LILA_OPERATOR_JWT_SECRET",
+                reason: "must differ from LILA_JWT_SECRET (or it makes every tenant token's signer an operator)".into(),
             });
         }
         config.database_url = match env("LILA_DATABASE_URL")
@@ -586,6 +651,49 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn jwt_secrets_are_32_bytes_at_least_and_the_operators_its_own() {
+        fn try_env(vars: &[(&str, &str)]) -> Result<JwtConfig, ConfigError> {
+            let env = |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            Config::from_parts(ConfigFile::default(), &env).map(|c| c.jwt)
+        }
+        let thirty_one = "a".repeat(31);
+        let error = try_env(&[("LILA_JWT_SECRET", thirty_one.as_str())]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid value for LILA_JWT_SECRET: must be at least 32 bytes (it has 31)"
+        );
+        let tenant = "t".repeat(32);
+        let operator = "o".repeat(32);
+        let jwt = try_env(&[
+            ("LILA_JWT_SECRET", tenant.as_str()),
+            ("LILA_OPERATOR_JWT_SECRET", operator.as_str()),
+            ("LILA_JWT_ISSUER", "portal"),
+            ("LILA_JWT_MAX_LIFETIME_SECS", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(jwt.operator_secret.as_deref(), Some(operator.as_str()));
+        assert_eq!(jwt.issuer.as_deref(), Some("portal"));
+        assert_eq!(jwt.max_lifetime, Some(Duration::from_secs(3600)));
+        assert!(
+            try_env(&[
+                ("LILA_JWT_SECRET", tenant.as_str()),
+                ("LILA_OPERATOR_JWT_SECRET", tenant.as_str()),
+            ])
+            .is_err()
+        );
+        assert!(try_env(&[("LILA_JWT_MAX_LIFETIME_SECS", "soon")]).is_err());
+        let file: ConfigFile =
+            toml::from_str("[jwt]\naudience = \"lila\"\nmax_lifetime_secs = 60\n").unwrap();
+        let jwt = Config::from_parts(file, &env_of(&[])).unwrap().jwt;
+        assert_eq!(jwt.audience.as_deref(), Some("lila"));
+        assert_eq!(jwt.max_lifetime, Some(Duration::from_secs(60)));
     }
 
     #[test]

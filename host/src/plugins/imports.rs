@@ -255,7 +255,7 @@ impl http::Host for HostState {
         if timeout.is_zero() {
             return Err("no time left in this call's budget".into());
         }
-        info!(plugin = %self.env.plugin, tenant = %self.env.tenant, phone = %self.env.phone, url = %url, "plugin http-post");
+        info!(plugin = %self.env.plugin, tenant = %self.env.tenant, phone = %self.env.phone, origin = %Capabilities::origin_of(&url), "plugin http-post");
         // The blocking client runs on the blocking pool, bounded by its own
         // global timeout; the outer timeout guards against a stuck resolver.
         let task =

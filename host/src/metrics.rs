@@ -1,5 +1,6 @@
 //! Counters for `GET /metrics`, in the Prometheus text format.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
@@ -246,6 +247,17 @@ impl Metrics {
 }
 
 /// Upper bounds (ms) of the hook latency histogram's buckets.
+/// Whether a series may name a tenant: only for a reader who may know them
+/// all (the metrics token, an operator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantLabels {
+    Shown,
+    Summed,
+}
+
+/// The `plugin` label of tenants' plugins summed together.
+pub const TENANT_PLUGINS: &str = "(tenant plugins)";
+
 const HOOK_LATENCY_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000];
 const HOOKS: [&str; 3] = ["before_clear", "after_clear", "on_event"];
 const OUTCOMES: [&str; 5] = ["ok", "vetoed", "failed", "timed_out", "skipped"];
@@ -296,8 +308,10 @@ impl HookMetrics {
         *dropped.entry(key.to_owned()).or_default() += count;
     }
 
-    /// The Prometheus text of these metrics (all zero when `metrics` is `None`).
-    pub fn render(metrics: Option<&HookMetrics>) -> String {
+    /// The Prometheus text of these metrics (all zero when `metrics` is
+    /// `None`); a tenant's plugins (`{tenant}/{name}`) by name, or summed
+    /// into one series that names no tenant.
+    pub fn render(metrics: Option<&HookMetrics>, tenants: TenantLabels) -> String {
         let zero = HookMetrics::default();
         let m = metrics.unwrap_or(&zero);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -331,7 +345,15 @@ impl HookMetrics {
         }
         out.push_str("# HELP lila_plugin_events_dropped_total Events an on-event hook never got (its queue was full; plugin \"*\": the dispatcher fell behind).\n# TYPE lila_plugin_events_dropped_total counter\n");
         let dropped = m.events_dropped.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shown: BTreeMap<&str, u64> = BTreeMap::new();
         for (plugin, count) in dropped.iter() {
+            let label = match tenants {
+                TenantLabels::Summed if plugin.contains('/') => TENANT_PLUGINS,
+                _ => plugin.as_str(),
+            };
+            *shown.entry(label).or_default() += count;
+        }
+        for (plugin, count) in shown {
             let _ = writeln!(
                 out,
                 "lila_plugin_events_dropped_total{{plugin=\"{plugin}\"}} {count}"
@@ -388,12 +410,31 @@ mod tests {
     }
 
     #[test]
+    fn an_anonymous_reader_sees_tenants_plugins_summed_without_their_tenant() {
+        let m = HookMetrics::default();
+        m.events_dropped("webhook-notify", 2);
+        m.events_dropped("acme/guard", 3);
+        m.events_dropped("zeta/guard", 4);
+        let shown = HookMetrics::render(Some(&m), TenantLabels::Shown);
+        assert!(shown.contains("lila_plugin_events_dropped_total{plugin=\"acme/guard\"} 3"));
+        let summed = HookMetrics::render(Some(&m), TenantLabels::Summed);
+        assert!(
+            !summed.contains("acme") && !summed.contains("zeta"),
+            "{summed}"
+        );
+        assert!(summed.contains(&format!(
+            "lila_plugin_events_dropped_total{{plugin=\"{TENANT_PLUGINS}\"}} 7"
+        )));
+        assert!(summed.contains("lila_plugin_events_dropped_total{plugin=\"webhook-notify\"} 2"));
+    }
+
+    #[test]
     fn hook_calls_are_counted_by_outcome_with_a_latency_histogram() {
         let m = HookMetrics::default();
         m.record("before_clear", &HookOutcome::Ok, 3);
         m.record("before_clear", &HookOutcome::TimedOut, 1200);
         m.record("after_clear", &HookOutcome::Failed("x".into()), 7);
-        let text = HookMetrics::render(Some(&m));
+        let text = HookMetrics::render(Some(&m), TenantLabels::Shown);
         assert!(
             text.contains("lila_hook_calls_total{hook=\"before_clear\",outcome=\"timed_out\"} 1"),
             "{text}"
@@ -403,7 +444,7 @@ mod tests {
         assert!(text.contains("lila_hook_duration_ms_bucket{hook=\"before_clear\",le=\"+Inf\"} 2"));
         assert!(text.contains("lila_hook_duration_ms_sum{hook=\"before_clear\"} 1203"));
         assert!(
-            HookMetrics::render(None)
+            HookMetrics::render(None, TenantLabels::Shown)
                 .contains("lila_hook_duration_ms_count{hook=\"after_clear\"} 0")
         );
     }

@@ -698,6 +698,40 @@ async fn health_metrics_and_unknown_routes() {
 }
 
 #[tokio::test]
+async fn with_a_metrics_token_only_it_or_an_operator_reads_the_metrics() {
+    const TOKEN: &str = "metrics-token-metrics-token";
+    let h = Harness::with_config(|c| c.metrics_token = Some(TOKEN.into())).await;
+    let (status, body) = h.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("LILA_METRICS_TOKEN")
+    );
+    let tenant = h.token("acme");
+    let (status, _) = h.call(Method::GET, "/metrics", Some(&tenant), None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a tenant's token is not enough"
+    );
+    let (status, _) = h
+        .call(Method::GET, "/metrics", Some("not-the-token"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for token in [TOKEN.to_owned(), h.operator()] {
+        let (status, body) = h.call(Method::GET, "/metrics", Some(&token), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.as_str()
+                .unwrap_or_default()
+                .contains("lila_uptime_seconds")
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_session_list_shows_the_callers_sessions_with_status() {
     let h = Harness::new().await;
     let a = h.token("acme");

@@ -8,6 +8,7 @@
 //! | `LILA_OPERATOR_JWT_SECRET` | a separate secret for operator tokens | none: operator tokens use `LILA_JWT_SECRET` |
 //! | `LILA_JWT_ISSUER`, `LILA_JWT_AUDIENCE` | the `iss` a token must have, an `aud` it must name | not checked |
 //! | `LILA_JWT_MAX_LIFETIME_SECS` | the longest a token may be valid for | no limit |
+//! | `LILA_METRICS_TOKEN` | the bearer token `GET /metrics` requires | none: open, tenants' names left out |
 //! | `LILA_CONFIG` | path of the TOML file | `./lila.toml` if present |
 //! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work; loopback only for a build without the certificate check) | WhatsApp's own |
 //! | `LILA_DATABASE_URL` | PostgreSQL, for cluster mode (`postgres://…`) | none: one node, files |
@@ -40,6 +41,9 @@ pub struct Config {
     /// e.g. `http://10.0.0.5:3000`); `None` means `http://` and the bind
     /// address, which suits nodes on one host.
     pub node_url: Option<String>,
+    /// The bearer token `GET /metrics` asks for (`LILA_METRICS_TOKEN`);
+    /// `None`: it answers anyone, with tenants' names left out.
+    pub metrics_token: Option<String>,
     /// The TOML file this configuration was read from, if any: the plugin
     /// runtime re-reads its `[plugins]` section on change.
     pub config_file: Option<PathBuf>,
@@ -223,6 +227,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             database_url: None,
             node_url: None,
+            metrics_token: None,
             config_file: None,
             plugins_configured: false,
             crash_at: None,
@@ -271,6 +276,8 @@ pub struct ConfigFile {
     pub jwt: JwtFile,
     pub database_url: Option<String>,
     pub node_url: Option<String>,
+    /// Prefer `LILA_METRICS_TOKEN`.
+    pub metrics_token: Option<String>,
     #[serde(default)]
     pub whatsapp: WhatsAppFile,
     #[serde(default)]
@@ -413,6 +420,13 @@ impl Config {
             operator_secret: non_empty(env("LILA_OPERATOR_JWT_SECRET").or(jwt.operator_secret)),
         };
         long_enough("LILA_OPERATOR_JWT_SECRET", &config.jwt.operator_secret)?;
+        config.metrics_token = non_empty(env("LILA_METRICS_TOKEN").or(file.metrics_token));
+        if config.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Value {
+                name: "LILA_METRICS_TOKEN",
+                reason: "must be at least 16 bytes".into(),
+            });
+        }
         if config.jwt.operator_secret.is_some() && config.jwt.operator_secret == config.jwt_secret {
             return Err(ConfigError::Value {
                 name: "LILA_OPERATOR_JWT_SECRET",

@@ -2,15 +2,17 @@
 //! to an unknown path or method, and the request log every route runs in.
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
-use super::json::Success;
+use super::json::{ErrorBody, Success};
 use super::{ApiError, AppState};
+use crate::core::tenant::Caller;
+use crate::metrics::TenantLabels;
 use crate::request_id::{self, RequestId};
 
 /// Liveness.
@@ -39,18 +41,56 @@ pub struct HealthBody {
     pub certificate_verification: bool,
 }
 
-/// Prometheus counters.
+/// Prometheus counters. With `LILA_METRICS_TOKEN` set, only that token
+/// (or an operator's JWT) may read them; without it anyone may, and the
+/// series that would name a tenant (its plugins) are summed without it.
 #[utoipa::path(
     get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "LILA_METRICS_TOKEN is set and the request carries neither it nor an operator token", body = ErrorBody),
+    )
 )]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let operator = state.auth.authenticate(authorization).ok() == Some(Caller::Operator);
+    let with_metrics_token = match (&state.gateway.config().metrics_token, authorization) {
+        (Some(token), Some(given)) => given
+            .strip_prefix("Bearer ")
+            .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes())),
+        _ => false,
+    };
+    if state.gateway.config().metrics_token.is_some() && !operator && !with_metrics_token {
+        return Err(ApiError::Unauthorized(
+            "/metrics needs the metrics token (LILA_METRICS_TOKEN) or an operator token as 'Bearer <token>'".into(),
+        ));
+    }
+    let tenants = if operator || with_metrics_token {
+        TenantLabels::Shown
+    } else {
+        TenantLabels::Summed
+    };
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.gateway.metrics().render()
-            + &crate::metrics::HookMetrics::render(state.gateway.hooks().hook_metrics()),
+            + &crate::metrics::HookMetrics::render(state.gateway.hooks().hook_metrics(), tenants),
     )
-        .into_response()
+        .into_response())
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 pub async fn not_found() -> ApiError {

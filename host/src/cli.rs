@@ -1,4 +1,5 @@
-//! The `lila` command line: `serve` (the default), `token` and `openapi`. Glue only:
+//! The `lila` command line: `serve` (the default), `token`, `openapi`,
+//! `migrate` and `import`. Glue only:
 //! it reads the configuration, wires the pieces and reports errors.
 
 use std::future::IntoFuture;

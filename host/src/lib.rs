@@ -1,10 +1,14 @@
 //! lila: a multi-tenant WhatsApp session gateway.
 //!
-//! Start with `ARCHITECTURE.md` at the repository root. In short: `core` is
-//! the pure logic (state machine, reset plan, boot policy, outbox rules);
-//! `session` holds one actor per phone that carries it out; `storage` does
-//! the file I/O; `whatsapp` is the seam to the WhatsApp client; `http` is the
-//! Portal's API; `plugins` runs the WebAssembly reset hooks; `gateway` ties the actors together; `cli` is the binary's glue.
+//! Start with `ARCHITECTURE.md` at the repository root, which also gives the
+//! layers `tests/architecture.rs` checks. In short: `core` is the pure logic
+//! (state machine, reset plan, boot policy, outbox rules); `session` holds
+//! one actor per phone that carries it out; `storage` keeps each phone's
+//! state (files on one node, PostgreSQL in a cluster); `whatsapp` is the
+//! seam to the WhatsApp client; `plugins` runs the WebAssembly hooks;
+//! `gateway` ties the actors together; `cluster` is everything a node does
+//! as part of a cluster; `http` is the Portal's API; `cli` is the binary's
+//! glue.
 
 pub mod auth;
 pub mod cli;

@@ -3,7 +3,7 @@
 //! outbox, its message statuses and its contacts.
 //!
 //! One node keeps them in files under the data root (`Files`, the default,
-//! no external service). A cluster keeps them in PostgreSQL (issue 9), as a
+//! no external service). A cluster keeps them in PostgreSQL, as a
 //! second variant with the same methods. Both take and give the core's own
 //! types, so an actor, the boot and the reset never know which one they
 //! talk to. The WhatsApp credentials are not here: the client has its own

@@ -210,11 +210,17 @@ impl Gateway {
         .await
     }
 
-    /// `POST /api/sessions/{phone}/clear`: resets `phone`.
-    pub async fn clear(&self, phone: &Phone, caller: &Caller) -> Result<ResetReport, SessionError> {
+    /// `POST /api/sessions/{phone}/clear`: resets `phone` (`force`: an
+    /// operator's reset past tenants' plugins' refusals).
+    pub async fn clear(
+        &self,
+        phone: &Phone,
+        caller: &Caller,
+        force: bool,
+    ) -> Result<ResetReport, SessionError> {
         self.with_session(phone, |session| {
             let caller = caller.clone();
-            async move { session.clear(caller).await }
+            async move { session.clear(caller, force).await }
         })
         .await
     }

@@ -29,6 +29,10 @@ pub struct ResetContext {
     pub targets: Vec<PlannedRemoval>,
     /// The messages the reset will drop from the outbox, in order.
     pub outbox: Vec<OutboxMessage>,
+    /// An operator forces the reset: a tenant's plugin is still called, but
+    /// its refusal does not stop the reset (the operator's own plugins
+    /// still can).
+    pub forced: bool,
 }
 
 /// The verdict of every `before_clear` hook together.
@@ -36,7 +40,28 @@ pub struct ResetContext {
 pub struct BeforeClear {
     /// `Some((plugin, reason))` when a hook vetoed, or when a fail-closed hook failed.
     pub refusal: Option<(String, String)>,
+    /// A forced reset: the tenants' plugins' refusals it went past.
+    pub overridden: Vec<(String, String)>,
     pub runs: Vec<HookRun>,
+}
+
+impl BeforeClear {
+    /// Records `plugin`'s refusal. It stops the reset (true), unless it is
+    /// `overridable` (a tenant's plugin in a reset an operator forces): then
+    /// it is kept in `overridden`, logged, and the reset goes on.
+    pub fn refuse(&mut self, plugin: &str, reason: String, overridable: bool) -> bool {
+        if overridable {
+            tracing::warn!(
+                plugin,
+                "forced reset: an operator goes past this tenant plugin's refusal"
+            );
+            self.overridden.push((plugin.to_owned(), reason));
+            false
+        } else {
+            self.refusal = Some((plugin.to_owned(), reason));
+            true
+        }
+    }
 }
 
 #[async_trait]

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub sessions_connected: AtomicI64,
     pub resets_completed: AtomicU64,
     pub resets_vetoed: AtomicU64,
+    /// Resets an operator forced past a tenant plugin's refusal.
+    pub resets_forced: AtomicU64,
     pub resets_failed: AtomicU64,
     pub resets_finished_at_boot: AtomicU64,
     pub server_logouts: AtomicU64,
@@ -116,6 +118,11 @@ impl Metrics {
             "lila_resets_vetoed_total",
             "Resets refused by a before_clear hook.",
             get(&self.resets_vetoed),
+        );
+        counter(
+            "lila_resets_forced_total",
+            "Resets an operator forced past a tenant plugin's refusal.",
+            get(&self.resets_forced),
         );
         counter(
             "lila_resets_failed_total",

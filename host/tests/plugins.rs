@@ -1076,3 +1076,93 @@ async fn a_slow_event_plugin_never_holds_a_session_back_and_what_it_drops_is_cou
         "{metrics}"
     );
 }
+
+/// `POST …/clear?force=true`: an operator's reset that a tenant's
+/// fail-closed plugin cannot stop, reported as forced; a tenant may not
+/// force, and the operator's own plugins still decide.
+#[tokio::test]
+async fn an_operator_forces_a_reset_past_a_tenants_fail_closed_plugin_and_it_says_so() {
+    let s = Setup::new(&[], "").await;
+    let tenant_dir = s.conf.path().join("tenants").join("acme");
+    std::fs::create_dir_all(&tenant_dir).unwrap();
+    std::fs::write(
+        tenant_dir.join("misbehave.toml"),
+        "fail = \"closed\"\nconfig = { before = \"trap\", after = \"ok\" }\n",
+    )
+    .unwrap();
+    install(&component("misbehave"), &tenant_dir.join("misbehave.wasm"));
+    s.hooks.reload();
+    let acme = s.h.token("acme");
+    let operator = s.h.operator();
+    s.h.create(PHONE, &acme).await;
+    let clear = |query: &'static str, token: String| {
+        let h = &s.h;
+        async move {
+            h.call(
+                axum::http::Method::POST,
+                &format!("/api/sessions/{PHONE}/clear{query}"),
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    // The failing tenant plugin holds every reset, the operator's too.
+    for token in [acme.clone(), operator.clone()] {
+        let (status, body) = clear("", token).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("acme/misbehave"),
+            "{body}"
+        );
+    }
+    let (status, body) = clear("?force=true", acme.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = clear("?force=maybe", operator.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // The operator forces it: the plugin was heard, and did not stop it.
+    let (status, body) = clear("?force=true", operator.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["forced"], true, "{body}");
+    assert_eq!(
+        hook_runs(&body)[0],
+        run("acme/misbehave", "before_clear", "failed"),
+        "{body}"
+    );
+    // Cleared: the phone is gone for its tenant, as after any reset.
+    assert_eq!(s.h.status(PHONE, &acme).await.0, StatusCode::NOT_FOUND);
+    let (_, metrics) =
+        s.h.call(axum::http::Method::GET, "/metrics", None, None)
+            .await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("lila_resets_forced_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_forced_reset_still_obeys_the_operators_own_plugins() {
+    let s = Setup::new(
+        &[("misbehave", "misbehave.wasm")],
+        &misbehave("closed", 1000, "veto", "ok"),
+    )
+    .await;
+    let acme = s.h.token("acme");
+    s.h.create(PHONE, &acme).await;
+    let (status, body) =
+        s.h.call(
+            axum::http::Method::POST,
+            &format!("/api/sessions/{PHONE}/clear?force=true"),
+            Some(&s.h.operator()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("'misbehave'"),
+        "{body}"
+    );
+}

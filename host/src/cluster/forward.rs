@@ -35,6 +35,8 @@ pub struct Incoming<'a> {
     /// `caller`: the one request asked through the database when its
     /// holder cannot be reached over HTTP.
     pub reset_by: Option<&'a Caller>,
+    /// A reset an operator forces (`?force=true`).
+    pub force: bool,
     pub method: &'a Method,
     /// What follows the node's URL: the path and the query.
     pub path_and_query: &'a str,
@@ -105,7 +107,7 @@ impl Cluster {
                     // database.
                     Some(caller) => {
                         return self
-                            .reset_through_the_database(phone, caller, &holder)
+                            .reset_through_the_database(phone, caller, request.force, &holder)
                             .await
                             .map(Served::Elsewhere);
                     }

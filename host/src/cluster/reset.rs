@@ -47,17 +47,28 @@ pub type RenderReset =
     fn(&Phone, Result<ResetReport, ClusterError>) -> serde_json::Result<StoredAnswer>;
 
 /// The caller as a reset request carries it.
-fn caller_label(caller: &Caller) -> String {
+/// The caller column of a `reset_requests` row: `tenant:{id}`, `operator`,
+/// or `operator+force` for an operator's forced reset (a node that predates
+/// it reads that as no caller, and refuses the request rather than run it
+/// unforced).
+fn caller_label(caller: &Caller, force: bool) -> String {
     match caller {
+        Caller::Operator if force => "operator+force".to_owned(),
         Caller::Operator => "operator".to_owned(),
         Caller::Tenant(tenant) => format!("tenant:{}", tenant.as_str()),
     }
 }
 
-fn caller_from_label(label: &str) -> Option<Caller> {
+fn caller_from_label(label: &str) -> Option<(Caller, bool)> {
     match label.strip_prefix("tenant:") {
-        Some(tenant) => TenantId::parse(tenant).ok().map(Caller::Tenant),
-        None => (label == "operator").then_some(Caller::Operator),
+        Some(tenant) => TenantId::parse(tenant)
+            .ok()
+            .map(|t| (Caller::Tenant(t), false)),
+        None => match label {
+            "operator" => Some((Caller::Operator, false)),
+            "operator+force" => Some((Caller::Operator, true)),
+            _ => None,
+        },
     }
 }
 
@@ -71,10 +82,12 @@ impl Cluster {
         &self,
         phone: &Phone,
         caller: &Caller,
+        force: bool,
         holder: &str,
     ) -> Result<PeerAnswer, ClusterError> {
         let pool = &self.pool;
-        let id = reset_requests::request(pool, phone.as_str(), &caller_label(caller)).await?;
+        let id =
+            reset_requests::request(pool, phone.as_str(), &caller_label(caller, force)).await?;
         info!(phone = %phone, holder = %holder, request = id, "the holder cannot be reached over HTTP; asking it through the database");
         if let Err(e) = notify::notify(pool, RESET_CHANNEL, &format!("{holder} {id}")).await {
             let _ = reset_requests::forget(pool, id).await;
@@ -137,13 +150,15 @@ impl Cluster {
         let Ok(Some((target, caller))) = reset_requests::pending(pool, id).await else {
             return;
         };
-        let (Ok(phone), Some(caller)) = (Phone::parse(&target), caller_from_label(&caller)) else {
+        let (Ok(phone), Some((caller, force))) =
+            (Phone::parse(&target), caller_from_label(&caller))
+        else {
             warn!(request = id, error = %format!("a reset request this node cannot read: {target} {caller}"), "could not run a reset asked through the database");
             return;
         };
         let outcome = if self.holds(&phone) {
             gateway
-                .clear(&phone, &caller)
+                .clear(&phone, &caller, force)
                 .await
                 .map_err(ClusterError::from)
         } else {
@@ -173,7 +188,13 @@ mod tests {
             Caller::Operator,
             Caller::Tenant(TenantId::parse("acme").unwrap()),
         ] {
-            assert_eq!(caller_from_label(&caller_label(&caller)), Some(caller));
+            for force in [false, true] {
+                let forced = force && caller == Caller::Operator;
+                assert_eq!(
+                    caller_from_label(&caller_label(&caller, force)),
+                    Some((caller.clone(), forced))
+                );
+            }
         }
         assert_eq!(caller_from_label("tenant:"), None);
         assert_eq!(caller_from_label("someone"), None);

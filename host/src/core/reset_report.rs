@@ -102,6 +102,9 @@ pub struct ResetReport {
     pub hooks: Vec<HookRun>,
     /// True when a crash cut the reset short and the next start finished it.
     pub finished_at_boot: bool,
+    /// An operator's forced reset: tenants' plugins were heard, and their
+    /// refusals (vetoes, fail-closed failures) did not stop it.
+    pub forced: bool,
 }
 
 impl ResetReport {
@@ -153,6 +156,7 @@ pub(crate) mod sample {
                 duration_ms: 4,
             }],
             finished_at_boot: false,
+            forced: false,
         }
     }
 }

@@ -63,6 +63,7 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
         phone: &phone,
         create,
         reset_by: is_a_reset(&parts.method, parts.uri.path()).then_some(&caller),
+        force: super::reset::asks_force(&parts.uri),
         method: &parts.method,
         path_and_query: parts
             .uri

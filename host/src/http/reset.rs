@@ -3,9 +3,10 @@
 //! (the full reset, with its plugin hooks), with the reports they answer.
 //! `events.rs` sends the same `ClearBody` in `session.cleared`.
 
-use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
+use axum::extract::{Query, State};
+use axum::http::Uri;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AuthCaller, PhoneParam, PhonePath};
 use super::json::{ErrorBody, Success};
@@ -14,6 +15,7 @@ use super::sessions::SessionStatus;
 use super::{ApiError, AppState};
 use crate::core::reset_plan::{PurgeTargetKind, RemovedTarget};
 use crate::core::reset_report::{HookOutcome, HookRun, ResetReport};
+use crate::core::tenant::Caller;
 use crate::phone::Phone;
 use crate::session::DisconnectReport;
 
@@ -42,20 +44,50 @@ pub async fn disconnect_session(
 #[utoipa::path(
     post, path = "/api/sessions/{phone}/clear", tag = "sessions",
     security(("bearer" = [])),
-    params(PhonePath),
+    params(PhonePath, ClearQuery),
     responses(
-        (status = 200, description = "Reset: what was removed and which hooks ran", body = Success<ClearBody>),
+        (status = 200, description = "Reset: what was removed and which hooks ran (`forced` when an operator went past a tenant plugin's refusal)", body = Success<ClearBody>),
+        (status = 400, description = "The phone is not 8–15 digits, or `force` is not `true` or `false`", body = ErrorBody),
+        (status = 403, description = "`force` is an operator's: a tenant's token may not force a reset", body = ErrorBody),
         (status = 409, description = "A `before_clear` plugin vetoed the reset; nothing changed", body = ErrorBody),
-        BadPhone, NoToken, NoSession, HostFailed, SessionTimeout,
+        NoToken, NoSession, HostFailed, SessionTimeout,
     )
 )]
 pub async fn clear_session(
     State(state): State<AppState>,
     AuthCaller(caller): AuthCaller,
     PhoneParam(phone): PhoneParam,
+    query: Result<Query<ClearQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Success<ClearBody>, ApiError> {
-    let report = state.gateway.clear(&phone, &caller).await?;
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::BadRequest(
+            "force must be true or false (POST …/clear?force=true)".into(),
+        ));
+    };
+    let force = query.force.unwrap_or(false);
+    if force && caller != Caller::Operator {
+        return Err(ApiError::Forbidden(
+            "only an operator may force a reset (force=true)".into(),
+        ));
+    }
+    let report = state.gateway.clear(&phone, &caller, force).await?;
     Ok(Success::new(ClearBody::new(&phone, &report)))
+}
+
+/// `?force=true`: an operator's reset that a tenant's plugin cannot stop.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ClearQuery {
+    /// Operators only: go past the refusal (a veto, a fail-closed failure)
+    /// of the tenant's own plugins; the operator's plugins still decide.
+    /// The report and `session.cleared` say `forced: true`.
+    pub force: Option<bool>,
+}
+
+/// Whether a request's query asks to force a reset (for the cluster's
+/// forwarding, which must carry it through the database too).
+pub fn asks_force(uri: &Uri) -> bool {
+    Query::<ClearQuery>::try_from_uri(uri).is_ok_and(|Query(q)| q.force == Some(true))
 }
 
 /// `DELETE /api/sessions/{phone}`: logged out and stopped; the outbox is kept.
@@ -109,6 +141,9 @@ pub struct ClearBody {
     /// `before_clear` calls, then `after_clear` calls.
     pub hooks: Vec<HookRunBody>,
     pub duration_ms: u64,
+    /// An operator forced this reset past a tenant plugin's refusal (its
+    /// run is in `hooks`, with its outcome).
+    pub forced: bool,
 }
 
 impl ClearBody {
@@ -121,6 +156,7 @@ impl ClearBody {
             outbox_messages_dropped: report.outbox_messages_dropped(),
             hooks: report.hooks.iter().map(HookRunBody::from).collect(),
             duration_ms: report.duration_ms,
+            forced: report.forced,
         }
     }
 }

@@ -37,7 +37,7 @@ pub use self::state::StateStore;
 pub use self::watch::PluginWatcher;
 use self::wit::latest::lila::hooks::types as latest;
 use crate::clock::now_ms;
-use crate::config::plugins::{FailMode, PluginSpec, PluginsConfig, PluginsFile};
+use crate::config::plugins::{FailMode, PluginOwner, PluginSpec, PluginsConfig, PluginsFile};
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::core::reset_report::{HookOutcome, HookRun, ResetReport};
@@ -494,6 +494,12 @@ fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }
 
+/// Whether `spec`'s refusal may be gone past: an operator forces the
+/// reset, and the plugin is a tenant's.
+fn overridable(ctx: &ResetContext, spec: &PluginSpec) -> bool {
+    ctx.forced && matches!(spec.owner, PluginOwner::Tenant(_))
+}
+
 #[async_trait]
 impl ResetHooks for PluginHooks {
     async fn before_clear(&self, ctx: &ResetContext) -> BeforeClear {
@@ -539,14 +545,13 @@ impl ResetHooks for PluginHooks {
                     );
                     verdict.runs.push(run);
                     if spec.fail == FailMode::Closed {
-                        verdict.refusal = Some((
-                            spec.key.clone(),
-                            format!(
-                                "the plugin was still being compiled (lila started or the plugin changed moments ago) and was not ready within the reset's {} ms; it is set to fail closed, so nothing was changed. Try again in a few seconds.",
-                                config.before_clear_total.as_millis()
-                            ),
-                        ));
-                        break;
+                        let reason = format!(
+                            "the plugin was still being compiled (lila started or the plugin changed moments ago) and was not ready within the reset's {} ms; it is set to fail closed, so nothing was changed. Try again in a few seconds.",
+                            config.before_clear_total.as_millis()
+                        );
+                        if verdict.refuse(&spec.key, reason, overridable(ctx, &spec)) {
+                            break;
+                        }
                     }
                     continue;
                 }
@@ -592,8 +597,9 @@ impl ResetHooks for PluginHooks {
                 _ => None,
             };
             verdict.runs.push(run);
-            if let Some(reason) = refusal {
-                verdict.refusal = Some((plugin.spec.key.clone(), reason));
+            if let Some(reason) = refusal
+                && verdict.refuse(&plugin.spec.key, reason, overridable(ctx, &plugin.spec))
+            {
                 break;
             }
         }

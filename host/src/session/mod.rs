@@ -160,6 +160,8 @@ pub(crate) enum Command {
     },
     Clear {
         caller: Caller,
+        /// An operator's forced reset (see `SessionActor::clear`).
+        force: bool,
         reply: Reply<ResetReport>,
     },
     /// Boot: resume if the record says so.
@@ -322,8 +324,13 @@ impl SessionHandle {
             .await
     }
 
-    pub async fn clear(&self, caller: Caller) -> Result<ResetReport, SessionError> {
-        self.ask(|reply| Command::Clear { caller, reply }).await
+    pub async fn clear(&self, caller: Caller, force: bool) -> Result<ResetReport, SessionError> {
+        self.ask(|reply| Command::Clear {
+            caller,
+            force,
+            reply,
+        })
+        .await
     }
 
     pub async fn resume(&self) {

@@ -64,6 +64,9 @@ struct PurgeFile {
     outbox_dropped: Vec<DroppedMessageFile>,
     #[serde(default)]
     before_clear: Vec<HookRunFile>,
+    /// Absent (false) in journals written before forced resets existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    forced: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -146,6 +149,7 @@ impl PurgeFile {
                     duration_ms: r.duration_ms,
                 })
                 .collect(),
+            forced: report.forced,
         }
     }
 
@@ -220,6 +224,7 @@ impl PurgeFile {
                 outbox_dropped,
                 hooks,
                 finished_at_boot: false,
+                forced: self.forced,
             },
         })
     }

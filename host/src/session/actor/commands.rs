@@ -133,8 +133,12 @@ impl SessionActor {
             Command::Disconnect { caller, reply } => {
                 let _ = reply.send(self.disconnect(&caller).await);
             }
-            Command::Clear { caller, reply } => {
-                let result = self.clear(&caller).await;
+            Command::Clear {
+                caller,
+                force,
+                reply,
+            } => {
+                let result = self.clear(&caller, force).await;
                 let _ = reply.send(result);
             }
             Command::Resume => {

@@ -56,8 +56,15 @@ impl SessionActor {
         }
     }
 
-    pub(super) async fn clear(&mut self, caller: &Caller) -> Result<ResetReport, SessionError> {
+    /// The reset. `force` (an operator's only: a tenant's is ignored) goes
+    /// past tenants' plugins' refusals, and says so in the report.
+    pub(super) async fn clear(
+        &mut self,
+        caller: &Caller,
+        force: bool,
+    ) -> Result<ResetReport, SessionError> {
         self.check_access(caller, true)?;
+        let forced = force && *caller == Caller::Operator;
         // An earlier reset of this phone that did not finish is finished
         // first, so its `after_clear` is not lost under this one's journal.
         self.finish_interrupted_reset().await?;
@@ -83,8 +90,14 @@ impl SessionActor {
             paired: session.paired,
             targets,
             outbox: self.outbox.iter().cloned().collect(),
+            forced,
         };
         let before = self.ctx.hooks.before_clear(&ctx).await;
+        if !before.overridden.is_empty() {
+            Metrics::inc(&self.ctx.metrics.resets_forced);
+            let plugins: Vec<&str> = before.overridden.iter().map(|(p, _)| p.as_str()).collect();
+            warn!(plugins = ?plugins, reset_id = %reset_id, "an operator forced the reset past tenant plugins' refusals");
+        }
         if let Some((plugin, reason)) = before.refusal {
             Metrics::inc(&self.ctx.metrics.resets_vetoed);
             warn!(plugin = %plugin, reset_id = %reset_id, hooks = %describe_hook_runs(&before.runs), "reset refused by a hook; nothing changed");
@@ -107,6 +120,7 @@ impl SessionActor {
             outbox_dropped: ctx.outbox,
             hooks: before.runs,
             finished_at_boot: false,
+            forced,
         };
         let record = PhoneRecord {
             owner: self.owner().cloned(),

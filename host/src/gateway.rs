@@ -228,8 +228,13 @@ impl Gateway {
     /// The actor of a phone the host knows (a record or files of it): a
     /// request about any other phone is answered 404 without starting a
     /// task for it.
+    ///
+    /// Only the index decides, not the map of actors: an actor the index
+    /// does not know of is one a create or a reset started for a phone with
+    /// no record, which retires unless that create lands (and indexes the
+    /// phone); a request that found it there could reach it as it retires.
     pub fn lookup(&self, phone: &Phone) -> Result<SessionHandle, SessionError> {
-        if self.ctx.index.knows(phone) || self.map().contains_key(phone) {
+        if self.ctx.index.knows(phone) {
             Ok(self.session(phone))
         } else {
             Err(SessionError::NotFound)

@@ -302,3 +302,81 @@ async fn a_node_claiming_more_phones_than_one_lease_lasts_keeps_every_lease() {
     lease_loop.abort();
     gateway.shutdown().await;
 }
+
+/// A request about a free phone that the caller may not touch moves
+/// nothing: the node answers it (404, or a create's refusal) without
+/// claiming the phone's lease; its owner's request claims it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_about_another_tenants_free_phone_claims_no_lease() {
+    use std::sync::Arc;
+
+    use lila::cluster::{Cluster, Route};
+    use lila::core::record::{DesiredState, PhoneRecord};
+    use lila::core::tenant::{Caller, TenantId};
+    use lila::gateway::Gateway;
+    use lila::hooks::NoHooks;
+    use lila::phone::Phone;
+    use lila::storage::phone_store::PhoneStore;
+    use lila::storage::postgres_store::PgPhoneStore;
+    use lila::whatsapp::scripted::ScriptedWhatsApp;
+
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.create_database().unwrap();
+    let pool = lila_pgstore::connect_pool(&url, 4).unwrap();
+    lila_pgstore::migrate(&pool).await.unwrap();
+    // acme's phone, stopped, held by no node.
+    let phone = Phone::parse("51900000077").unwrap();
+    let record = PhoneRecord::new(TenantId::parse("acme").ok(), DesiredState::Stopped, 1);
+    let body = lila::storage::phone_records::encode_bytes(&record).unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO phone_records (phone, body, wants_node) VALUES ($1, $2, false)",
+            &[&phone.as_str(), &body],
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = lila::config::Config {
+        data_dir: dir.path().join("data"),
+        ..lila::config::Config::default()
+    };
+    let store = PgPhoneStore::new(pool.clone());
+    let gateway = Gateway::with_store(
+        config,
+        PhoneStore::Postgres(store.clone()),
+        Arc::new(ScriptedWhatsApp::new()),
+        Arc::new(NoHooks),
+    );
+    let lease_pool = lila_pgstore::connect_pool(&url, 2).unwrap();
+    let cluster = Cluster::join(
+        lease_pool,
+        store.clone(),
+        "node-a".into(),
+        String::new(),
+        Duration::from_secs(9),
+    )
+    .await
+    .unwrap();
+    let zeta = Caller::Tenant(TenantId::parse("zeta").unwrap());
+    for create in [false, true] {
+        let route = cluster.route(&gateway, &phone, &zeta, false, create).await;
+        assert!(matches!(route, Ok(Route::Here)), "{route:?}");
+        assert!(
+            !store.holds(&phone),
+            "zeta's request (create: {create}) claimed acme's phone"
+        );
+        assert_eq!(
+            lila_pgstore::cluster::holder(&pool, phone.as_str())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let acme = Caller::Tenant(TenantId::parse("acme").unwrap());
+    let route = cluster.route(&gateway, &phone, &acme, false, false).await;
+    assert!(matches!(route, Ok(Route::Here)), "{route:?}");
+    assert!(store.holds(&phone), "its owner's request claims it");
+    gateway.shutdown().await;
+}

@@ -31,6 +31,9 @@ pub struct Incoming<'a> {
     pub phone: &'a Phone,
     /// It creates the phone's session (see `Cluster::route`).
     pub create: bool,
+    /// Who asks (the token was checked): a free phone is claimed only for
+    /// a caller who may touch it.
+    pub caller: &'a Caller,
     /// `Some(caller)` for a reset (`POST /api/sessions/{phone}/clear`) by
     /// `caller`: the one request asked through the database when its
     /// holder cannot be reached over HTTP.
@@ -63,13 +66,20 @@ impl Cluster {
         gateway: &Arc<Gateway>,
         request: Incoming<'_>,
     ) -> Result<Served, ClusterError> {
-        let Incoming { phone, create, .. } = request;
+        let Incoming {
+            phone,
+            create,
+            caller,
+            ..
+        } = request;
         let forwarded = request.headers.contains_key(FORWARDED_FROM);
-        let (mut holder, mut holder_url) =
-            match self.route(gateway, phone, forwarded, create).await? {
-                Route::Here => return Ok(Served::Here),
-                Route::Elsewhere { node_id, url } => (node_id, url),
-            };
+        let (mut holder, mut holder_url) = match self
+            .route(gateway, phone, caller, forwarded, create)
+            .await?
+        {
+            Route::Here => return Ok(Served::Here),
+            Route::Elsewhere { node_id, url } => (node_id, url),
+        };
         // A holder that refuses connections is gone: the request never
         // reached it, so it is safe to serve anywhere. It waits for the dead
         // node's lease to run out (another node, or this one, then runs the
@@ -95,7 +105,10 @@ impl Cluster {
                 Hop::Unreachable(e) if Instant::now() < deadline => {
                     debug!(phone = %phone, holder = %holder, error = %e, "the node that ran the phone is gone; waiting for its lease to run out");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    match self.route(gateway, phone, forwarded, create).await? {
+                    match self
+                        .route(gateway, phone, caller, forwarded, create)
+                        .await?
+                    {
                         Route::Here => return Ok(Served::Here),
                         Route::Elsewhere { node_id, url } => (holder, holder_url) = (node_id, url),
                     }

@@ -372,6 +372,7 @@ impl Cluster {
         &self,
         gateway: &Arc<Gateway>,
         phone: &Phone,
+        caller: &Caller,
         forwarded: bool,
         create: bool,
     ) -> Result<Route, ClusterError> {
@@ -391,8 +392,11 @@ impl Cluster {
                 return elsewhere;
             }
             // Free (or held in the database under this node's name but not
-            // in memory: a lease this node just let go): claimed here.
-            if !create && !self.store.has_record(phone).await? {
+            // in memory: a lease this node just let go): claimed here, but
+            // only for a caller who may touch the phone. Anyone else is
+            // answered here without a claim (a 404, or a create's refusal),
+            // so a request about another tenant's free phone moves nothing.
+            if !self.may_claim_for(phone, caller, create).await? {
                 return Ok(Route::Here);
             }
             if self.claim(gateway, phone).await? {
@@ -400,6 +404,24 @@ impl Cluster {
             }
             // Another node claimed it in between: ask again who.
         }
+    }
+
+    /// Whether a request by `caller` about free `phone` is worth its lease:
+    /// the phone has a record `caller` may use (its owner's, an operator's,
+    /// or a cleared one for a create), or none and the request creates it.
+    async fn may_claim_for(
+        &self,
+        phone: &Phone,
+        caller: &Caller,
+        create: bool,
+    ) -> Result<bool, ClusterError> {
+        Ok(match self.store.load_record(phone).await? {
+            None => create,
+            Some(record) if record.is_cleared() => {
+                create || caller.may_access(record.owner.as_ref())
+            }
+            Some(record) => caller.may_access(record.owner.as_ref()),
+        })
     }
 
     /// The route to another node holding `phone`, if one does (`Moving`

@@ -62,6 +62,7 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
     let incoming = Incoming {
         phone: &phone,
         create,
+        caller: &caller,
         reset_by: is_a_reset(&parts.method, parts.uri.path()).then_some(&caller),
         force: super::reset::asks_force(&parts.uri),
         method: &parts.method,

@@ -169,3 +169,39 @@ async fn a_session_that_will_not_stop_does_not_hold_the_shutdown_past_its_deadli
     let summary = h.gateway.shutdown_within(Duration::from_millis(200)).await;
     assert_eq!((summary.stopped, summary.abandoned), (0, 2));
 }
+
+/// Regression (found by the reset race campaign, seed
+/// 1796236180498239542): a reset, a create, a send and a status of a new
+/// number at once. The actor the reset started retires; no request may
+/// reach it as it does and answer 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_a_retiring_actor_never_answer_a_server_error() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    let acme = h.token("acme");
+    for i in 0..200 {
+        let phone = format!("5195{i:07}");
+        let mut tasks = Vec::new();
+        for op in 0..4 {
+            let (h, token, phone) = (h.clone(), acme.clone(), phone.clone());
+            tasks.push(tokio::spawn(async move {
+                match op {
+                    0 => h.clear(&phone, &token).await,
+                    1 => h.create(&phone, &token).await,
+                    2 => {
+                        h.post(
+                            &format!("/api/sessions/{phone}/messages"),
+                            &token,
+                            serde_json::json!({"to": "51900000001", "text": "x"}),
+                        )
+                        .await
+                    }
+                    _ => h.status(&phone, &token).await,
+                }
+            }));
+        }
+        for task in tasks {
+            let (status, body) = task.await.expect("a request task");
+            assert!(!status.is_server_error(), "{phone}: {status} {body}");
+        }
+    }
+}

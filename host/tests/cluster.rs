@@ -219,17 +219,10 @@ async fn lila_import_moves_a_data_root_into_postgres_and_again_changes_nothing()
 /// next round (renewing first) starts at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_claiming_more_phones_than_one_lease_lasts_keeps_every_lease() {
-    use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
-    use lila::cluster::Cluster;
     use lila::core::record::{DesiredState, PhoneRecord};
     use lila::core::tenant::TenantId;
-    use lila::gateway::Gateway;
-    use lila::hooks::NoHooks;
-    use lila::storage::phone_store::PhoneStore;
-    use lila::storage::postgres_store::PgPhoneStore;
-    use lila::whatsapp::scripted::ScriptedWhatsApp;
 
     // Claiming them all takes about twice as long as a lease lasts.
     const PHONES: usize = 3_000;
@@ -253,28 +246,7 @@ async fn a_node_claiming_more_phones_than_one_lease_lasts_keeps_every_lease() {
         .await
         .unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = lila::config::Config {
-        data_dir: dir.path().join("data"),
-        ..lila::config::Config::default()
-    };
-    let store = PgPhoneStore::new(pool.clone());
-    let gateway = Gateway::with_store(
-        config,
-        PhoneStore::Postgres(store.clone()),
-        Arc::new(ScriptedWhatsApp::new()),
-        Arc::new(NoHooks),
-    );
-    let lease_pool = lila_pgstore::connect_pool(&url, 4).unwrap();
-    let cluster = Cluster::join(
-        lease_pool,
-        store.clone(),
-        "node-a".into(),
-        String::new(),
-        ttl,
-    )
-    .await
-    .unwrap();
+    let (_dir, store, gateway, cluster) = in_process_node(&pool, &url, ttl).await;
     let lease_loop = cluster.spawn_lease_loop(gateway.clone());
 
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -308,17 +280,10 @@ async fn a_node_claiming_more_phones_than_one_lease_lasts_keeps_every_lease() {
 /// claiming the phone's lease; its owner's request claims it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_about_another_tenants_free_phone_claims_no_lease() {
-    use std::sync::Arc;
-
-    use lila::cluster::{Cluster, Route};
+    use lila::cluster::Route;
     use lila::core::record::{DesiredState, PhoneRecord};
     use lila::core::tenant::{Caller, TenantId};
-    use lila::gateway::Gateway;
-    use lila::hooks::NoHooks;
     use lila::phone::Phone;
-    use lila::storage::phone_store::PhoneStore;
-    use lila::storage::postgres_store::PgPhoneStore;
-    use lila::whatsapp::scripted::ScriptedWhatsApp;
 
     let server = TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
     let url = server.create_database().unwrap();
@@ -337,28 +302,8 @@ async fn a_request_about_another_tenants_free_phone_claims_no_lease() {
         )
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = lila::config::Config {
-        data_dir: dir.path().join("data"),
-        ..lila::config::Config::default()
-    };
-    let store = PgPhoneStore::new(pool.clone());
-    let gateway = Gateway::with_store(
-        config,
-        PhoneStore::Postgres(store.clone()),
-        Arc::new(ScriptedWhatsApp::new()),
-        Arc::new(NoHooks),
-    );
-    let lease_pool = lila_pgstore::connect_pool(&url, 2).unwrap();
-    let cluster = Cluster::join(
-        lease_pool,
-        store.clone(),
-        "node-a".into(),
-        String::new(),
-        Duration::from_secs(9),
-    )
-    .await
-    .unwrap();
+    let (_dir, store, gateway, cluster) =
+        in_process_node(&pool, &url, Duration::from_secs(9)).await;
     let zeta = Caller::Tenant(TenantId::parse("zeta").unwrap());
     for create in [false, true] {
         let route = cluster.route(&gateway, &phone, &zeta, false, create).await;
@@ -379,4 +324,47 @@ async fn a_request_about_another_tenants_free_phone_claims_no_lease() {
     assert!(matches!(route, Ok(Route::Here)), "{route:?}");
     assert!(store.holds(&phone), "its owner's request claims it");
     gateway.shutdown().await;
+}
+
+/// One cluster node in this process ("node-a", scripted WhatsApp, no
+/// plugins) on the database at `url`, not yet running its lease loop: its
+/// data folder (kept alive by the caller), store, gateway and membership.
+async fn in_process_node(
+    pool: &lila_pgstore::Pool,
+    url: &str,
+    ttl: Duration,
+) -> (
+    tempfile::TempDir,
+    lila::storage::postgres_store::PgPhoneStore,
+    std::sync::Arc<lila::gateway::Gateway>,
+    std::sync::Arc<lila::cluster::Cluster>,
+) {
+    use std::sync::Arc;
+
+    use lila::storage::phone_store::PhoneStore;
+    use lila::storage::postgres_store::PgPhoneStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = lila::config::Config {
+        data_dir: dir.path().join("data"),
+        ..lila::config::Config::default()
+    };
+    let store = PgPhoneStore::new(pool.clone());
+    let gateway = lila::gateway::Gateway::with_store(
+        config,
+        PhoneStore::Postgres(store.clone()),
+        Arc::new(lila::whatsapp::scripted::ScriptedWhatsApp::new()),
+        Arc::new(lila::hooks::NoHooks),
+    );
+    let lease_pool = lila_pgstore::connect_pool(url, 4).unwrap();
+    let cluster = lila::cluster::Cluster::join(
+        lease_pool,
+        store.clone(),
+        "node-a".into(),
+        String::new(),
+        ttl,
+    )
+    .await
+    .unwrap();
+    (dir, store, gateway, cluster)
 }

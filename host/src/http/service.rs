@@ -59,13 +59,14 @@ pub async fn metrics(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let operator = state.auth.authenticate(authorization).ok() == Some(Caller::Operator);
-    let with_metrics_token = match (&state.gateway.config().metrics_token, authorization) {
+    let metrics_token = state.gateway.config().metrics_token.as_deref();
+    let with_metrics_token = match (metrics_token, authorization) {
         (Some(token), Some(given)) => given
             .strip_prefix("Bearer ")
             .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes())),
         _ => false,
     };
-    if state.gateway.config().metrics_token.is_some() && !operator && !with_metrics_token {
+    if metrics_token.is_some() && !operator && !with_metrics_token {
         return Err(ApiError::Unauthorized(
             "/metrics needs the metrics token (LILA_METRICS_TOKEN) or an operator token as 'Bearer <token>'".into(),
         ));

@@ -28,7 +28,8 @@ use crate::layout::DataLayout;
 use crate::metrics::Metrics;
 use crate::phone::Phone;
 use crate::session::{
-    SessionContext, SessionError, SessionHandle, SessionIndex, SessionView, spawn_session,
+    OutboxQuota, SessionContext, SessionError, SessionHandle, SessionIndex, SessionView,
+    spawn_session,
 };
 use crate::storage::StorageError;
 use crate::storage::phone_store::PhoneStore;
@@ -99,6 +100,7 @@ impl Gateway {
             hooks,
             metrics: Arc::new(Metrics::default()),
             index: SessionIndex::default(),
+            quota: OutboxQuota::default(),
             events: events.clone(),
         };
         // The plugins' event hooks listen on the same bus.
@@ -315,6 +317,8 @@ impl Gateway {
         // No outbox stored reads as an empty one: one read either way.
         if let Ok(outbox) = self.ctx.store.load_outbox(phone).await {
             self.ctx.index.set_pending_at_boot(phone, outbox.len());
+            let owner = record.as_ref().and_then(|r| r.owner.as_ref());
+            self.ctx.quota.set(phone, owner, outbox.usage());
         }
         Ok(record)
     }

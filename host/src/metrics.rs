@@ -8,6 +8,14 @@ use std::time::{Instant, SystemTime};
 use crate::core::reset_report::HookOutcome;
 use crate::core::status::ConnectFailureCause;
 
+/// The outbox limits a refusal is counted under (`OutboxError::limit_label`).
+pub const OUTBOX_LIMITS: [&str; 4] = [
+    "phone_messages",
+    "phone_bytes",
+    "tenant_messages",
+    "tenant_bytes",
+];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub client_starts: AtomicU64,
@@ -44,6 +52,13 @@ pub struct Metrics {
     pub cluster_leases_lost: AtomicU64,
     pub cluster_sessions_handed_over: AtomicU64,
     pub cluster_leases_held: AtomicI64,
+    /// Session creates refused because the tenant owns as many sessions as
+    /// it may (`limits.max_sessions_per_tenant`).
+    pub sessions_refused_tenant_limit: AtomicU64,
+    /// Outbox logs rewritten because dead lines outweighed the queue.
+    pub outbox_compactions: AtomicU64,
+    /// Messages refused by an outbox limit, in the order of `OUTBOX_LIMITS`.
+    outbox_refused: [AtomicU64; OUTBOX_LIMITS.len()],
     /// Failed connection attempts, in the order of `ConnectFailureCause::ALL`.
     connection_failures: [AtomicU64; ConnectFailureCause::ALL.len()],
     /// When these counters started, i.e. when `serve` built its gateway.
@@ -75,6 +90,13 @@ impl Metrics {
     pub fn connection_failed(&self, cause: ConnectFailureCause) {
         if let Some(i) = ConnectFailureCause::ALL.iter().position(|c| *c == cause) {
             Metrics::inc(&self.connection_failures[i]);
+        }
+    }
+
+    /// A message refused by the outbox limit `limit` (one of `OUTBOX_LIMITS`).
+    pub fn outbox_refused(&self, limit: &str) {
+        if let Some(i) = OUTBOX_LIMITS.iter().position(|l| *l == limit) {
+            Metrics::inc(&self.outbox_refused[i]);
         }
     }
 
@@ -199,6 +221,24 @@ impl Metrics {
             "Cluster mode: sessions this node handed to a node below its fair share.",
             get(&self.cluster_sessions_handed_over),
         );
+        counter(
+            "lila_sessions_refused_tenant_limit_total",
+            "Session creates refused because the tenant owns as many sessions as it may.",
+            self.sessions_refused_tenant_limit.load(Ordering::Relaxed),
+        );
+        counter(
+            "lila_outbox_compactions_total",
+            "Outbox logs rewritten with their queue alone.",
+            self.outbox_compactions.load(Ordering::Relaxed),
+        );
+        out.push_str("# HELP lila_outbox_refused_total Messages refused by an outbox limit, by limit (per phone or per tenant, messages or bytes).\n# TYPE lila_outbox_refused_total counter\n");
+        for (i, limit) in OUTBOX_LIMITS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "lila_outbox_refused_total{{limit=\"{limit}\"}} {}",
+                self.outbox_refused[i].load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP lila_connection_failures_total Connection attempts to WhatsApp that failed, by cause (each is retried after a back-off).\n# TYPE lila_connection_failures_total counter\n");
         for cause in ConnectFailureCause::ALL {
             let _ = writeln!(

@@ -85,6 +85,21 @@ async fn another_tenant_gets_404_exactly_as_for_a_missing_session() {
         json!({"to": "51900000001", "text": "hi"}),
     )
     .await;
+    // Sent, and its files settled, before the snapshot: what changes after
+    // it must be B's doing.
+    let outbox = h.layout().outbox_file(&Phone::parse(PHONE).unwrap());
+    h.wait_for("the message to be sent", || {
+        h.wa.sent().len() == 1 && !outbox.exists()
+    })
+    .await;
+    let status_file = h
+        .layout()
+        .root()
+        .join(format!("whatsapp/status/{PHONE}.json"));
+    h.wait_for("its status to be recorded", || {
+        std::fs::read_to_string(&status_file).is_ok_and(|s| s.contains("\"sent\""))
+    })
+    .await;
     let files_before = snapshot(h.root());
     let missing = h.status("51900000009", &b).await;
     assert_eq!(missing.0, StatusCode::NOT_FOUND);

@@ -14,6 +14,10 @@
 //!   is one message to the recipient (WhatsApp's clients key messages by
 //!   id), so this is reported, not counted as sent twice.
 //!
+//! Odd runs kill while the burst is still being queued (an append to the
+//! outbox log may be cut half-way: what got its 202 must still arrive);
+//! even runs kill while the queued burst is sent.
+//!
 //! CI runs a smoke run (3 kills). The long campaign, with its results in
 //! `docs/RELIABILITY.md`:
 //!
@@ -91,33 +95,80 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
     let mut confirmed_sent: BTreeMap<String, usize> = BTreeMap::new();
     let mut server = Some(server);
     let mut kills_with_sends_in_flight = 0;
+    let mut kills_while_queueing = 0;
+    let mut accepted_before_kill: Vec<usize> = Vec::new();
     let mut failed_runs: BTreeSet<usize> = BTreeSet::new();
     for run in 0..runs {
         let delay_ms = schedule.below(250);
         let live = server.take().expect("a server");
         let arrived_before = sim.control().messages().len();
+        let run_start = accepted.len();
+        // Odd runs kill while the burst is being queued (an append may be cut
+        // half-way); even runs queue it all, then kill while it is sent.
+        let while_queueing = run % 2 == 1;
         tokio::task::block_in_place(|| {
-            for i in 0..BURST {
-                let text = format!("run {run} message {i}");
-                let (code, body) = live.send_text(PHONE, &token, CONTACT, &text);
-                assert_eq!(code, 202, "{body}");
-                accepted.push((body["id"].as_str().expect("id").to_owned(), text));
+            if while_queueing {
+                let pid = live.pid().to_string();
+                std::thread::scope(|scope| {
+                    let queueing = scope.spawn(|| {
+                        let mut ok = Vec::new();
+                        for i in 0..BURST {
+                            let text = format!("run {run} message {i}");
+                            let body = serde_json::json!({ "to": CONTACT, "text": text });
+                            let path = format!("/api/sessions/{PHONE}/messages");
+                            match live.request("POST", &path, Some(&token), Some(&body)) {
+                                Ok((202, body)) => {
+                                    ok.push((body["id"].as_str().expect("id").to_owned(), text))
+                                }
+                                // Killed: this answer never came, so it was never accepted.
+                                _ => break,
+                            }
+                        }
+                        ok
+                    });
+                    std::thread::sleep(Duration::from_millis(delay_ms / 4));
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid])
+                        .status();
+                    accepted.extend(queueing.join().expect("the queueing thread"));
+                });
+                live.kill();
+            } else {
+                for i in 0..BURST {
+                    let text = format!("run {run} message {i}");
+                    let (code, body) = live.send_text(PHONE, &token, CONTACT, &text);
+                    assert_eq!(code, 202, "{body}");
+                    accepted.push((body["id"].as_str().expect("id").to_owned(), text));
+                }
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                live.kill();
             }
-            std::thread::sleep(Duration::from_millis(delay_ms));
-            live.kill();
         });
+        let queued_this_run = accepted.len() - run_start;
+        if while_queueing {
+            kills_while_queueing += 1;
+            accepted_before_kill.push(queued_this_run);
+        }
         let arrived = sim.control().messages().len() - arrived_before;
-        if arrived > 0 && arrived < BURST {
+        if arrived > 0 && arrived < queued_this_run {
             kills_with_sends_in_flight += 1;
         }
-        // Every id the outbox file no longer lists was confirmed sent: from
+        // Every id the outbox log no longer holds was confirmed sent: from
         // now on, it must never arrive again.
         let layout = lila::layout::DataLayout::new(&root);
         let phone = lila::phone::Phone::parse(PHONE).expect("phone");
-        let still_queued = std::fs::read_to_string(layout.outbox_file(&phone)).unwrap_or_default();
+        let path = layout.outbox_file(&phone);
+        let still_queued: BTreeSet<String> = match std::fs::read(&path) {
+            Ok(bytes) => lila::storage::outbox_file::decode(&path, &bytes)
+                .expect("the outbox log is whole, but for a torn last line")
+                .iter()
+                .map(|m| m.id.clone())
+                .collect(),
+            Err(_) => BTreeSet::new(),
+        };
         let counts = arrivals_by_id(&sim);
         for (id, _) in &accepted {
-            if !still_queued.contains(id.as_str()) && !confirmed_sent.contains_key(id) {
+            if !still_queued.contains(id) && !confirmed_sent.contains_key(id) {
                 confirmed_sent.insert(id.clone(), counts.get(id).copied().unwrap_or(0));
             }
         }
@@ -129,7 +180,7 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
         server = Some(next);
         // The next start sends what the kill left: this run's messages all
         // arrive before the next burst.
-        let run_ids: BTreeSet<String> = accepted[accepted.len() - BURST..]
+        let run_ids: BTreeSet<String> = accepted[run_start..]
             .iter()
             .map(|(id, _)| id.clone())
             .collect();
@@ -158,6 +209,16 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
     }
     let mut lost = Vec::new();
     let mut twice = Vec::new();
+    // The run each accepted message was queued in (runs queue up to BURST).
+    let run_of: Vec<usize> = accepted
+        .iter()
+        .map(|(_, text)| {
+            text.split(' ')
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
     let mut retransmitted = 0;
     let counts = arrivals_by_id(&sim);
     for (index, (id, text)) in accepted.iter().enumerate() {
@@ -179,9 +240,12 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
             retransmitted += 1;
         }
         if lost.len() + twice.len() > before {
-            failed_runs.insert(index / BURST);
+            failed_runs.insert(run_of[index]);
         }
     }
+    println!(
+        "{kills_while_queueing} kills fell while a burst was being queued (messages accepted before each: {accepted_before_kill:?})"
+    );
     println!(
         "{} messages accepted in {runs} runs ({kills_with_sends_in_flight} kills fell while a burst was half sent); \
          {} lost, {} sent twice, {retransmitted} retransmitted under the same id",

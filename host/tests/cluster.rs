@@ -131,7 +131,10 @@ async fn lila_import_moves_a_data_root_into_postgres_and_again_changes_nothing()
         let to = Recipient::parse("51900000001").unwrap();
         statuses.queued(&id, to.as_jid(), 1_700_000_000_000);
         outbox
-            .enqueue(OutboxMessage::new(id, to, text.to_owned(), 1_700_000_000_000).unwrap())
+            .enqueue(
+                OutboxMessage::new(id, to, text.to_owned(), 1_700_000_000_000).unwrap(),
+                &Default::default(),
+            )
             .unwrap();
     }
     files.save_outbox(&paired, &outbox).await.unwrap();

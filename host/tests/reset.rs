@@ -25,6 +25,20 @@ async fn lived_in_session(h: &Harness, phone: &str, token: &str) {
             .unwrap_or(false)
     })
     .await;
+    // One message sent, so that its status is on disk.
+    let (status, _) = h
+        .post(
+            &format!("/api/sessions/{phone}/messages"),
+            token,
+            json!({"to": "51900000001", "text": "primero"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let statuses = layout.root().join(format!("whatsapp/status/{phone}.json"));
+    h.wait_for("a sent message's status", || {
+        std::fs::read_to_string(&statuses).is_ok_and(|s| s.contains("\"sent\""))
+    })
+    .await;
     h.client(phone).await.drop_connection();
     h.wait_status(phone, token, "reconnecting").await;
     let (status, _) = h

@@ -22,7 +22,10 @@ use serde::Deserialize;
 use self::plugins::{PluginConfigError, PluginsConfig, PluginsFile};
 
 pub mod capabilities;
+pub mod limits;
 pub mod plugins;
+
+pub use self::limits::LimitsConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +38,8 @@ pub struct Config {
     pub backups: BackupConfig,
     pub sessions: SessionConfig,
     pub events: EventsConfig,
+    /// What one phone and one tenant may hold (`limits.rs`).
+    pub limits: LimitsConfig,
     /// PostgreSQL for cluster mode; `None` is the single node on files.
     pub database_url: Option<DatabaseUrl>,
     /// Cluster mode: where the other nodes reach this one (`LILA_NODE_URL`,
@@ -225,6 +230,7 @@ impl Default for Config {
                 shutdown_deadline: Duration::from_secs(4),
             },
             events: EventsConfig::default(),
+            limits: LimitsConfig::default(),
             database_url: None,
             node_url: None,
             metrics_token: None,
@@ -288,6 +294,8 @@ pub struct ConfigFile {
     pub events: EventsFile,
     /// The plugin runtime's section (`config::plugins` checks it).
     pub plugins: Option<PluginsFile>,
+    #[serde(default)]
+    pub limits: limits::LimitsFile,
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -512,6 +520,7 @@ impl Config {
         if let Some(n) = file.events.plugin_queue {
             e.plugin_queue = n.max(1);
         }
+        config.limits = LimitsConfig::from_parts(&file.limits, env)?;
         config.crash_at = env("LILA_CRASH_AT").filter(|s| !s.is_empty());
         Ok(config)
     }

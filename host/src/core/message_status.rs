@@ -127,7 +127,24 @@ impl MessageStatuses {
             read_at_ms: None,
             failed_at_ms: None,
         });
-        self.prune(now_ms);
+        // No prune here: a queued status never is pruned, and the finished
+        // ones are pruned where they change (`prune`, before each save), so
+        // that queueing costs O(1).
+    }
+
+    /// Adds a queued status for each of `messages` (id, recipient, queued at)
+    /// that has none: the messages still in the outbox when a phone loads.
+    pub fn queued_if_missing<'a>(
+        &mut self,
+        messages: impl Iterator<Item = (&'a str, &'a str, u64)>,
+    ) {
+        let known: std::collections::HashSet<String> =
+            self.entries.iter().map(|s| s.id.clone()).collect();
+        for (id, to, at) in messages {
+            if !known.contains(id) {
+                self.queued(id, to, at);
+            }
+        }
     }
 
     /// Marks `id` sent. Returns whether anything changed.

@@ -11,9 +11,28 @@ use std::collections::VecDeque;
 
 /// Longest text accepted in one message (WhatsApp's own limit is about 65,536 characters).
 pub const MAX_TEXT_BYTES: usize = 65_536;
-/// Most messages one phone may have waiting; beyond it, enqueueing is refused
-/// rather than letting one tenant fill the disk.
-pub const MAX_PENDING: usize = 10_000;
+/// What one queued message costs on disk beside its id, recipient and text
+/// (the field names and the line's punctuation).
+const RECORD_OVERHEAD_BYTES: u64 = 96;
+
+/// How much one phone's queue may hold. Beyond either bound, enqueueing is
+/// refused rather than letting one tenant fill the disk and the memory
+/// (a queue is kept in memory while its session runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub max_messages: usize,
+    /// Bytes as stored: the sum of each message's `weight`.
+    pub max_bytes: u64,
+}
+
+impl Default for QueueLimits {
+    fn default() -> QueueLimits {
+        QueueLimits {
+            max_messages: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// Where a message goes: a user (`…@s.whatsapp.net`) or a group (`…@g.us`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +48,87 @@ pub enum OutboxError {
     EmptyText,
     #[error("'text' is longer than {MAX_TEXT_BYTES} bytes")]
     TextTooLong,
-    #[error("the outbox already holds {MAX_PENDING} messages; wait until they are sent")]
-    Full,
+    #[error(
+        "the outbox already holds {held} messages, the most one phone may queue; wait until they are sent"
+    )]
+    FullOfMessages { held: usize },
+    #[error(
+        "the outbox already holds {held} bytes; this message ({weight} bytes) would pass the {max} bytes one phone may queue; wait until they are sent"
+    )]
+    FullOfBytes { held: u64, weight: u64, max: u64 },
+    #[error(
+        "this message takes {weight} bytes stored, more than the {max} bytes one phone may queue at all"
+    )]
+    TooLarge { weight: u64, max: u64 },
+    #[error(
+        "this account's phones already hold {held} queued messages, the most it may queue; wait until they are sent"
+    )]
+    TenantFullOfMessages { held: usize },
+    #[error(
+        "this account's phones already hold {held} queued bytes; this message ({weight} bytes) would pass the {max} bytes it may queue; wait until they are sent"
+    )]
+    TenantFullOfBytes { held: u64, weight: u64, max: u64 },
+}
+
+impl OutboxError {
+    /// Whether waiting helps: the queue is full now but drains as it sends.
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            OutboxError::FullOfMessages { .. }
+                | OutboxError::FullOfBytes { .. }
+                | OutboxError::TenantFullOfMessages { .. }
+                | OutboxError::TenantFullOfBytes { .. }
+        )
+    }
+
+    /// The label of `lila_outbox_refused_total` for a refusal by a limit.
+    pub fn limit_label(&self) -> Option<&'static str> {
+        match self {
+            OutboxError::FullOfMessages { .. } => Some("phone_messages"),
+            OutboxError::FullOfBytes { .. } | OutboxError::TooLarge { .. } => Some("phone_bytes"),
+            OutboxError::TenantFullOfMessages { .. } => Some("tenant_messages"),
+            OutboxError::TenantFullOfBytes { .. } => Some("tenant_bytes"),
+            _ => None,
+        }
+    }
+}
+
+/// What a set of queues holds together (a tenant's phones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueUsage {
+    pub messages: usize,
+    pub bytes: u64,
+}
+
+impl QueueUsage {
+    /// Whether one more message of `weight` fits under a tenant's `limits`.
+    pub fn admits(&self, weight: u64, limits: &QueueLimits) -> Result<(), OutboxError> {
+        if self.messages >= limits.max_messages {
+            return Err(OutboxError::TenantFullOfMessages {
+                held: self.messages,
+            });
+        }
+        if self.bytes.saturating_add(weight) > limits.max_bytes {
+            return Err(OutboxError::TenantFullOfBytes {
+                held: self.bytes,
+                weight,
+                max: limits.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The length of `s` as a JSON string's contents (serde_json's escaping).
+fn json_escaped_len(s: &str) -> u64 {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8() as u64,
+        })
+        .sum()
 }
 
 impl Recipient {
@@ -92,6 +190,17 @@ impl OutboxMessage {
             attempts: 0,
         })
     }
+
+    /// What the message costs stored: its id, recipient and text as JSON
+    /// escapes them (a text of control characters takes six bytes each),
+    /// and the record around them. The per-phone and per-tenant byte limits
+    /// count this, so they bound the disk, not only the text.
+    pub fn weight(&self) -> u64 {
+        json_escaped_len(&self.id)
+            + json_escaped_len(self.to.as_jid())
+            + json_escaped_len(&self.text)
+            + RECORD_OVERHEAD_BYTES
+    }
 }
 
 /// A WhatsApp-style message id (`3EB0` and 20 upper-case hex digits) from 10 random bytes.
@@ -103,24 +212,108 @@ pub fn message_id(random: [u8; 10]) -> String {
     id
 }
 
+/// One change of a queue, as its durable log records it (`storage::outbox_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxChange {
+    Queued(OutboxMessage),
+    /// The head left the queue: sent, or given up.
+    Left {
+        id: String,
+    },
+    /// The head failed once more; it stays at the head.
+    Attempted {
+        id: String,
+        attempts: u32,
+    },
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outbox {
     messages: VecDeque<OutboxMessage>,
+    /// The sum of the messages' weights.
+    bytes: u64,
 }
 
 impl Outbox {
     pub fn from_messages(messages: Vec<OutboxMessage>) -> Outbox {
+        let bytes = messages.iter().map(OutboxMessage::weight).sum();
         Outbox {
             messages: messages.into(),
+            bytes,
         }
     }
 
-    pub fn enqueue(&mut self, message: OutboxMessage) -> Result<(), OutboxError> {
-        if self.messages.len() >= MAX_PENDING {
-            return Err(OutboxError::Full);
+    /// Whether `message` fits under `limits`; nothing changes.
+    pub fn admits(&self, message: &OutboxMessage, limits: &QueueLimits) -> Result<(), OutboxError> {
+        let weight = message.weight();
+        if weight > limits.max_bytes {
+            return Err(OutboxError::TooLarge {
+                weight,
+                max: limits.max_bytes,
+            });
         }
-        self.messages.push_back(message);
+        if self.messages.len() >= limits.max_messages {
+            return Err(OutboxError::FullOfMessages {
+                held: self.messages.len(),
+            });
+        }
+        if self.bytes.saturating_add(weight) > limits.max_bytes {
+            return Err(OutboxError::FullOfBytes {
+                held: self.bytes,
+                weight,
+                max: limits.max_bytes,
+            });
+        }
         Ok(())
+    }
+
+    pub fn enqueue(
+        &mut self,
+        message: OutboxMessage,
+        limits: &QueueLimits,
+    ) -> Result<(), OutboxError> {
+        self.admits(&message, limits)?;
+        self.push(message);
+        Ok(())
+    }
+
+    fn push(&mut self, message: OutboxMessage) {
+        self.bytes += message.weight();
+        self.messages.push_back(message);
+    }
+
+    /// Replays one change read back from the durable log, whatever the
+    /// limits are now (a queue accepted under higher limits still loads).
+    /// A `Left` or `Attempted` for a message the queue does not hold
+    /// changes nothing.
+    pub fn replay(&mut self, change: OutboxChange) {
+        match change {
+            OutboxChange::Queued(message) => self.push(message),
+            OutboxChange::Left { id } => {
+                if let Some(at) = self.messages.iter().position(|m| m.id == id)
+                    && let Some(gone) = self.messages.remove(at)
+                {
+                    self.bytes -= gone.weight();
+                }
+            }
+            OutboxChange::Attempted { id, attempts } => {
+                if let Some(m) = self.messages.iter_mut().find(|m| m.id == id) {
+                    m.attempts = attempts;
+                }
+            }
+        }
+    }
+
+    /// The stored bytes of the queue: the sum of its messages' weights.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn usage(&self) -> QueueUsage {
+        QueueUsage {
+            messages: self.messages.len(),
+            bytes: self.bytes,
+        }
     }
 
     /// The next message to send. Nothing else may be sent before it succeeds.
@@ -141,8 +334,10 @@ impl Outbox {
     }
 
     fn remove_head(&mut self, id: &str) -> bool {
-        if self.messages.front().is_some_and(|m| m.id == id) {
-            self.messages.pop_front();
+        if self.messages.front().is_some_and(|m| m.id == id)
+            && let Some(gone) = self.messages.pop_front()
+        {
+            self.bytes -= gone.weight();
             true
         } else {
             false
@@ -189,7 +384,7 @@ mod tests {
     fn messages_leave_in_order_and_only_the_head_can_be_confirmed() {
         let mut outbox = Outbox::default();
         for id in ["a", "b", "c"] {
-            outbox.enqueue(msg(id)).unwrap();
+            outbox.enqueue(msg(id), &QueueLimits::default()).unwrap();
         }
         assert!(!outbox.confirm_sent("b"), "b may not overtake a");
         outbox.record_failure("a");
@@ -210,12 +405,90 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_is_bounded() {
+    fn the_outbox_is_bounded_in_messages_and_in_stored_bytes() {
+        let limits = QueueLimits {
+            max_messages: 3,
+            max_bytes: 1_000_000,
+        };
         let mut outbox = Outbox::default();
-        for i in 0..MAX_PENDING {
-            outbox.enqueue(msg(&i.to_string())).unwrap();
+        for i in 0..3 {
+            outbox.enqueue(msg(&i.to_string()), &limits).unwrap();
         }
-        assert_eq!(outbox.enqueue(msg("one-too-many")), Err(OutboxError::Full));
+        assert_eq!(
+            outbox.enqueue(msg("one-too-many"), &limits),
+            Err(OutboxError::FullOfMessages { held: 3 })
+        );
+        assert!(outbox.confirm_sent("0"));
+        outbox.enqueue(msg("room-again"), &limits).unwrap();
+
+        let to = Recipient::parse("51911111111").unwrap();
+        // A text of control characters takes six bytes each once escaped:
+        // the byte limit counts what is stored, not the text's length.
+        let escaped = OutboxMessage::new("e".into(), to.clone(), "\u{1}".repeat(1_000), 0).unwrap();
+        assert!(escaped.weight() >= 6_000, "{}", escaped.weight());
+        let small = QueueLimits {
+            max_messages: 100,
+            max_bytes: 5_000,
+        };
+        assert!(matches!(
+            Outbox::default().admits(&escaped, &small),
+            Err(OutboxError::TooLarge { .. })
+        ));
+        let mut outbox = Outbox::default();
+        let half = OutboxMessage::new("h1".into(), to, "x".repeat(2_000), 0).unwrap();
+        outbox.enqueue(half.clone(), &small).unwrap();
+        outbox
+            .enqueue(
+                OutboxMessage {
+                    id: "h2".into(),
+                    ..half.clone()
+                },
+                &small,
+            )
+            .unwrap();
+        let third = OutboxMessage {
+            id: "h3".into(),
+            ..half
+        };
+        assert!(matches!(
+            outbox.enqueue(third, &small),
+            Err(OutboxError::FullOfBytes { .. })
+        ));
+        assert_eq!(outbox.bytes(), 2 * outbox.head().unwrap().weight());
+    }
+
+    #[test]
+    fn a_replayed_log_rebuilds_the_queue_and_its_bytes() {
+        let mut live = Outbox::default();
+        let mut replayed = Outbox::default();
+        let limits = QueueLimits::default();
+        for id in ["a", "b", "c"] {
+            live.enqueue(msg(id), &limits).unwrap();
+            replayed.replay(OutboxChange::Queued(msg(id)));
+        }
+        live.record_failure("a");
+        replayed.replay(OutboxChange::Attempted {
+            id: "a".into(),
+            attempts: 1,
+        });
+        live.confirm_sent("a");
+        replayed.replay(OutboxChange::Left { id: "a".into() });
+        replayed.replay(OutboxChange::Left {
+            id: "never-queued".into(),
+        });
+        assert_eq!(replayed, live);
+        assert_eq!(replayed.bytes(), 2 * msg("b").weight());
+    }
+
+    #[test]
+    fn weight_counts_json_escapes() {
+        assert_eq!(json_escaped_len("ab"), 2);
+        assert_eq!(json_escaped_len("\"\n"), 4);
+        assert_eq!(json_escaped_len("\u{0}"), 6);
+        assert_eq!(json_escaped_len("ñ"), 2);
+        let text = "a\"\u{1}ñ\\";
+        let encoded = serde_json::to_string(text).unwrap();
+        assert_eq!(json_escaped_len(text), encoded.len() as u64 - 2);
     }
 
     #[test]

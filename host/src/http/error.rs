@@ -28,6 +28,11 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A limit of the caller's is reached; retrying later may succeed.
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{0}")]
     BadGateway(String),
     #[error("{0}")]
@@ -74,6 +79,8 @@ impl From<SessionError> for ApiError {
                 StorageError::LeaseLost { .. } | StorageError::Database { .. },
             ) => ApiError::Unavailable(e.to_string()),
             SessionError::Storage(_) => ApiError::Internal(e.to_string()),
+            SessionError::LimitReached(m) => ApiError::TooManyRequests(m),
+            SessionError::TooLarge(m) => ApiError::PayloadTooLarge(m),
             SessionError::Unavailable | SessionError::OutOfDescriptors { .. } => {
                 ApiError::Unavailable(e.to_string())
             }
@@ -96,6 +103,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -19,7 +19,7 @@ use super::{ApiError, AppState};
 use crate::core::message_status::{DeliveryState, MessageStatus};
 use crate::core::outbox::OutboxMessage;
 
-/// Queues a text message durably (202 once the outbox file is synced).
+/// Queues a text message durably (202 once its line in the outbox log is synced).
 #[utoipa::path(
     post, path = "/api/sessions/{phone}/messages", tag = "messages",
     security(("bearer" = [])),
@@ -32,7 +32,8 @@ use crate::core::outbox::OutboxMessage;
                     parameters(("phone" = "$request.path.phone"), ("id" = "$response.body#/id")))),
             )),
         (status = 400, description = "An invalid phone, recipient or text, or a body that is not JSON", body = ErrorBody),
-        (status = 409, description = "The outbox is full", body = ErrorBody),
+        (status = 413, description = "The message is larger than a phone's outbox may hold at all", body = ErrorBody),
+        (status = 429, description = "The phone's or the account's outbox is full (messages or bytes; the sentence says which): retry once messages have left", body = ErrorBody),
         NoToken, NoSession, HostFailed, SessionTimeout,
     )
 )]

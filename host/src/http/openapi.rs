@@ -161,8 +161,14 @@ fn error_example(id: &str, status: &str) -> Option<&'static str> {
         ("404", "message_status") => "no message with this id is known for this phone",
         ("404", _) => "no session for this phone number",
         ("409", "create_session") => crate::session::NOT_AVAILABLE,
-        ("409", "enqueue_message") => {
-            "the outbox already holds 10000 messages; wait until they are sent"
+        ("413", "enqueue_message") => {
+            "this message takes 400096 bytes stored, more than the 67108864 bytes one phone may queue at all"
+        }
+        ("429", "enqueue_message") => {
+            "the outbox already holds 10000 messages, the most one phone may queue; wait until they are sent"
+        }
+        ("429", "create_session") => {
+            "this account already has 5000 sessions, the most it may have (5000); reset one it no longer needs, or ask an operator to raise the limit"
         }
         ("409", "clear_session") => {
             "reset refused by plugin 'tenant-policy': this phone is protected"

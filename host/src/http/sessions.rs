@@ -88,6 +88,7 @@ pub async fn list_sessions(
             )),
         (status = 400, description = "A missing or invalid `phoneNumber` or `companyId`, or a body that is not JSON", body = ErrorBody),
         (status = 409, description = "The phone is not available to this tenant (another tenant's, or files without an owner: the answer does not say which)", body = ErrorBody),
+        (status = 429, description = "The tenant owns as many sessions as it may (`max_sessions_per_tenant`; an operator's create is exempt)", body = ErrorBody),
         (status = 503, description = "The session did not answer in time, or the node is out of file descriptors (the sentence says which)", body = ErrorBody),
         NoToken, HostFailed,
     )

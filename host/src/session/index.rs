@@ -59,6 +59,28 @@ impl IndexEntry {
 struct Inner {
     phones: HashMap<Phone, IndexEntry>,
     by_owner: HashMap<Option<TenantId>, BTreeSet<Phone>>,
+    /// Creates under way, by tenant: counted with its sessions, so that
+    /// concurrent creates cannot pass the tenant's limit together.
+    creating: HashMap<TenantId, usize>,
+}
+
+/// Room for one more session of a tenant, held by a create until its
+/// record is written (and indexed); dropping it gives the room back.
+pub struct SessionSlot<'a> {
+    index: &'a SessionIndex,
+    tenant: TenantId,
+}
+
+impl Drop for SessionSlot<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.index.write();
+        if let Some(n) = inner.creating.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inner.creating.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -116,6 +138,30 @@ impl SessionIndex {
         if let Some(entry) = self.write().phones.get_mut(phone) {
             entry.pending_at_boot = pending;
         }
+    }
+
+    /// Reserves room for one more session of `tenant` if it owns fewer than
+    /// `max` (counting creates under way); otherwise how many it has.
+    pub fn reserve_session(&self, tenant: &TenantId, max: usize) -> Result<SessionSlot<'_>, usize> {
+        let mut inner = self.write();
+        let owned = inner
+            .by_owner
+            .get(&Some(tenant.clone()))
+            .map(|set| {
+                set.iter()
+                    .filter(|p| inner.phones.get(*p).is_some_and(IndexEntry::listed))
+                    .count()
+            })
+            .unwrap_or(0);
+        let creating = inner.creating.get(tenant).copied().unwrap_or(0);
+        if owned + creating >= max {
+            return Err(owned + creating);
+        }
+        *inner.creating.entry(tenant.clone()).or_default() += 1;
+        Ok(SessionSlot {
+            index: self,
+            tenant: tenant.clone(),
+        })
     }
 
     pub fn get(&self, phone: &Phone) -> Option<IndexEntry> {

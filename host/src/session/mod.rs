@@ -9,6 +9,7 @@
 
 mod actor;
 mod index;
+mod quota;
 
 pub use actor::spawn_session;
 
@@ -34,7 +35,8 @@ use crate::storage::StorageError;
 use crate::storage::phone_store::PhoneStore;
 use crate::whatsapp::{GroupInfo, WhatsApp, WhatsAppError};
 
-pub use index::{IndexEntry, SessionIndex};
+pub use index::{IndexEntry, SessionIndex, SessionSlot};
+pub use quota::OutboxQuota;
 
 /// What every session actor shares.
 pub struct SessionContext {
@@ -50,6 +52,8 @@ pub struct SessionContext {
     pub start_permits: Semaphore,
     /// Which phones exist and who owns them; written by each phone's actor.
     pub index: SessionIndex,
+    /// What each tenant's outboxes hold together; written by each phone's actor.
+    pub quota: OutboxQuota,
     /// Where actors publish what changed (status, QR, resets, message statuses).
     pub events: Arc<EventBus>,
     /// Told when an actor retires (it had nothing to keep: see
@@ -87,6 +91,12 @@ pub enum SessionError {
     Storage(#[from] StorageError),
     #[error("the session's worker stopped unexpectedly; retry the request")]
     Unavailable,
+    /// A limit of the caller's phone or account is reached; waiting helps.
+    #[error("{0}")]
+    LimitReached(String),
+    /// What was sent is larger than a limit allows at all.
+    #[error("{0}")]
+    TooLarge(String),
     /// Starting one more session would leave the node without descriptors.
     #[error(
         "this node is out of file descriptors ({open} open, limit {limit}); raise its open-files limit (ulimit -n, or LimitNOFILE= in a systemd unit) or run the session on another node"

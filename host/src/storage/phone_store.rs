@@ -17,12 +17,25 @@ use super::{
     StorageError, backups, contacts, message_status_file, outbox_file, phone_records, purge,
 };
 use crate::core::message_status::MessageStatuses;
-use crate::core::outbox::Outbox;
+use crate::core::outbox::{Outbox, OutboxChange};
 use crate::core::record::PhoneRecord;
 use crate::core::reset_plan::{PlannedRemoval, PurgeTarget, RemovedTarget, ResetPlan};
 use crate::layout::DataLayout;
 use crate::phone::Phone;
 use crate::whatsapp::ClientStore;
+
+/// Runs a file operation on `phone` on the blocking pool: file I/O (and its
+/// fsyncs) never holds one of the runtime's few worker threads.
+async fn on_files<T: Send + 'static>(
+    layout: &DataLayout,
+    phone: &Phone,
+    op: impl FnOnce(&DataLayout, &Phone) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    let (layout, phone) = (layout.clone(), phone.clone());
+    tokio::task::spawn_blocking(move || op(&layout, &phone))
+        .await
+        .map_err(|source| StorageError::Task { source })?
+}
 
 /// A phone's WhatsApp store, ready for a client to start on.
 #[derive(Debug)]
@@ -120,7 +133,7 @@ impl PhoneStore {
     /// The phone's record; `None` when it has none.
     pub async fn load_record(&self, phone: &Phone) -> Result<Option<PhoneRecord>, StorageError> {
         match self {
-            PhoneStore::Files(layout) => phone_records::load(layout, phone),
+            PhoneStore::Files(layout) => on_files(layout, phone, phone_records::load).await,
             PhoneStore::Postgres(db) => db.load_record(phone).await,
         }
     }
@@ -132,7 +145,13 @@ impl PhoneStore {
         record: &PhoneRecord,
     ) -> Result<(), StorageError> {
         match self {
-            PhoneStore::Files(layout) => phone_records::save(layout, phone, record),
+            PhoneStore::Files(layout) => {
+                let record = record.clone();
+                on_files(layout, phone, move |l, p| {
+                    phone_records::save(l, p, &record)
+                })
+                .await
+            }
             PhoneStore::Postgres(db) => db.save_record(phone, record).await,
         }
     }
@@ -140,23 +159,56 @@ impl PhoneStore {
     /// The phone's outbox (empty when it has none).
     pub async fn load_outbox(&self, phone: &Phone) -> Result<Outbox, StorageError> {
         match self {
-            PhoneStore::Files(layout) => outbox_file::load(layout, phone),
+            PhoneStore::Files(layout) => on_files(layout, phone, outbox_file::load).await,
             PhoneStore::Postgres(db) => db.load_outbox(phone).await,
         }
     }
 
-    /// Replaces the phone's outbox, durably, before it returns.
+    /// Replaces the phone's outbox, durably, before it returns: O(the
+    /// queue), for writing a whole queue at once (an import). A session
+    /// records each change instead (`record_outbox`).
     pub async fn save_outbox(&self, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
         match self {
-            PhoneStore::Files(layout) => outbox_file::save(layout, phone, outbox),
+            PhoneStore::Files(layout) => {
+                let outbox = outbox.clone();
+                on_files(layout, phone, move |l, p| outbox_file::save(l, p, &outbox)).await
+            }
             PhoneStore::Postgres(db) => db.save_outbox(phone, outbox).await,
+        }
+    }
+
+    /// Records one change of the phone's outbox, durably, before it
+    /// returns; `after` is the queue with the change applied. On files it
+    /// appends one line to the log (O(the change)); now and then the log is
+    /// compacted to `after` (`outbox_file`).
+    pub async fn record_outbox(
+        &self,
+        phone: &Phone,
+        change: &OutboxChange,
+        after: &Outbox,
+    ) -> Result<(), StorageError> {
+        match self {
+            PhoneStore::Files(layout) => {
+                let line = outbox_file::encode_change(change)?;
+                let (bytes, empty) = (after.bytes(), after.is_empty());
+                let appended = on_files(layout, phone, move |l, p| {
+                    outbox_file::append(l, p, &line, bytes, empty)
+                })
+                .await?;
+                if appended == outbox_file::Appended::WantsCompaction {
+                    let after = after.clone();
+                    on_files(layout, phone, move |l, p| outbox_file::save(l, p, &after)).await?;
+                }
+                Ok(())
+            }
+            PhoneStore::Postgres(db) => db.record_outbox(phone, change, after).await,
         }
     }
 
     /// The statuses of the phone's recent messages.
     pub async fn load_statuses(&self, phone: &Phone) -> Result<MessageStatuses, StorageError> {
         match self {
-            PhoneStore::Files(layout) => message_status_file::load(layout, phone),
+            PhoneStore::Files(layout) => on_files(layout, phone, message_status_file::load).await,
             PhoneStore::Postgres(db) => db.load_statuses(phone).await,
         }
     }
@@ -168,7 +220,13 @@ impl PhoneStore {
         statuses: &MessageStatuses,
     ) -> Result<(), StorageError> {
         match self {
-            PhoneStore::Files(layout) => message_status_file::save(layout, phone, statuses),
+            PhoneStore::Files(layout) => {
+                let statuses = statuses.clone();
+                on_files(layout, phone, move |l, p| {
+                    message_status_file::save(l, p, &statuses)
+                })
+                .await
+            }
             PhoneStore::Postgres(db) => db.save_statuses(phone, statuses).await,
         }
     }
@@ -179,7 +237,7 @@ impl PhoneStore {
         phone: &Phone,
     ) -> Result<BTreeMap<String, String>, StorageError> {
         match self {
-            PhoneStore::Files(layout) => contacts::load(layout, phone),
+            PhoneStore::Files(layout) => on_files(layout, phone, contacts::load).await,
             PhoneStore::Postgres(db) => db.load_contacts(phone).await,
         }
     }
@@ -193,7 +251,10 @@ impl PhoneStore {
         names: &BTreeMap<String, String>,
     ) -> Result<(), StorageError> {
         match self {
-            PhoneStore::Files(layout) => contacts::save(layout, phone, names),
+            PhoneStore::Files(layout) => {
+                let names = names.clone();
+                on_files(layout, phone, move |l, p| contacts::save(l, p, &names)).await
+            }
             PhoneStore::Postgres(db) => db.save_contacts(phone, names).await,
         }
     }

@@ -11,7 +11,7 @@ use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::reset_plan::ResetPlan;
 use crate::core::tenant::{Caller, TenantId};
 use crate::metrics::Metrics;
-use crate::session::{Command, Reply, SessionError, SessionView};
+use crate::session::{Command, Reply, SessionContext, SessionError, SessionSlot, SessionView};
 use crate::whatsapp::{ClientNotice, GroupInfo, WhatsAppError};
 
 impl SessionActor {
@@ -202,6 +202,14 @@ impl SessionActor {
             Some(record) if !record.is_cleared() => record.owner.clone(),
             _ => owner,
         };
+        // A tenant's new session (not one it already has) takes room under
+        // its limit until the record is written; an operator's does not.
+        let ctx = self.ctx.clone();
+        let is_new = !matches!(&self.record, Some(record) if !record.is_cleared());
+        let _slot = match caller.tenant() {
+            Some(tenant) if is_new => Some(self.room_for_a_tenants_session(&ctx, tenant)?),
+            _ => None,
+        };
         let starting = self.client.is_none() && self.start_task.is_none();
         if starting {
             self.check_room_for_a_session()?;
@@ -215,6 +223,22 @@ impl SessionActor {
             self.begin_start();
         }
         Ok(self.view())
+    }
+
+    /// Room for one more session of `tenant`, or a 429 saying how many it has.
+    fn room_for_a_tenants_session<'a>(
+        &self,
+        ctx: &'a SessionContext,
+        tenant: &TenantId,
+    ) -> Result<SessionSlot<'a>, SessionError> {
+        let max = ctx.config.limits.max_sessions_per_tenant;
+        ctx.index.reserve_session(tenant, max).map_err(|owned| {
+            Metrics::inc(&ctx.metrics.sessions_refused_tenant_limit);
+            warn!(owned, max, "create refused: the tenant has as many sessions as it may");
+            SessionError::LimitReached(format!(
+                "this account already has {owned} sessions, the most it may have ({max}); reset one it no longer needs, or ask an operator to raise the limit"
+            ))
+        })
     }
 
     /// Refuses a new start when the node would run out of descriptors: a

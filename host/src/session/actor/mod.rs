@@ -188,11 +188,23 @@ impl SessionActor {
                 (Outbox::default(), Some(e.to_string()))
             }
         };
-        let statuses = ctx.store.load_statuses(&phone).await.unwrap_or_else(|e| {
+        let mut statuses = ctx.store.load_statuses(&phone).await.unwrap_or_else(|e| {
             // Statuses only inform the Portal; losing them never loses a message.
             error!(error = %e, "message status file is damaged; starting with none");
             MessageStatuses::default()
         });
+        // A message still queued has its status in the outbox, not in the
+        // status file (an enqueue writes one line only).
+        statuses.queued_if_missing(
+            outbox
+                .iter()
+                .map(|m| (m.id.as_str(), m.to.as_jid(), m.created_at_ms)),
+        );
+        ctx.quota.set(
+            &phone,
+            record.as_ref().and_then(|r| r.owner.as_ref()),
+            outbox.usage(),
+        );
         let contacts = ctx.store.load_contacts(&phone).await.unwrap_or_else(|e| {
             warn!(error = %e, "contacts file is damaged; starting with none");
             BTreeMap::new()
@@ -365,6 +377,7 @@ impl SessionActor {
         self.ctx.index.record(&self.phone, &record);
         self.record = Some(record);
         self.note_tenant();
+        self.note_outbox_usage();
         Ok(())
     }
 

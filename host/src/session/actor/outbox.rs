@@ -9,7 +9,7 @@ use tracing::{Instrument, debug, error, info, warn};
 use super::{SessionActor, backoff};
 use crate::clock::now_ms;
 use crate::core::message_status::{MessageStatus, ReceiptKind};
-use crate::core::outbox::{OutboxMessage, Recipient, message_id};
+use crate::core::outbox::{OutboxChange, OutboxError, OutboxMessage, Recipient, message_id};
 use crate::core::tenant::Caller;
 use crate::metrics::Metrics;
 use crate::session::SessionError;
@@ -47,21 +47,82 @@ impl SessionActor {
         let to = Recipient::parse(to).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let message = OutboxMessage::new(message_id(random_bytes()), to, text, now_ms())
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
-        let mut next = self.outbox.clone();
-        next.enqueue(message.clone())
-            .map_err(|e| SessionError::Conflict(e.to_string()))?;
-        // Durable before acknowledged: the 202 goes out only after the file is
-        // synced, so a crash right after the response loses nothing.
-        self.ctx.store.save_outbox(&self.phone, &next).await?;
-        self.outbox = next;
+        let limits = &self.ctx.config.limits;
+        let owner = self.owner().cloned();
+        self.outbox
+            .admits(&message, &limits.outbox_per_phone)
+            .and_then(|()| {
+                self.ctx.quota.reserve(
+                    &self.phone,
+                    owner.as_ref(),
+                    self.outbox.usage(),
+                    message.weight(),
+                    &limits.outbox_per_tenant,
+                )
+            })
+            .map_err(|e| self.refused(e))?;
+        self.outbox.replay(OutboxChange::Queued(message.clone()));
+        // Durable before acknowledged: the 202 goes out only after the line
+        // is synced, so a crash right after the response loses nothing.
+        let change = OutboxChange::Queued(message.clone());
+        if let Err(e) = self
+            .ctx
+            .store
+            .record_outbox(&self.phone, &change, &self.outbox)
+            .await
+        {
+            self.outbox.replay(OutboxChange::Left {
+                id: message.id.clone(),
+            });
+            self.note_outbox_usage();
+            return Err(e.into());
+        }
+        // The status "queued" is not written: the outbox line says it, and
+        // loading the phone derives it (`SessionActor::load`), so an enqueue
+        // writes one line and nothing else.
         self.statuses
             .queued(&message.id, message.to.as_jid(), message.created_at_ms);
-        self.save_statuses().await;
         self.publish_message_status(&message.id);
         Metrics::inc(&self.ctx.metrics.messages_enqueued);
         info!(message_id = %message.id, pending = self.outbox.len(), "message queued");
         self.pump_outbox();
         Ok(message)
+    }
+
+    /// A message an outbox limit refused: counted, and answered 429 (the
+    /// queue drains as it sends) or 413 (it would never fit).
+    fn refused(&self, e: OutboxError) -> SessionError {
+        if let Some(limit) = e.limit_label() {
+            self.ctx.metrics.outbox_refused(limit);
+            warn!(limit, "message refused by an outbox limit");
+        }
+        match e {
+            OutboxError::TooLarge { .. } => SessionError::TooLarge(e.to_string()),
+            e if e.is_full() => SessionError::LimitReached(e.to_string()),
+            e => SessionError::Invalid(e.to_string()),
+        }
+    }
+
+    /// Tells the tenant's quota what this phone's outbox holds now.
+    pub(super) fn note_outbox_usage(&self) {
+        let owner = self.owner().cloned();
+        self.ctx
+            .quota
+            .set(&self.phone, owner.as_ref(), self.outbox.usage());
+    }
+
+    /// Records one change of the outbox (already applied in memory);
+    /// `what` names it in the log if the write fails.
+    async fn record_outbox(&mut self, change: OutboxChange, what: &'static str) {
+        self.note_outbox_usage();
+        if let Err(e) = self
+            .ctx
+            .store
+            .record_outbox(&self.phone, &change, &self.outbox)
+            .await
+        {
+            error!(error = %e, what, "could not record an outbox change");
+        }
     }
 
     pub(super) fn pump_outbox(&mut self) {
@@ -131,12 +192,11 @@ impl SessionActor {
                 if self.outbox.confirm_sent(&id) {
                     Metrics::inc(&self.ctx.metrics.messages_sent);
                     info!(message_id = %id, pending = self.outbox.len(), "message sent");
-                    if let Err(e) = self.ctx.store.save_outbox(&self.phone, &self.outbox).await {
-                        // The message went out but the file still lists it: a
-                        // restart resends it under the same id, which the
-                        // recipient's client recognises as a duplicate.
-                        error!(error = %e, "could not record a sent message");
-                    }
+                    // If this fails, the message went out but the file still
+                    // lists it: a restart resends it under the same id, which
+                    // the recipient's client recognises as a duplicate.
+                    self.record_outbox(OutboxChange::Left { id: id.clone() }, "a sent message")
+                        .await;
                     if self.statuses.sent(&id, now_ms()) {
                         self.save_statuses().await;
                         self.publish_message_status(&id);
@@ -148,10 +208,10 @@ impl SessionActor {
                 if self.outbox.give_up(&id) {
                     Metrics::inc(&self.ctx.metrics.message_send_failures);
                     warn!(message_id = %id, error = %e, pending = self.outbox.len(), "message failed for good; it leaves the queue");
-                    if let Err(e) = self.ctx.store.save_outbox(&self.phone, &self.outbox).await {
-                        // Still listed: after a restart it fails again the same way.
-                        error!(error = %e, "could not record a failed message");
-                    }
+                    // If this fails, it is still listed: after a restart it
+                    // fails again the same way.
+                    self.record_outbox(OutboxChange::Left { id: id.clone() }, "a failed message")
+                        .await;
                     if self.statuses.failed(&id, &e.to_string(), now_ms()) {
                         self.save_statuses().await;
                         self.publish_message_status(&id);
@@ -163,7 +223,14 @@ impl SessionActor {
                 Metrics::inc(&self.ctx.metrics.message_send_failures);
                 self.outbox.record_failure(&id);
                 let attempts = self.outbox.head().map(|m| m.attempts).unwrap_or(1);
-                let _ = self.ctx.store.save_outbox(&self.phone, &self.outbox).await;
+                self.record_outbox(
+                    OutboxChange::Attempted {
+                        id: id.clone(),
+                        attempts,
+                    },
+                    "a failed attempt",
+                )
+                .await;
                 let delay = backoff(attempts, Duration::from_secs(60));
                 warn!(message_id = %id, error = %e, attempts, retry_ms = delay.as_millis() as u64, "send failed; will retry");
                 self.send_retry_at = Some(Instant::now() + delay);

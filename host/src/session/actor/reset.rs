@@ -180,6 +180,7 @@ impl SessionActor {
     fn drop_memory_state(&mut self) {
         self.state = SessionState::default();
         self.outbox = Outbox::default();
+        self.note_outbox_usage();
         self.outbox_damaged = None;
         self.statuses = MessageStatuses::default();
         self.recipient_checks = RecipientChecks::default();

@@ -73,6 +73,7 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         super::events::EventBody,
         super::events::EventsMissedBody,
         super::events::EventsDroppedBody,
+        super::events::EventsEndedBody,
     )),
     modifiers(&BearerJwt, &ErrorExamples),
     tags(

@@ -253,3 +253,39 @@ fn a_tenant_over_its_requests_in_flight_gets_429_and_others_are_served() {
         get(&server, "/api/sessions", Some(&acme)).0 == 200
     });
 }
+
+/// Opens `GET /api/events` on a new connection; the status line's code.
+fn open_stream(server: &Server, token: &str) -> (u16, TcpStream) {
+    let mut stream = connect(server);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let head = format!(
+        "GET /api/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    let status = String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, stream)
+}
+
+// A stream whose client vanished must not keep its caller's slot.
+#[test]
+fn a_stream_whose_client_vanishes_frees_its_slot() {
+    let (_dir, server) = start("[events]\nmax_streams_per_caller = 1\nheartbeat_secs = 1\n");
+    let acme = tenant_token(SECRET, "acme");
+    let (status, held) = open_stream(&server, &acme);
+    assert_eq!(status, 200);
+    let (status, _refused) = open_stream(&server, &acme);
+    assert_eq!(status, 429);
+    // The client goes away without a word.
+    drop(held);
+    wait_until("acme may open a stream again", || {
+        open_stream(&server, &acme).0 == 200
+    });
+}

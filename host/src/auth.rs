@@ -151,6 +151,13 @@ impl JwtAuth {
 
     /// The caller named by an `Authorization` header value.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, AuthError> {
+        self.authenticate_until(header).map(|(caller, _)| caller)
+    }
+
+    /// The caller, and the Unix second after which its token is no longer
+    /// accepted (its `exp` and the leeway for clock skew): what an event
+    /// stream lives until.
+    pub fn authenticate_until(&self, header: Option<&str>) -> Result<(Caller, u64), AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let token = header
             .strip_prefix("Bearer ")
@@ -171,8 +178,9 @@ impl JwtAuth {
             (Err(e), _) => return Err(e.public()),
         };
         self.check_lifetime(&claims)?;
+        let accepted_until = claims.exp.saturating_add(LEEWAY_SECS);
         if claims.is_operator() {
-            return Ok(Caller::Operator);
+            return Ok((Caller::Operator, accepted_until));
         }
         let company = match claims.company_id {
             Some(serde_json::Value::String(s)) => s,
@@ -180,7 +188,7 @@ impl JwtAuth {
             _ => return Err(AuthError::NoTenant),
         };
         TenantId::parse(&company)
-            .map(Caller::Tenant)
+            .map(|tenant| (Caller::Tenant(tenant), accepted_until))
             .map_err(AuthError::BadTenant)
     }
 

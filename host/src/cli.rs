@@ -2,7 +2,6 @@
 //! `migrate` and `import`. Glue only:
 //! it reads the configuration, wires the pieces and reports errors.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use crate::config::Config;
 use crate::core::tenant::TenantId;
 use crate::gateway::Gateway;
 use crate::hooks::{NoHooks, ResetHooks};
-use crate::http::{AppState, openapi, router};
+use crate::http::{AppState, openapi};
 use crate::layout::DataLayout;
 use crate::plugins::{PluginHooks, StateStore};
 use crate::seat::Seat;
@@ -328,9 +327,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
+    let server = crate::http::edge::serve(listener, state, stop_rx.clone());
     // In-flight requests get a moment to finish; the sessions' deadline
     // starts after it, so the whole shutdown stays bounded.
     tokio::select! {

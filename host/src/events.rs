@@ -1,28 +1,35 @@
 //! The event bus: numbers session and message events, keeps the most recent
 //! ones for `Last-Event-ID` resumes, and fans them out to whoever listens
-//! (the SSE stream, the plugins' event hooks).
+//! (the SSE stream, the plugins' event hooks, a cluster node's relay).
 //!
-//! Publishing never waits for a listener: the fan-out is a `broadcast`
-//! channel, and a listener that falls behind loses the oldest events (it
-//! learns how many from `Subscription::next`). A session pays one short lock
-//! and one clone per event, and only when something changed.
+//! Publishing never waits for a listener: each listener has a bounded queue
+//! of its own (`events.subscriber_lag`), and an event that does not fit is
+//! dropped for that listener and counted: the listener is told how many
+//! (`Received::Dropped`) just before the next event it gets, or once its
+//! queue is empty. A listener for one caller
+//! (`subscribe_for`) is handed only the events that caller may see, so a
+//! tenant's stream neither falls behind because of another tenant's
+//! activity nor learns of it from a drop count. A session pays one short
+//! lock and one clone per listener per event, and only when something
+//! changed.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 use crate::config::EventsConfig;
 use crate::core::event::{Event, EventKind};
-use crate::core::tenant::TenantId;
+use crate::core::tenant::{Caller, TenantId};
 use crate::phone::Phone;
 
 pub struct EventBus {
     inner: Mutex<Ring>,
     /// How many events may wait for one plugin's `on-event`.
     plugin_queue: usize,
-    fan_out: broadcast::Sender<Arc<Event>>,
+    /// How many events may wait for one listener.
+    subscriber_lag: usize,
 }
 
 struct Ring {
@@ -30,13 +37,30 @@ struct Ring {
     next_id: u64,
     capacity: usize,
     recent: VecDeque<Arc<Event>>,
+    listeners: Vec<Listener>,
+}
+
+/// One listener's end of the fan-out.
+struct Listener {
+    /// Whose events it gets; `None`: every event.
+    caller: Option<Caller>,
+    queue: mpsc::Sender<Delivery>,
+    /// Events of its that did not fit since the last one that did. Shared
+    /// with the subscription; an event is queued only under this lock.
+    dropped: Arc<Mutex<u64>>,
+}
+
+/// An event, and how many of the listener's events were dropped before it.
+struct Delivery {
+    dropped_before: u64,
+    event: Arc<Event>,
 }
 
 /// What a listener receives next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
     Event(Arc<Event>),
-    /// The listener fell behind and this many events were dropped for it.
+    /// The listener fell behind and this many of its events were dropped.
     Dropped(u64),
 }
 
@@ -53,7 +77,10 @@ pub struct Missed {
 pub struct Subscription {
     /// Buffered events after the resume point, oldest first, not yet handed out.
     backlog: VecDeque<Arc<Event>>,
-    live: broadcast::Receiver<Arc<Event>>,
+    live: mpsc::Receiver<Delivery>,
+    dropped: Arc<Mutex<u64>>,
+    /// An event received after a drop marker, handed out next.
+    held: Option<Arc<Event>>,
     /// The last id handed out: ids only grow, so an event at or below it is
     /// never handed out twice.
     last_id: u64,
@@ -66,15 +93,15 @@ impl EventBus {
         // and the client is told it missed events instead of silently
         // skipping them. (Still below 2^53, so exact as a JavaScript number.)
         let first = now_ms().saturating_mul(1_000);
-        let (fan_out, _) = broadcast::channel(config.subscriber_lag.max(1));
         EventBus {
             inner: Mutex::new(Ring {
                 next_id: first,
                 capacity: config.buffer.max(1),
                 recent: VecDeque::new(),
+                listeners: Vec::new(),
             }),
-            fan_out,
             plugin_queue: config.plugin_queue.max(1),
+            subscriber_lag: config.subscriber_lag.max(1),
         }
     }
 
@@ -103,9 +130,33 @@ impl EventBus {
             ring.recent.pop_front();
         }
         ring.recent.push_back(event.clone());
-        // Sent under the lock, so listeners see events in id order. No
-        // listener is not an error.
-        let _ = self.fan_out.send(event);
+        // Queued under the lock, so listeners see events in id order. A
+        // listener whose receiver is gone is forgotten here.
+        ring.listeners.retain_mut(|listener| {
+            if !listener
+                .caller
+                .as_ref()
+                .is_none_or(|caller| caller.may_access(event.tenant.as_ref()))
+            {
+                return !listener.queue.is_closed();
+            }
+            let mut dropped = count(&listener.dropped);
+            let delivery = Delivery {
+                dropped_before: *dropped,
+                event: event.clone(),
+            };
+            match listener.queue.try_send(delivery) {
+                Ok(()) => {
+                    *dropped = 0;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    *dropped += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
     }
 
     /// Publishes each of `kinds` in order.
@@ -115,21 +166,41 @@ impl EventBus {
         }
     }
 
-    /// A new listener. With `after`, the buffered events after that id come
-    /// first, and `Missed` says which ids the buffer no longer has.
+    /// A new listener of every event. With `after`, the buffered events
+    /// after that id come first, and `Missed` says which ids the buffer no
+    /// longer has.
     pub fn subscribe(&self, after: Option<u64>) -> (Subscription, Option<Missed>) {
-        let ring = self.ring();
+        self.listen(None, after)
+    }
+
+    /// A new listener of the events `caller` may see, and of no other (the
+    /// event stream): its queue and its drop counts are about those only.
+    pub fn subscribe_for(
+        &self,
+        caller: Caller,
+        after: Option<u64>,
+    ) -> (Subscription, Option<Missed>) {
+        self.listen(Some(caller), after)
+    }
+
+    fn listen(&self, caller: Option<Caller>, after: Option<u64>) -> (Subscription, Option<Missed>) {
+        let mut ring = self.ring();
         // Subscribed under the lock: every event is either in the backlog
         // below or comes through `live`, none in both and none in neither.
-        let live = self.fan_out.subscribe();
+        let (queue, live) = mpsc::channel(self.subscriber_lag);
         let newest = ring.next_id.saturating_sub(1);
+        let visible = |event: &Arc<Event>| {
+            caller
+                .as_ref()
+                .is_none_or(|caller| caller.may_access(event.tenant.as_ref()))
+        };
         let (backlog, missed) = match after {
             None => (VecDeque::new(), None),
             Some(after) => {
                 let backlog: VecDeque<_> = ring
                     .recent
                     .iter()
-                    .filter(|e| e.id > after)
+                    .filter(|e| e.id > after && visible(e))
                     .cloned()
                     .collect();
                 let oldest_kept = ring.recent.front().map_or(ring.next_id, |e| e.id);
@@ -141,10 +212,18 @@ impl EventBus {
                 (backlog, missed)
             }
         };
+        let dropped = Arc::new(Mutex::new(0));
+        ring.listeners.push(Listener {
+            caller,
+            queue,
+            dropped: dropped.clone(),
+        });
         (
             Subscription {
                 backlog,
                 live,
+                dropped,
+                held: None,
                 last_id: 0,
             },
             missed,
@@ -158,27 +237,60 @@ impl EventBus {
 }
 
 impl Subscription {
-    /// The next event, or how many were dropped because this listener fell
-    /// behind. `None` once the bus is gone.
+    /// The next event, or how many of this listener's events were dropped
+    /// because it fell behind. `None` once the bus is gone.
     pub async fn next(&mut self) -> Option<Received> {
         if let Some(event) = self.backlog.pop_front() {
             self.last_id = event.id;
             return Some(Received::Event(event));
         }
+        if let Some(event) = self.held.take() {
+            self.last_id = event.id;
+            return Some(Received::Event(event));
+        }
         loop {
-            match self.live.recv().await {
-                Ok(event) if event.id <= self.last_id => continue,
-                Ok(event) => {
-                    self.last_id = event.id;
-                    return Some(Received::Event(event));
+            let Delivery {
+                dropped_before,
+                event,
+            } = match self.live.try_recv() {
+                Ok(delivery) => delivery,
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Some(count) = self.newest_dropped() {
+                        return Some(Received::Dropped(count));
+                    }
+                    self.live.recv().await?
                 }
-                Err(broadcast::error::RecvError::Lagged(count)) => {
-                    return Some(Received::Dropped(count));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            if dropped_before > 0 {
+                self.held = Some(event);
+                return Some(Received::Dropped(dropped_before));
             }
+            if event.id <= self.last_id {
+                continue;
+            }
+            self.last_id = event.id;
+            return Some(Received::Event(event));
         }
     }
+}
+
+impl Subscription {
+    /// Events dropped after the last one queued, once the queue is empty.
+    /// Under the lock no event can be queued, so an empty queue means no
+    /// delivery will carry them.
+    fn newest_dropped(&mut self) -> Option<u64> {
+        let mut dropped = count(&self.dropped);
+        if *dropped == 0 || !self.live.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut *dropped))
+    }
+}
+
+fn count(dropped: &Mutex<u64>) -> MutexGuard<'_, u64> {
+    // A plain number: a panic elsewhere cannot have left it half-written.
+    dropped.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -259,7 +371,33 @@ mod tests {
         for n in 0..10 {
             bus.publish(None, &phone(), logged_out(n));
         }
+        // What fitted, then the count of what did not.
+        let fitted = ids(&mut slow, 4).await;
         assert_eq!(slow.next().await, Some(Received::Dropped(6)));
-        assert_eq!(ids(&mut slow, 4).await.len(), 4);
+        // A drop after more events fitted is told just before the next one.
+        for n in 10..16 {
+            bus.publish(None, &phone(), logged_out(n));
+        }
+        let expected: Vec<u64> = (10..14).map(|n| fitted[0] + n).collect();
+        assert_eq!(ids(&mut slow, 4).await, expected);
+        bus.publish(None, &phone(), logged_out(16));
+        assert_eq!(slow.next().await, Some(Received::Dropped(2)));
+        assert_eq!(ids(&mut slow, 1).await, vec![fitted[0] + 16]);
+    }
+
+    #[tokio::test]
+    async fn a_callers_listener_neither_gets_nor_counts_another_tenants_events() {
+        let bus = bus(64, 2);
+        let acme = TenantId::parse("acme").expect("tenant");
+        let globex = TenantId::parse("globex").expect("tenant");
+        let (mut listener, _) = bus.subscribe_for(Caller::Tenant(acme.clone()), None);
+        for n in 0..10 {
+            bus.publish(Some(&globex), &phone(), logged_out(n));
+        }
+        bus.publish(Some(&acme), &phone(), logged_out(10));
+        match listener.next().await {
+            Some(Received::Event(event)) => assert_eq!(event.tenant, Some(acme)),
+            other => panic!("expected acme's event and no drop, got {other:?}"),
+        }
     }
 }

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub outbox_compactions: AtomicU64,
     /// Messages refused by an outbox limit, in the order of `OUTBOX_LIMITS`.
     outbox_refused: [AtomicU64; OUTBOX_LIMITS.len()],
+    /// The HTTP edge: its timeouts and bounds, when they were hit.
+    pub http_edge: HttpEdgeMetrics,
     /// Failed connection attempts, in the order of `ConnectFailureCause::ALL`.
     connection_failures: [AtomicU64; ConnectFailureCause::ALL.len()],
     /// When these counters started, i.e. when `serve` built its gateway.
@@ -239,6 +241,7 @@ impl Metrics {
                 self.outbox_refused[i].load(Ordering::Relaxed)
             );
         }
+        self.http_edge.render(&mut out);
         out.push_str("# HELP lila_connection_failures_total Connection attempts to WhatsApp that failed, by cause (each is retried after a back-off).\n# TYPE lila_connection_failures_total counter\n");
         for cause in ConnectFailureCause::ALL {
             let _ = writeln!(
@@ -493,6 +496,82 @@ mod tests {
         assert!(
             HookMetrics::render(None, TenantLabels::Shown)
                 .contains("lila_hook_duration_ms_count{hook=\"after_clear\"} 0")
+        );
+    }
+}
+
+/// What the HTTP edge counts (`http/edge.rs`, `http/caller_limits.rs`):
+/// each limit of `[http]` and `events.max_streams_per_caller`, when hit.
+#[derive(Debug, Default)]
+pub struct HttpEdgeMetrics {
+    /// Connections open now.
+    pub connections_open: AtomicI64,
+    /// Connections closed because their request head took longer than `http.header_timeout`.
+    pub header_timeouts: AtomicU64,
+    /// Keep-alive connections closed after `http.idle_timeout` with no request.
+    pub idle_closed: AtomicU64,
+    /// Connections without a request in flight closed to make room at `http.max_connections`.
+    pub connections_evicted: AtomicU64,
+    /// New connections that had to wait for a free slot (every connection had a request in flight).
+    pub connections_waited: AtomicU64,
+    /// Requests answered 429 because their tenant was at `http.max_requests_per_tenant`.
+    pub tenant_requests_refused: AtomicU64,
+    /// Event streams answered 429 because their caller was at `events.max_streams_per_caller`.
+    pub event_streams_refused: AtomicU64,
+    /// Event streams ended because their token expired.
+    pub event_streams_expired: AtomicU64,
+}
+
+impl HttpEdgeMetrics {
+    fn render(&self, out: &mut String) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "lila_http_header_timeouts_total",
+                "Connections closed because a request head took longer than http.header_timeout.",
+                get(&self.header_timeouts),
+            ),
+            (
+                "lila_http_idle_connections_closed_total",
+                "Keep-alive connections closed after http.idle_timeout without a request.",
+                get(&self.idle_closed),
+            ),
+            (
+                "lila_http_connections_evicted_total",
+                "Connections without a request in flight closed to make room at http.max_connections.",
+                get(&self.connections_evicted),
+            ),
+            (
+                "lila_http_connections_waited_total",
+                "New connections that waited for a slot at http.max_connections (every connection had a request in flight).",
+                get(&self.connections_waited),
+            ),
+            (
+                "lila_http_tenant_requests_refused_total",
+                "Requests answered 429 because their tenant had http.max_requests_per_tenant in flight.",
+                get(&self.tenant_requests_refused),
+            ),
+            (
+                "lila_event_streams_refused_total",
+                "Event streams answered 429 because their caller held events.max_streams_per_caller.",
+                get(&self.event_streams_refused),
+            ),
+            (
+                "lila_event_streams_expired_total",
+                "Event streams ended because their token expired.",
+                get(&self.event_streams_expired),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP lila_http_connections_open HTTP connections open now.\n# TYPE lila_http_connections_open gauge\nlila_http_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
         );
     }
 }

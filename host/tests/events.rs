@@ -334,3 +334,108 @@ async fn heartbeats_keep_an_idle_stream_alive_and_a_token_is_required() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["success"], false);
 }
+
+/// A tenant token whose `exp` is `exp_from_now` seconds away (negative:
+/// already past, still accepted within the 30 s leeway for clock skew).
+fn token_expiring(tenant: &str, exp_from_now: i64) -> String {
+    let now = lila::clock::now_ms() as i64 / 1000;
+    let claims = serde_json::json!({ "companyId": tenant, "exp": now + exp_from_now });
+    let key = jsonwebtoken::EncodingKey::from_secret(support::SECRET).expect("key");
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )
+    .expect("token")
+}
+
+// A stream opened with a token that expired 40 s earlier still delivered events.
+#[tokio::test]
+async fn a_stream_ends_with_a_last_event_saying_why_when_its_token_expires() {
+    let h = Harness::with_config(|c| c.events.heartbeat = Duration::from_millis(200)).await;
+    // Accepted for about two more seconds (exp 28 s ago, 30 s of leeway).
+    let token = token_expiring("acme", -28);
+    let mut stream = SseReader::open(&h, &token, None).await;
+    // Heartbeats do not count: the last event must come within 6 s in all.
+    let last = tokio::time::timeout(Duration::from_secs(6), stream.next(Duration::from_secs(6)))
+        .await
+        .ok()
+        .flatten()
+        .expect("a last event within 6 s");
+    assert_eq!(last.name, "events.ended");
+    assert_eq!(last.data["reason"], "token_expired");
+    assert!(
+        last.data["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("expired"))
+    );
+    assert_eq!(last.id, None);
+    let after =
+        tokio::time::timeout(Duration::from_secs(2), stream.next(Duration::from_secs(2))).await;
+    assert!(matches!(after, Ok(None)), "the stream ended: {after:?}");
+    // Its owner goes on working after the stream ended.
+    h.paired(PHONE_A, &h.token("acme")).await;
+    assert!(
+        h.gateway
+            .metrics()
+            .http_edge
+            .event_streams_expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+
+// Streams per caller used to be unbounded.
+#[tokio::test]
+async fn a_caller_holds_a_bounded_number_of_streams_and_a_closed_one_frees_its_slot() {
+    let h = Harness::with_config(|c| c.events.max_streams_per_caller = 2).await;
+    let acme = h.token("acme");
+    let first = SseReader::open(&h, &acme, None).await;
+    let _second = SseReader::open(&h, &acme, None).await;
+    let refused = h
+        .respond(Method::GET, "/api/events", Some(&acme), None, &[])
+        .await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body = refused
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["success"], false);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already holds 2 event streams")),
+        "{body}"
+    );
+    // Other callers have counts of their own.
+    let _globex = SseReader::open(&h, &h.token("globex"), None).await;
+    let operator = h.operator();
+    let _operator = SseReader::open(&h, &operator, None).await;
+    // A client that goes away gives its slot back.
+    drop(first);
+    let _again = SseReader::open(&h, &acme, None).await;
+}
+
+// `events.dropped` used to count every tenant's events a stream fell behind on.
+#[tokio::test]
+async fn a_drop_count_never_reveals_another_tenants_activity() {
+    let h = Harness::with_config(|c| c.events.subscriber_lag = 2).await;
+    let mut acme = SseReader::open(&h, &h.token("acme"), None).await;
+    // Only globex is busy while acme's stream is not read.
+    let globex = h.token("globex");
+    h.paired(PHONE_B, &globex).await;
+    for n in 0..5 {
+        let (status, _) = h
+            .send_text(PHONE_B, &globex, "5511900000001", &format!("m{n}"))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let (status, _) = h.clear(PHONE_B, &globex).await;
+    assert_eq!(status, StatusCode::OK);
+    let frames = acme.drain(Duration::from_millis(300)).await;
+    assert!(frames.is_empty(), "acme was shown {frames:?}");
+}

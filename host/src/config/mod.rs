@@ -12,6 +12,7 @@
 //! | `LILA_CONFIG` | path of the TOML file | `./lila.toml` if present |
 //! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work; loopback only for a build without the certificate check) | WhatsApp's own |
 //! | `LILA_DATABASE_URL` | PostgreSQL, for cluster mode (`postgres://…`) | none: one node, files |
+//! | `LILA_HTTP_*`, `LILA_EVENTS_MAX_STREAMS_PER_CALLER` | the HTTP edge's timeouts and bounds (`http.rs`) | see README |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use self::plugins::{PluginConfigError, PluginsConfig, PluginsFile};
 
 pub mod capabilities;
+pub mod http;
 pub mod limits;
 pub mod plugins;
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// What one phone and one tenant may hold (`limits.rs`).
     pub limits: LimitsConfig,
+    /// The HTTP edge's timeouts and bounds (`[http]`).
+    pub http: http::HttpConfig,
     /// PostgreSQL for cluster mode; `None` is the single node on files.
     pub database_url: Option<DatabaseUrl>,
     /// Cluster mode: where the other nodes reach this one (`LILA_NODE_URL`,
@@ -197,6 +201,9 @@ pub struct EventsConfig {
     /// How many events may wait for one plugin's `on-event` before new ones
     /// are dropped (and counted).
     pub plugin_queue: usize,
+    /// How many streams one caller (a tenant, or the operators together)
+    /// may hold open at once; one more is answered 429.
+    pub max_streams_per_caller: usize,
 }
 
 impl Default for EventsConfig {
@@ -206,6 +213,7 @@ impl Default for EventsConfig {
             subscriber_lag: 1_024,
             heartbeat: Duration::from_secs(15),
             plugin_queue: 256,
+            max_streams_per_caller: 16,
         }
     }
 }
@@ -231,6 +239,7 @@ impl Default for Config {
             },
             events: EventsConfig::default(),
             limits: LimitsConfig::default(),
+            http: http::HttpConfig::default(),
             database_url: None,
             node_url: None,
             metrics_token: None,
@@ -292,6 +301,8 @@ pub struct ConfigFile {
     pub sessions: SessionsFile,
     #[serde(default)]
     pub events: EventsFile,
+    #[serde(default)]
+    pub http: http::HttpFile,
     /// The plugin runtime's section (`config::plugins` checks it).
     pub plugins: Option<PluginsFile>,
     #[serde(default)]
@@ -340,6 +351,7 @@ pub struct EventsFile {
     pub subscriber_lag: Option<usize>,
     pub heartbeat_secs: Option<u64>,
     pub plugin_queue: Option<usize>,
+    pub max_streams_per_caller: Option<usize>,
 }
 
 /// The version the client announces when it is pointed at a custom URL (a
@@ -521,6 +533,14 @@ impl Config {
             e.plugin_queue = n.max(1);
         }
         config.limits = LimitsConfig::from_parts(&file.limits, env)?;
+        if let Some(n) = http::positive(
+            "LILA_EVENTS_MAX_STREAMS_PER_CALLER",
+            env,
+            file.events.max_streams_per_caller,
+        )? {
+            e.max_streams_per_caller = n;
+        }
+        config.http = http::HttpConfig::from_parts(&file.http, env)?;
         config.crash_at = env("LILA_CRASH_AT").filter(|s| !s.is_empty());
         Ok(config)
     }

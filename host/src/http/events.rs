@@ -5,25 +5,40 @@
 //! a QR or pairing code goes only to the session's owner. `Last-Event-ID`
 //! resumes from the bus's buffer (`events.missed` says what it no longer
 //! has); a client that reads too slowly loses events (`events.dropped` says
-//! how many), never slows a session. An SSE comment line every
+//! how many of its own), never slows a session. An SSE comment line every
 //! `events.heartbeat` keeps proxies from closing an idle stream.
+//!
+//! A stream lives as long as its token is accepted: when the token
+//! expires (its `exp`, plus the leeway allowed for clock skew), the stream
+//! sends `events.ended` and ends. Every token has an `exp` (`auth.rs`
+//! requires one). A caller holds at most `events.max_streams_per_caller`
+//! streams at once (`caller_limits.rs`); a stream gives its slot back when
+//! it ends or its client goes away.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
 
-use super::extract::AuthCaller;
+use super::caller_limits::{CallerLimits, Slot};
+use super::extract::AuthCallerUntil;
 use super::json::ErrorBody;
 use super::reset::ClearBody;
 use super::responses::NoToken;
 use super::{ApiError, AppState};
+use crate::clock::now_ms;
 use crate::core::event::{Event, EventKind};
 use crate::core::tenant::Caller;
 use crate::events::{Missed, Received, Subscription};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
 use utoipa::ToSchema;
 
 /// One event of the stream as its lines carry it (what an SSE client sees
@@ -124,12 +139,23 @@ pub struct EventsMissedBody {
 }
 
 /// `events.dropped` (no `id:`): this stream fell behind and lost `count`
-/// events (of every tenant: at most that many of yours).
+/// of the events it would have shown (its caller's only).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsDroppedBody {
     #[serde(rename = "type")]
     pub event_type: &'static str,
     pub count: u64,
+}
+
+/// `events.ended` (no `id:`), the stream's last event: why it ends.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsEndedBody {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    /// `token_expired`: the token the stream was opened with is no longer accepted.
+    pub reason: &'static str,
+    /// The same, as a sentence.
+    pub error: &'static str,
 }
 
 /// The `data:` JSON of `event` as `caller` may see it; `None` when it is
@@ -243,14 +269,25 @@ fn sse_json(name: &'static str, body: &impl Serialize) -> SseEvent {
     SseEvent::default().event(name).data(data)
 }
 
-/// Where one stream is: the marker still to send, then the subscription.
+/// Where one stream is: the marker still to send, then the subscription,
+/// until the token expires.
 struct StreamState {
     missed: Option<Missed>,
     subscription: Subscription,
     caller: Caller,
+    /// When the token stops being accepted.
+    expires: tokio::time::Instant,
+    /// `events.ended` was sent: nothing follows.
+    ended: bool,
+    gateway: Arc<Gateway>,
+    /// The caller's stream slot, given back when the stream is dropped.
+    _slot: Slot,
 }
 
 async fn next_item(mut state: StreamState) -> Option<(Result<SseEvent, Infallible>, StreamState)> {
+    if state.ended {
+        return None;
+    }
     if let Some(missed) = state.missed.take() {
         let body = EventsMissedBody {
             event_type: "events.missed",
@@ -260,7 +297,21 @@ async fn next_item(mut state: StreamState) -> Option<(Result<SseEvent, Infallibl
         return Some((Ok(sse_json("events.missed", &body)), state));
     }
     loop {
-        match state.subscription.next().await? {
+        let expires = state.expires;
+        let received = tokio::select! {
+            received = state.subscription.next() => received,
+            () = tokio::time::sleep_until(expires) => {
+                state.ended = true;
+                Metrics::inc(&state.gateway.metrics().http_edge.event_streams_expired);
+                let body = EventsEndedBody {
+                    event_type: "events.ended",
+                    reason: "token_expired",
+                    error: "the token expired; open a new stream with a fresh token",
+                };
+                return Some((Ok(sse_json("events.ended", &body)), state));
+            }
+        };
+        match received? {
             Received::Dropped(count) => {
                 let body = EventsDroppedBody {
                     event_type: "events.dropped",
@@ -284,22 +335,38 @@ async fn next_item(mut state: StreamState) -> Option<(Result<SseEvent, Infallibl
 /// Server-Sent Events about sessions: a tenant gets its own sessions'
 /// events, an operator every tenant's. Each event is `event: {type}`,
 /// `id: {n}`, `data: {EventBody as JSON}`; `Last-Event-ID` resumes after
-/// the last one seen. Comment lines keep the stream alive.
+/// the last one seen. Comment lines keep the stream alive. The stream ends
+/// with `events.ended` when its token expires.
 #[utoipa::path(
     get, path = "/api/events", tag = "events",
     security(("bearer" = [])),
     params(("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id")),
     responses(
-        (status = 200, description = "The stream: one `data:` line per event, each an EventBody; `events.missed` (EventsMissedBody) when a resume is older than the buffer, `events.dropped` (EventsDroppedBody) when this stream fell behind", content_type = "text/event-stream", body = SseEventBody),
+        (status = 200, description = "The stream: one `data:` line per event, each an EventBody; `events.missed` (EventsMissedBody) when a resume is older than the buffer, `events.dropped` (EventsDroppedBody) when this stream fell behind, counting only events this caller would have been shown; `events.ended` (EventsEndedBody), the last, when the token expires", content_type = "text/event-stream", body = SseEventBody),
         (status = 400, description = "Last-Event-ID is not a whole number", body = ErrorBody),
         NoToken,
+        (status = 429, description = "This caller already holds events.max_streams_per_caller streams (Retry-After says when to try again)", body = ErrorBody),
     )
 )]
 pub async fn event_stream(
     State(state): State<AppState>,
-    AuthCaller(caller): AuthCaller,
+    Extension(limits): Extension<CallerLimits>,
+    AuthCallerUntil(caller, accepted_until): AuthCallerUntil,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Response {
+    match open_stream(&state, &limits, caller, accepted_until, &headers) {
+        Ok(stream) => stream.into_response(),
+        Err(refused) => *refused,
+    }
+}
+
+fn open_stream(
+    state: &AppState,
+    limits: &CallerLimits,
+    caller: Caller,
+    accepted_until: u64,
+    headers: &HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>>, Box<Response>> {
     let after = match headers.get("last-event-id") {
         None => None,
         Some(raw) => Some(
@@ -307,20 +374,30 @@ pub async fn event_stream(
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
-                    ApiError::BadRequest(
+                    let refused = ApiError::BadRequest(
                         "Last-Event-ID must be the id of an event this stream sent (a whole number)"
                             .into(),
                     )
+                    .into_response();
+                    Box::new(refused)
                 })?,
         ),
     };
-    let (subscription, missed) = state.gateway.events().subscribe(after);
+    let slot = limits
+        .stream_slot(&caller)
+        .ok_or_else(|| Box::new(limits.streams_refused(state.gateway.metrics())))?;
+    let (subscription, missed) = state.gateway.events().subscribe_for(caller.clone(), after);
     let heartbeat = state.gateway.config().events.heartbeat;
+    let lives_for = Duration::from_secs(accepted_until.saturating_sub(now_ms() / 1000));
     let items = stream::unfold(
         StreamState {
             missed,
             subscription,
             caller,
+            expires: tokio::time::Instant::now() + lives_for,
+            ended: false,
+            gateway: state.gateway.clone(),
+            _slot: slot,
         },
         next_item,
     );

@@ -26,11 +26,28 @@ impl FromRequestParts<AppState> for AuthCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let AuthCallerUntil(caller, _) = AuthCallerUntil::from_request_parts(parts, state).await?;
+        Ok(AuthCaller(caller))
+    }
+}
+
+/// The authenticated caller, and the Unix second after which its token is
+/// no longer accepted (an event stream ends then).
+pub struct AuthCallerUntil(pub Caller, pub u64);
+
+impl FromRequestParts<AppState> for AuthCallerUntil {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        Ok(AuthCaller(state.auth.authenticate(header)?))
+        let (caller, until) = state.auth.authenticate_until(header)?;
+        Ok(AuthCallerUntil(caller, until))
     }
 }
 

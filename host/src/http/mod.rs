@@ -7,13 +7,17 @@
 //! One module per resource, each with its handlers and the bodies only it
 //! answers: `sessions`, `messages`, `reset` (disconnect and clear),
 //! `plugins`, `cluster`, `events`, `console`, `service` (health, metrics,
-//! fallbacks, the request log) and `openapi` (the document). They share
+//! fallbacks, the request log) and `openapi` (the document). `edge`
+//! serves the router (timeouts, the bound on connections) and
+//! `caller_limits` bounds what one caller holds at once. They share
 //! `extract` (the caller, the path segments, JSON bodies), `json`
 //! (`Success`, `ErrorBody`), `error` (`ApiError`) and, in their
 //! documentation, `responses` (the error responses several routes answer).
 
+mod caller_limits;
 mod cluster;
 mod console;
+pub mod edge;
 mod error;
 pub mod events;
 mod extract;
@@ -49,6 +53,11 @@ pub struct AppState {
 
 /// Every route; each is also listed in `openapi::ApiDoc`.
 pub fn router(state: AppState) -> Router {
+    let config = state.gateway.config();
+    let limits = caller_limits::CallerLimits::new(
+        config.http.max_requests_per_tenant,
+        config.events.max_streams_per_caller,
+    );
     let sessions = Router::new()
         .route(
             "/",
@@ -79,9 +88,16 @@ pub fn router(state: AppState) -> Router {
         .merge(console::routes())
         .fallback(service::not_found)
         .method_not_allowed_fallback(service::method_not_allowed)
+        .layer(axum::Extension(limits.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             forward::to_holder,
+        ))
+        // Outside the cluster's middleware, so that a request forwarded
+        // to another node still holds its tenant's slot here.
+        .layer(axum::middleware::from_fn_with_state(
+            (state.clone(), limits),
+            caller_limits::limit_tenant_requests,
         ))
         .layer(axum::middleware::from_fn(service::log_request))
         .with_state(state)

@@ -73,6 +73,7 @@ an `x-request-id` header (the client's own when sane, else a new one).",
         super::events::EventBody,
         super::events::EventsMissedBody,
         super::events::EventsDroppedBody,
+        super::events::EventsEndedBody,
     )),
     modifiers(&BearerJwt, &ErrorExamples),
     tags(
@@ -102,7 +103,9 @@ impl Modify for BearerJwt {
 token (the Portal's) has `companyId`, the tenant, and acts on that tenant's sessions only. An \
 operator's token has `role: \"operator\"` and acts on every tenant's sessions (and may list \
 plugins). A missing, malformed, expired, wrongly signed or `alg: none` token gets 401. \
-`lila token --company <companyId>` and `lila token --operator` mint them.",
+`lila token --company <companyId>` and `lila token --operator` mint them. A tenant with \
+`[http] max_requests_per_tenant` requests in flight gets 429 with a sentence and Retry-After \
+on any route (operators are not counted).",
                     ))
                     .build(),
             ),
@@ -175,6 +178,9 @@ fn error_example(id: &str, status: &str) -> Option<&'static str> {
         }
         ("409", "pairing_code" | "request_pairing_code") => "the session is already paired",
         ("409", _) => "the session is not connected (status: qr)",
+        ("429", "event_stream") => {
+            "this caller already holds 16 event streams, the most it may; close one before opening another"
+        }
         ("500", _) => "internal error; the server log has the details",
         ("502", _) => "WhatsApp refused the request: not-authorized",
         ("503", _) => "WhatsApp did not answer in time",

@@ -180,13 +180,13 @@ impl PhoneStore {
     /// Records one change of the phone's outbox, durably, before it
     /// returns; `after` is the queue with the change applied. On files it
     /// appends one line to the log (O(the change)); now and then the log is
-    /// compacted to `after` (`outbox_file`).
+    /// compacted to `after` (`outbox_file`): then it returns true.
     pub async fn record_outbox(
         &self,
         phone: &Phone,
         change: &OutboxChange,
         after: &Outbox,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         match self {
             PhoneStore::Files(layout) => {
                 let line = outbox_file::encode_change(change)?;
@@ -198,10 +198,13 @@ impl PhoneStore {
                 if appended == outbox_file::Appended::WantsCompaction {
                     let after = after.clone();
                     on_files(layout, phone, move |l, p| outbox_file::save(l, p, &after)).await?;
+                    return Ok(true);
                 }
-                Ok(())
+                Ok(false)
             }
-            PhoneStore::Postgres(db) => db.record_outbox(phone, change, after).await,
+            PhoneStore::Postgres(db) => {
+                db.record_outbox(phone, change, after).await.map(|()| false)
+            }
         }
     }
 

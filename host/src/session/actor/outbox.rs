@@ -65,17 +65,20 @@ impl SessionActor {
         // Durable before acknowledged: the 202 goes out only after the line
         // is synced, so a crash right after the response loses nothing.
         let change = OutboxChange::Queued(message.clone());
-        if let Err(e) = self
+        match self
             .ctx
             .store
             .record_outbox(&self.phone, &change, &self.outbox)
             .await
         {
-            self.outbox.replay(OutboxChange::Left {
-                id: message.id.clone(),
-            });
-            self.note_outbox_usage();
-            return Err(e.into());
+            Ok(compacted) => self.count_compaction(compacted),
+            Err(e) => {
+                self.outbox.replay(OutboxChange::Left {
+                    id: message.id.clone(),
+                });
+                self.note_outbox_usage();
+                return Err(e.into());
+            }
         }
         // The status "queued" is not written: the outbox line says it, and
         // loading the phone derives it (`SessionActor::load`), so an enqueue
@@ -115,13 +118,20 @@ impl SessionActor {
     /// `what` names it in the log if the write fails.
     async fn record_outbox(&mut self, change: OutboxChange, what: &'static str) {
         self.note_outbox_usage();
-        if let Err(e) = self
+        match self
             .ctx
             .store
             .record_outbox(&self.phone, &change, &self.outbox)
             .await
         {
-            error!(error = %e, what, "could not record an outbox change");
+            Ok(compacted) => self.count_compaction(compacted),
+            Err(e) => error!(error = %e, what, "could not record an outbox change"),
+        }
+    }
+
+    fn count_compaction(&self, compacted: bool) {
+        if compacted {
+            Metrics::inc(&self.ctx.metrics.outbox_compactions);
         }
     }
 

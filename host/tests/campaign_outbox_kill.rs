@@ -126,7 +126,7 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
                         }
                         ok
                     });
-                    std::thread::sleep(Duration::from_millis(delay_ms / 4));
+                    std::thread::sleep(Duration::from_millis(delay_ms));
                     let _ = std::process::Command::new("kill")
                         .args(["-KILL", &pid])
                         .status();

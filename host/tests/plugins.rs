@@ -16,6 +16,7 @@ use lila::phone::Phone;
 use lila::plugins::PluginHooks;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::handmade::reset_plugin_with_memories;
 use support::wasm::{component, example, example_source};
 use support::{Harness, snapshot};
 
@@ -1165,4 +1166,127 @@ async fn a_forced_reset_still_obeys_the_operators_own_plugins() {
         body["error"].as_str().unwrap().contains("'misbehave'"),
         "{body}"
     );
+}
+
+/// The `/metrics` line `name` (with its labels), as a number.
+async fn metric(h: &Harness, name: &str) -> u64 {
+    let (_, metrics) = h
+        .call(axum::http::Method::GET, "/metrics", None, None)
+        .await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// A Setup whose `many.wasm` is a handmade component with `memories`
+/// memories of `pages_each` pages, fail closed with an 8 MiB cap.
+async fn with_memories(memories: u32, pages_each: u64, limits: &str) -> Setup {
+    let toml = format!(
+        "{limits}[[plugins.plugin]]\nname = \"many\"\nfail = \"closed\"\nmemory_mib = 8\nhooks = [\"before-clear\"]\n"
+    );
+    let s = Setup::new(&[], &toml).await;
+    std::fs::write(
+        s.wasm("many.wasm"),
+        reset_plugin_with_memories(memories, pages_each),
+    )
+    .unwrap();
+    s.hooks.reload();
+    assert_eq!(s.plugins().await["plugins"][0]["loaded"], true);
+    s
+}
+
+/// Issue 17: the memory cap was per memory, so a component with sixteen
+/// memories had sixteen caps (16 MiB under an 8 MiB cap here), and nothing
+/// bounded how many memories a call could create.
+#[tokio::test]
+async fn a_component_with_sixteen_memories_gets_one_memory_cap_not_sixteen() {
+    // (memories, pages each, limits, what a fail-closed plugin's refusal says, the limit counted)
+    let refused = [
+        // Sixteen memories of 1 MiB, the count allowed: their sum is over the cap.
+        (
+            16,
+            16,
+            "max_memories = 16\n",
+            "ran out of its 8 MiB memory cap (all its memories and tables together)",
+            "memory",
+        ),
+        // Sixteen memories of one page, over the default count of 8.
+        (
+            16,
+            1,
+            "",
+            "creates more memories than the 8 a plugin call may have (plugins.max_memories)",
+            "memories",
+        ),
+    ];
+    for (memories, pages, limits, reason, limit) in refused {
+        let s = with_memories(memories, pages, limits).await;
+        let (status, body) = reset_acme(&s).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{error}");
+        let hits = format!("lila_plugin_limits_hit_total{{limit=\"{limit}\"}}");
+        assert_eq!(metric(&s.h, &hits).await, 1);
+    }
+    // Two memories of 1 MiB fit the one cap together: the reset goes on.
+    let s = with_memories(2, 16, "").await;
+    let (status, body) = reset_acme(&s).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(hook_runs(&body), [run("many", "before_clear", "ok")]);
+}
+
+/// Creates acme's `PHONE` and resets it.
+async fn reset_acme(s: &Setup) -> (StatusCode, Value) {
+    let token = s.h.token("acme");
+    s.h.create(PHONE, &token).await;
+    s.h.clear(PHONE, &token).await
+}
+
+/// Issue 17: nothing bounded how many plugin calls ran at once. With one
+/// call slot, a reset whose plugin finds it taken waits for it within the
+/// call's budget, and past that is told so (fail closed: refused), never
+/// skipped in silence.
+#[tokio::test]
+async fn plugin_calls_beyond_the_call_slots_wait_and_are_refused_with_a_reason() {
+    let toml = "max_concurrent_calls = 1\n\
+        [[plugins.plugin]]\nname = \"slow\"\nfile = \"misbehave.wasm\"\ntenants = [\"acme\"]\ntime_ms = 2000\nconfig = { before = \"sleep\" }\n\
+        [[plugins.plugin]]\nname = \"quick\"\nfile = \"misbehave.wasm\"\ntenants = [\"globex\"]\nfail = \"closed\"\ntime_ms = 300\n";
+    let s = Setup::new(&[("misbehave", "misbehave.wasm")], toml).await;
+    let (acme, globex) = (s.h.token("acme"), s.h.token("globex"));
+    s.h.create(PHONE, &acme).await;
+    s.h.create(OTHER, &globex).await;
+    let (slow, quick) = tokio::join!(s.h.clear(PHONE, &acme), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.h.clear(OTHER, &globex).await
+    });
+    assert_eq!(slow.0, StatusCode::OK, "{}", slow.1);
+    assert_eq!(quick.0, StatusCode::CONFLICT, "{}", quick.1);
+    let error = quick.1["error"].as_str().unwrap();
+    assert!(
+        error.contains("all 1 plugin call slots (plugins.max_concurrent_calls) stayed busy")
+            && error.contains("fail closed"),
+        "{error}"
+    );
+    assert_eq!(
+        metric(
+            &s.h,
+            "lila_plugin_calls_waited_total{hook=\"before_clear\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &s.h,
+            "lila_plugin_limits_hit_total{limit=\"concurrent_calls\"}"
+        )
+        .await,
+        1
+    );
+    // With the slot free again, the same reset goes through.
+    let (status, body) = s.h.clear(OTHER, &globex).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

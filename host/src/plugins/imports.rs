@@ -18,7 +18,7 @@ use tracing::{debug, error, info, trace, warn};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::engine::MemoryCap;
+use super::engine::StoreCap;
 use super::import_limits::{
     MAX_ARCHIVE_BYTES, MAX_CREDENTIAL_BYTES, MAX_HTTP_REQUEST_BYTES, MAX_HTTP_RESPONSE_BYTES,
     MAX_HTTP_TIMEOUT_MS, MAX_LOG_BYTES, MAX_LOG_LINES_PER_CALL, check_archive_name,
@@ -71,7 +71,7 @@ pub struct CallEnv {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub memory: MemoryCap,
+    pub memory: StoreCap,
     env: CallEnv,
     log_lines: u32,
 }
@@ -90,14 +90,11 @@ fn locked_down_wasi() -> WasiCtx {
 }
 
 impl HostState {
-    pub fn new(env: CallEnv, memory_bytes: usize) -> HostState {
+    pub fn new(env: CallEnv, memory: StoreCap) -> HostState {
         HostState {
             wasi: locked_down_wasi(),
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                max_bytes: memory_bytes,
-                hit_cap: false,
-            },
+            memory,
             env,
             log_lines: 0,
         }

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use self::engine::{CallEnd, EngineError, PluginEngine};
+use self::engine::{CallEnd, CallLimits, EngineError, PluginEngine};
 use self::imports::{CallEnv, HookKind};
 use self::registry::{CallCounters, LoadedPlugin, Registry, ResetPlugin};
 use self::state::StateScope;
@@ -37,7 +37,9 @@ pub use self::state::StateStore;
 pub use self::watch::PluginWatcher;
 use self::wit::latest::lila::hooks::types as latest;
 use crate::clock::now_ms;
-use crate::config::plugins::{FailMode, PluginOwner, PluginSpec, PluginsConfig, PluginsFile};
+use crate::config::plugins::{
+    FailMode, PluginOwner, PluginSpec, PluginsConfig, PluginsFile, RuntimeLimits,
+};
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::core::reset_report::{HookOutcome, HookRun, ResetReport};
@@ -84,6 +86,27 @@ struct Runtime {
     reload_lock: Mutex<HashMap<String, Arc<CallCounters>>>,
     state: Arc<StateStore>,
     metrics: HookMetrics,
+    /// The limits of the published configuration, and the call slots they
+    /// allow (`max_concurrent_calls`).
+    slots: RwLock<CallSlots>,
+}
+
+/// The runtime's limits and its semaphore of call slots. A reload that
+/// changes `max_concurrent_calls` gets a new semaphore: calls already
+/// running keep their slot of the old one, calls that start later take one
+/// of the new.
+struct CallSlots {
+    limits: RuntimeLimits,
+    semaphore: Arc<tokio::sync::Semaphore>,
+}
+
+impl CallSlots {
+    fn new(limits: RuntimeLimits) -> CallSlots {
+        CallSlots {
+            semaphore: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_calls)),
+            limits,
+        }
+    }
 }
 
 /// The `ResetHooks` made of WebAssembly plugins.
@@ -179,6 +202,7 @@ impl Runtime {
             reload_lock: Mutex::new(HashMap::new()),
             state: Arc::new(state),
             metrics: HookMetrics::default(),
+            slots: RwLock::new(CallSlots::new(RuntimeLimits::default())),
         }))
     }
 
@@ -190,8 +214,69 @@ impl Runtime {
     }
 
     fn publish(&self, registry: &Registry) {
+        if let Some(config) = &registry.config {
+            let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+            if slots.limits.max_concurrent_calls != config.limits.max_concurrent_calls {
+                *slots = CallSlots::new(config.limits.clone());
+            } else {
+                slots.limits = config.limits.clone();
+            }
+        }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry.clone());
         self.published.send_replace(());
+    }
+
+    /// Runs one call of `plugin` with `run` once one of the runtime's call
+    /// slots is free. The wait counts against the call's deadline: when no
+    /// slot frees up before it, the call does not run and its outcome is
+    /// `Skipped` with the reason (a fail-closed `before-clear` then refuses
+    /// the reset), so a full runtime never drops a hook in silence.
+    async fn call<T>(
+        &self,
+        spec: &PluginSpec,
+        env: CallEnv,
+        run: impl AsyncFnOnce(CallEnv, CallLimits) -> CallEnd<T>,
+    ) -> Result<T, HookOutcome> {
+        let (semaphore, limits) = {
+            let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+            (slots.semaphore.clone(), slots.limits.clone())
+        };
+        let hook = env.hook;
+        let deadline = env.deadline;
+        let _slot = match semaphore.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                self.metrics.call_waited(hook.as_str());
+                let started = Instant::now();
+                match tokio::time::timeout_at(deadline.into(), semaphore.acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    // Timed out (a closed semaphore cannot happen: it is never closed).
+                    Ok(Err(_)) | Err(_) => {
+                        self.metrics.limit_hit("concurrent_calls");
+                        return Err(HookOutcome::Skipped(format!(
+                            "not run: all {} plugin call slots (plugins.max_concurrent_calls) stayed busy for the {} ms this call could wait",
+                            limits.max_concurrent_calls,
+                            elapsed_ms(started)
+                        )));
+                    }
+                }
+            }
+        };
+        let call_limits = CallLimits {
+            memory_bytes: spec.memory_bytes,
+            max_instances: limits.max_instances,
+            max_memories: limits.max_memories,
+            max_tables: limits.max_tables,
+        };
+        match run(env, call_limits).await {
+            CallEnd::Returned(value) => Ok(value),
+            CallEnd::Failed(message) => Err(HookOutcome::Failed(message)),
+            CallEnd::TimedOut => Err(HookOutcome::TimedOut),
+            CallEnd::OverLimit(limit, message) => {
+                self.metrics.limit_hit(limit.as_str());
+                Err(HookOutcome::Failed(message))
+            }
+        }
     }
 
     /// The current registry once `waiting` no longer holds for it, or at
@@ -221,7 +306,8 @@ impl Runtime {
             crate::config::read_plugins_section(&self.config_file).map_err(|e| e.to_string())?;
         let base = self.config_file.parent().unwrap_or(Path::new("."));
         let file = section.unwrap_or_else(PluginsFile::off);
-        PluginsConfig::from_file(&file, base).map_err(|e| e.to_string())
+        PluginsConfig::from_file_and_env(&file, base, &|name| std::env::var(name).ok())
+            .map_err(|e| e.to_string())
     }
 
     fn reload(&self) {
@@ -328,8 +414,9 @@ impl Runtime {
             HookOutcome::TimedOut => {
                 warn!(plugin = %run.plugin, tenant = %tenant, phone = %phone, hook = run.hook, outcome = "timed_out", duration_ms = run.duration_ms, "plugin hook ran out of time")
             }
-            // `not_ready` logs these: a skipped plugin never reaches `record`.
-            HookOutcome::Skipped(_) => {}
+            HookOutcome::Skipped(detail) => {
+                warn!(plugin = %run.plugin, tenant = %tenant, phone = %phone, hook = run.hook, outcome = "skipped", detail = %detail, "plugin hook skipped")
+            }
         }
     }
 
@@ -567,16 +654,16 @@ impl ResetHooks for PluginHooks {
                 deadline,
             );
             let end = rt
-                .engine
-                .before_clear(&plugin.code, env, plugin.spec.memory_bytes, &wit_ctx)
+                .call(&plugin.spec, env, async |env, limits| {
+                    rt.engine
+                        .before_clear(&plugin.code, env, limits, &wit_ctx)
+                        .await
+                })
                 .await;
             let outcome = match end {
-                CallEnd::Returned(latest::Decision::Allow) => HookOutcome::Ok,
-                CallEnd::Returned(latest::Decision::Veto(reason)) => {
-                    HookOutcome::Vetoed(clean_reason(&reason))
-                }
-                CallEnd::Failed(message) => HookOutcome::Failed(message),
-                CallEnd::TimedOut => HookOutcome::TimedOut,
+                Ok(latest::Decision::Allow) => HookOutcome::Ok,
+                Ok(latest::Decision::Veto(reason)) => HookOutcome::Vetoed(clean_reason(&reason)),
+                Err(outcome) => outcome,
             };
             let run = HookRun {
                 plugin: plugin.spec.key.clone(),
@@ -593,6 +680,9 @@ impl ResetHooks for PluginHooks {
                 (HookOutcome::TimedOut, FailMode::Closed) => Some(format!(
                     "the plugin did not finish within its {} ms budget and is set to fail closed, so nothing was changed",
                     deadline.saturating_duration_since(started).as_millis()
+                )),
+                (HookOutcome::Skipped(detail), FailMode::Closed) => Some(format!(
+                    "the plugin could not run ({detail}) and is set to fail closed, so nothing was changed. Try again in a few seconds."
                 )),
                 _ => None,
             };
@@ -654,14 +744,13 @@ impl ResetHooks for PluginHooks {
                 deadline,
             );
             let end = rt
-                .engine
-                .after_clear(&plugin.code, env, plugin.spec.memory_bytes, &wit_report)
+                .call(&plugin.spec, env, async |env, limits| {
+                    rt.engine
+                        .after_clear(&plugin.code, env, limits, &wit_report)
+                        .await
+                })
                 .await;
-            let outcome = match end {
-                CallEnd::Returned(()) => HookOutcome::Ok,
-                CallEnd::Failed(message) => HookOutcome::Failed(message),
-                CallEnd::TimedOut => HookOutcome::TimedOut,
-            };
+            let outcome = end.err().unwrap_or(HookOutcome::Ok);
             let run = HookRun {
                 plugin: plugin.spec.key.clone(),
                 hook: HookKind::AfterClear.as_str(),

@@ -1290,3 +1290,90 @@ async fn plugin_calls_beyond_the_call_slots_wait_and_are_refused_with_a_reason()
     let (status, body) = s.h.clear(OTHER, &globex).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// `archive-probe`'s state entry `key` for `tenant` (what `write-archive` answered), once there.
+fn probe_answer(h: &Harness, tenant: &str, key: &str) -> Option<String> {
+    let path = h.root().join(format!(
+        "plugins/operator/archive-probe/{tenant}/state.json"
+    ));
+    let state: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    state["entries"][key].as_str().map(str::to_owned)
+}
+
+fn archive_probe(hooks: &str, bytes: u64) -> String {
+    format!(
+        "[[plugins.plugin]]\nname = \"archive-probe\"\ncapabilities = {{ archive = true }}\nconfig = {{ hooks = [{hooks}], bytes = {bytes} }}\n"
+    )
+}
+
+/// Issue 17: `write-archive` had no total, so a plugin could fill the disk
+/// one 32 MiB archive per call. The quota is per plugin and tenant, and the
+/// plugin is told when a write would pass it.
+#[tokio::test]
+async fn the_archive_quota_holds_per_plugin_and_tenant_and_the_plugin_is_told() {
+    let toml = format!(
+        "archive_quota_mib = 1\n{}",
+        archive_probe("\"before-clear\"", 700_000)
+    );
+    let s = Setup::new(&[("archive-probe", "archive-probe.wasm")], &toml).await;
+    let acme = s.h.token("acme");
+    s.h.create(PHONE, &acme).await;
+    let (status, body) = s.h.clear(PHONE, &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A second 700,000 bytes would make 1,400,000 of acme's 1 MiB.
+    s.h.create(PHONE, &acme).await;
+    let (status, body) = s.h.clear(PHONE, &acme).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "the archive quota of this plugin for this tenant is 1048576 bytes, 700000 are stored"
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        metric(
+            &s.h,
+            "lila_plugin_limits_hit_total{limit=\"archive_quota\"}"
+        )
+        .await,
+        1
+    );
+    let stored = std::fs::read_dir(
+        s.h.root()
+            .join("plugins/operator/archive-probe/acme/archive"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(stored, 1);
+    // Another tenant's archives are counted apart.
+    let globex = s.h.token("globex");
+    s.h.create(OTHER, &globex).await;
+    let (status, body) = s.h.clear(OTHER, &globex).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Issue 17: `write-archive` worked in `on-event` too, where no reset asks
+/// for an archive and every session event could write one.
+#[tokio::test]
+async fn write_archive_is_refused_in_on_event() {
+    let toml = archive_probe("\"on-event\", \"after-clear\"", 10);
+    let s = Setup::new(&[("archive-probe", "archive-probe.wasm")], &toml).await;
+    let acme = s.h.token("acme");
+    s.h.create(PHONE, &acme).await;
+    let answer = loop_until(|| async { probe_answer(&s.h, "acme", "on-event") }).await;
+    assert_eq!(
+        answer,
+        "err: denied: write-archive works only in before-clear and after-clear, not in on-event"
+    );
+    let archive =
+        s.h.root()
+            .join("plugins/operator/archive-probe/acme/archive");
+    assert!(!archive.join("on-event.bin").exists());
+    // In a reset hook the same plugin still may.
+    let (status, body) = s.h.clear(PHONE, &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = probe_answer(&s.h, "acme", "after-clear").unwrap_or_default();
+    assert!(answer.starts_with("ok: "), "{answer}");
+    assert!(archive.join("after-clear.bin").exists());
+}

@@ -85,7 +85,7 @@ struct Runtime {
     /// One reload at a time; also owns the call counters, which outlive reloads.
     reload_lock: Mutex<HashMap<String, Arc<CallCounters>>>,
     state: Arc<StateStore>,
-    metrics: HookMetrics,
+    metrics: Arc<HookMetrics>,
     /// The limits of the published configuration, and the call slots they
     /// allow (`max_concurrent_calls`).
     slots: RwLock<CallSlots>,
@@ -201,7 +201,7 @@ impl Runtime {
             published: tokio::sync::watch::Sender::new(()),
             reload_lock: Mutex::new(HashMap::new()),
             state: Arc::new(state),
-            metrics: HookMetrics::default(),
+            metrics: Arc::default(),
             slots: RwLock::new(CallSlots::new(RuntimeLimits::default())),
         }))
     }
@@ -224,6 +224,14 @@ impl Runtime {
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry.clone());
         self.published.send_replace(());
+    }
+
+    fn limits(&self) -> RuntimeLimits {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .limits
+            .clone()
     }
 
     /// Runs one call of `plugin` with `run` once one of the runtime's call
@@ -389,7 +397,9 @@ impl Runtime {
             data_root: self.data_root.clone(),
             session_dir: crate::layout::DataLayout::new(&self.data_root).session_dir(phone),
             archive_dir: scope.archive_dir(),
+            archive_quota_bytes: self.limits().archive_quota_bytes,
             state: self.state.clone(),
+            metrics: self.metrics.clone(),
             state_scope: scope,
         }
     }

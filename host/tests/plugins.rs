@@ -16,7 +16,7 @@ use lila::phone::Phone;
 use lila::plugins::PluginHooks;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::handmade::reset_plugin_with_memories;
+use support::handmade::{reset_plugin_slow_to_compile, reset_plugin_with_memories};
 use support::wasm::{component, example, example_source};
 use support::{Harness, snapshot};
 
@@ -1376,4 +1376,134 @@ async fn write_archive_is_refused_in_on_event() {
     let answer = probe_answer(&s.h, "acme", "after-clear").unwrap_or_default();
     assert!(answer.starts_with("ok: "), "{answer}");
     assert!(archive.join("after-clear.bin").exists());
+}
+
+/// `bytes` with a custom section of `padding` zero bytes at the end: the
+/// same component, bigger.
+fn padded(mut bytes: Vec<u8>, padding: usize) -> Vec<u8> {
+    let name = b"padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.resize(payload.len() + padding, 0);
+    bytes.push(0);
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            bytes.push(byte);
+            break;
+        }
+        bytes.push(byte | 0x80);
+    }
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+/// Issue 17: a plugin file of any size was read whole and compiled.
+#[tokio::test]
+async fn a_plugin_file_over_the_size_limit_is_refused_with_the_reason() {
+    let toml = format!(
+        "max_file_mib = 1\n{}",
+        misbehave("open", 1000, "veto", "ok")
+    );
+    let s = Setup::new(&[("misbehave", "misbehave.wasm")], &toml).await;
+    let old_sha = s.plugins().await["plugins"][0]["sha256"].clone();
+    let big = padded(std::fs::read(s.wasm("misbehave.wasm")).unwrap(), 3 << 19);
+    let tmp = s.wasm(".big.tmp");
+    std::fs::write(&tmp, &big).unwrap();
+    std::fs::rename(tmp, s.wasm("misbehave.wasm")).unwrap();
+    s.hooks.reload();
+    let listed = s.plugins().await;
+    let plugin = &listed["plugins"][0];
+    let error = plugin["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "the file is {} bytes, and a plugin may be at most 1048576 bytes (plugins.max_file_mib)",
+            big.len()
+        )),
+        "{listed}"
+    );
+    // The previous version keeps serving, as for any file that fails to load.
+    assert_eq!(plugin["sha256"], old_sha, "{listed}");
+    assert_eq!(
+        metric(&s.h, "lila_plugin_limits_hit_total{limit=\"file_size\"}").await,
+        1
+    );
+}
+
+fn plugin_state_of(hooks: &PluginHooks, name: &str) -> &'static str {
+    hooks
+        .view()
+        .plugins
+        .iter()
+        .find(|p| p.name == name)
+        .map_or("absent", |p| p.state)
+}
+
+/// Issue 17: plugins were compiled one after the other on the reload
+/// thread, with no time limit, so one slow or huge plugin held back every
+/// other one (and every later reload) for as long as it took.
+#[tokio::test]
+async fn a_slow_compile_holds_no_other_plugin_back_and_is_cut_at_its_time_limit() {
+    let slow = reset_plugin_slow_to_compile(1_000, 1_000);
+    let with_config = |limits: &str| {
+        let conf = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(conf.path().join("wasm")).unwrap();
+        std::fs::write(conf.path().join("wasm/slow.wasm"), &slow).unwrap();
+        std::fs::copy(component("misbehave"), conf.path().join("wasm/quick.wasm")).unwrap();
+        write_config(
+            conf.path(),
+            &format!(
+                "{limits}[[plugins.plugin]]\nname = \"slow\"\n[[plugins.plugin]]\nname = \"quick\"\n"
+            ),
+        );
+        conf
+    };
+    // The slow one first in the config: the quick one is ready long before it.
+    let conf = with_config("");
+    let data = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let hooks = PluginHooks::start(&conf.path().join("lila.toml"), data.path()).unwrap();
+    loop_until(|| async { (plugin_state_of(&hooks, "quick") == "loaded").then_some(()) }).await;
+    let quick_ready = started.elapsed();
+    assert_eq!(
+        plugin_state_of(&hooks, "slow"),
+        "compiling",
+        "the quick plugin was ready only after the slow one ({quick_ready:?})"
+    );
+    loop_until(|| async { (plugin_state_of(&hooks, "slow") == "loaded").then_some(()) }).await;
+    let slow_ready = started.elapsed();
+    eprintln!("quick plugin ready after {quick_ready:?}, slow plugin after {slow_ready:?}");
+    // With a time limit shorter than that compile, it is refused with the reason.
+    let limit_ms = (slow_ready.as_millis() / 4).max(50);
+    let conf = with_config(&format!("compile_timeout_ms = {limit_ms}\n"));
+    let data = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let hooks = PluginHooks::load(&conf.path().join("lila.toml"), data.path()).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < slow_ready,
+        "loading waited for the slow compile: {took:?}"
+    );
+    let view = hooks.view();
+    let slow_status = view.plugins.iter().find(|p| p.name == "slow").unwrap();
+    assert_eq!(slow_status.state, "failed");
+    let error = slow_status.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "compiling it took longer than {limit_ms} ms (plugins.compile_timeout_ms), so it was not loaded"
+        )),
+        "{error}"
+    );
+    assert_eq!(plugin_state_of(&hooks, "quick"), "loaded");
+    use lila::hooks::ResetHooks;
+    let metrics = lila::metrics::HookMetrics::render(
+        hooks.hook_metrics(),
+        lila::metrics::TenantLabels::Shown,
+    );
+    assert!(
+        metrics.contains("lila_plugin_limits_hit_total{limit=\"compile_time\"} 1"),
+        "{metrics}"
+    );
 }

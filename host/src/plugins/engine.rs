@@ -188,11 +188,14 @@ impl PluginEngine {
 
     /// Compiles and links a component, or loads its compiled code from
     /// `cache` when a valid entry exists (and stores it there after a
-    /// compile). CPU-heavy: call it off the request path.
+    /// compile, unless `abandoned` was set meanwhile: a compile past its
+    /// time limit must not come back through the cache). CPU-heavy: call it
+    /// off the request path.
     pub fn compile(
         &self,
         bytes: &[u8],
         cache: Option<&CompiledCache>,
+        abandoned: &AtomicBool,
     ) -> Result<CompiledPlugin, EngineError> {
         let started = Instant::now();
         let sha256 = hex::encode(Sha256::digest(bytes));
@@ -208,6 +211,7 @@ impl PluginEngine {
             None => (self.compile_source(bytes)?, CodeOrigin::Source),
         };
         if origin == CodeOrigin::Source
+            && !abandoned.load(Ordering::Relaxed)
             && let Some(cache) = cache
             && let Err(error) = cache.store(&sha256, &component)
         {

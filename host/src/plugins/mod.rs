@@ -22,6 +22,7 @@ mod wit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -82,13 +83,25 @@ struct Runtime {
     /// Ticks each time `current` is replaced: a reset waiting for a plugin
     /// that is still compiling wakes up on it.
     published: tokio::sync::watch::Sender<()>,
-    /// One reload at a time; also owns the call counters, which outlive reloads.
+    /// One change of the registry at a time (a reload reading its files,
+    /// or a compile finishing its entries); also owns the call counters,
+    /// which outlive reloads.
     reload_lock: Mutex<HashMap<String, Arc<CallCounters>>>,
+    /// The compiles running now, by component SHA-256.
+    compiles: Mutex<HashMap<String, CompileState>>,
     state: Arc<StateStore>,
     metrics: Arc<HookMetrics>,
     /// The limits of the published configuration, and the call slots they
     /// allow (`max_concurrent_calls`).
     slots: RwLock<CallSlots>,
+}
+
+/// A compile `Runtime::start_compile` started.
+enum CompileState {
+    Running,
+    /// Past `compile_timeout_ms`: refused with this error, while the
+    /// compile itself still runs to its end.
+    GivenUp(String),
 }
 
 /// The runtime's limits and its semaphore of call slots. A reload that
@@ -117,8 +130,8 @@ pub struct PluginHooks {
 
 impl PluginHooks {
     /// Reads the `[plugins]` section of `config_file` and returns at once;
-    /// the plugins it names are compiled (or loaded from the cache) on a
-    /// thread of their own, each becoming callable as soon as it is ready. A
+    /// the plugins it names are compiled (or loaded from the cache) each on
+    /// a thread of its own, each becoming callable as soon as it is ready. A
     /// reset that needs a plugin still compiling waits for it within its
     /// phase budget. An invalid section is an error here, at start-up;
     /// later, on reload, it is reported and the previous configuration keeps
@@ -140,7 +153,7 @@ impl PluginHooks {
         runtime.publish(&pending.registry);
         let compiling = runtime.clone();
         std::thread::Builder::new()
-            .name("lila-plugin-compile".into())
+            .name("lila-plugin-load".into())
             .spawn(move || compiling.complete(pending))
             .map_err(PluginError::CompilerThread)?;
         Ok(Arc::new(PluginHooks {
@@ -155,15 +168,18 @@ impl PluginHooks {
         let runtime = Runtime::new(config_file, data_root, StateStore::default())?;
         let config = runtime.read_config().map_err(PluginError::Config)?;
         runtime.install(config, None);
+        runtime.wait_settled();
         Ok(Arc::new(PluginHooks {
             runtime,
             watcher: Mutex::new(None),
         }))
     }
 
-    /// Re-reads the config and the plugin files now (the watcher calls this).
+    /// Re-reads the config and the plugin files now, and returns once every
+    /// plugin is loaded or has failed to (the watcher reloads without waiting).
     pub fn reload(&self) {
         self.runtime.reload();
+        self.runtime.wait_settled();
     }
 
     /// Starts watching the config file and the plugin folders; bursts of
@@ -200,6 +216,7 @@ impl Runtime {
             current: RwLock::new(Arc::new(Registry::default())),
             published: tokio::sync::watch::Sender::new(()),
             reload_lock: Mutex::new(HashMap::new()),
+            compiles: Mutex::new(HashMap::new()),
             state: Arc::new(state),
             metrics: Arc::default(),
             slots: RwLock::new(CallSlots::new(RuntimeLimits::default())),
@@ -318,7 +335,9 @@ impl Runtime {
             .map_err(|e| e.to_string())
     }
 
-    fn reload(&self) {
+    /// Re-reads the config and the plugin files; the compiles it needs go
+    /// on threads of their own (it does not wait for them).
+    fn reload(self: &Arc<Self>) {
         match self.read_config() {
             Ok(config) => self.install(config, None),
             Err(error) => {
@@ -338,36 +357,172 @@ impl Runtime {
         }
     }
 
-    fn install(&self, config: PluginsConfig, config_error: Option<String>) {
+    fn install(self: &Arc<Self>, config: PluginsConfig, config_error: Option<String>) {
         let pending = registry::begin(&self.registry(), config, config_error);
         self.publish(&pending.registry);
         self.complete(pending);
     }
 
-    /// Compiles what `pending` needs, publishing as plugins become ready.
-    fn complete(&self, pending: registry::PendingBuild) {
-        let mut counters = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // The registry as it is now: a reload that ran while this one waited
-        // for the lock may have compiled some plugins already.
-        let previous = self.registry();
-        let started = Instant::now();
-        let next = registry::finish(
-            &self.engine,
-            Some(&self.cache),
-            &previous,
-            pending,
-            &mut counters,
-            &|r| self.publish(r),
-        );
-        self.publish(&next);
-        self.cache.prune(&next.component_sha256s());
-        let loaded = next.entries.iter().filter(|e| e.loaded.is_some()).count();
-        info!(
-            plugins = next.entries.len(),
-            loaded,
-            ready_ms = elapsed_ms(started),
-            "plugins ready"
-        );
+    /// Reads the files `pending` names and publishes what is known at once;
+    /// each file that must be compiled is compiled on a thread of its own
+    /// (`start_compile`), its entry finished when that compile ends.
+    fn complete(self: &Arc<Self>, pending: registry::PendingBuild) {
+        let limits = pending
+            .registry
+            .config
+            .as_ref()
+            .map(|c| c.limits.clone())
+            .unwrap_or_default();
+        let (next, jobs) = {
+            let mut counters = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+            // The registry as it is now: a compile that ended while this
+            // reload read its files may have loaded some plugins already.
+            let previous = self.registry();
+            let (next, jobs) = registry::finish(
+                &previous,
+                pending,
+                &mut counters,
+                limits.max_file_bytes,
+                &self.metrics,
+            );
+            self.publish(&next);
+            (next, jobs)
+        };
+        for job in jobs {
+            self.start_compile(job, limits.compile_timeout);
+        }
+        self.when_settled(&next);
+    }
+
+    /// Compiles `job` on a thread of its own, unless the same bytes are
+    /// compiling already (their outcome will finish every entry that waits
+    /// for them) or were given up on (refused at once, while the compile
+    /// that ran out of time still runs: it cannot be interrupted).
+    fn start_compile(self: &Arc<Self>, job: registry::CompileJob, timeout: Duration) {
+        {
+            let mut compiles = self.compiles.lock().unwrap_or_else(|p| p.into_inner());
+            match compiles.get(&job.sha256) {
+                Some(CompileState::Running) => return,
+                Some(CompileState::GivenUp(error)) => {
+                    let error = error.clone();
+                    drop(compiles);
+                    self.compiled(&job.sha256, Err(error));
+                    return;
+                }
+                None => {
+                    compiles.insert(job.sha256.clone(), CompileState::Running);
+                }
+            }
+        }
+        let sha256 = job.sha256.clone();
+        let runtime = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lila-plugin-compile".into())
+            .spawn(move || runtime.compile_within(job, timeout));
+        if let Err(e) = spawned {
+            self.compile_ended(&sha256);
+            self.compiled(&sha256, Err(format!("cannot start a compiler thread: {e}")));
+        }
+    }
+
+    /// Runs the compile of `job` on a worker thread and waits for it up to
+    /// `timeout`. Past it the plugin is refused with the reason; the worker
+    /// runs on to its end (cranelift cannot be interrupted), its code is
+    /// thrown away and never cached, and the same bytes are refused at once
+    /// until it ends.
+    fn compile_within(self: Arc<Self>, job: registry::CompileJob, timeout: Duration) {
+        let registry::CompileJob { sha256, bytes } = job;
+        let (done, outcome) = std::sync::mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let runtime = self.clone();
+            let abandoned = abandoned.clone();
+            std::thread::Builder::new()
+                .name("lila-plugin-compiler".into())
+                .spawn(move || {
+                    let result = runtime
+                        .engine
+                        .compile(&bytes, Some(&runtime.cache), &abandoned);
+                    let _ = done.send(result);
+                })
+        };
+        let worker = match worker {
+            Ok(worker) => worker,
+            Err(e) => {
+                self.compile_ended(&sha256);
+                self.compiled(&sha256, Err(format!("cannot start a compiler thread: {e}")));
+                return;
+            }
+        };
+        match outcome.recv_timeout(timeout) {
+            Ok(result) => {
+                self.compiled(&sha256, result.map(Arc::new).map_err(|e| e.to_string()));
+                self.compile_ended(&sha256);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                abandoned.store(true, Ordering::Relaxed);
+                self.metrics.limit_hit("compile_time");
+                let error = format!(
+                    "compiling it took longer than {} ms (plugins.compile_timeout_ms), so it was not loaded",
+                    timeout.as_millis()
+                );
+                self.compiles
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(sha256.clone(), CompileState::GivenUp(error.clone()));
+                self.compiled(&sha256, Err(error));
+                let _ = worker.join();
+                self.compile_ended(&sha256);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.compiled(&sha256, Err("the compiler thread failed".into()));
+                self.compile_ended(&sha256);
+            }
+        }
+    }
+
+    fn compile_ended(&self, sha256: &str) {
+        self.compiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sha256);
+    }
+
+    /// Finishes the entries waiting for the compile of `sha256` and publishes them.
+    fn compiled(&self, sha256: &str, outcome: Result<Arc<engine::CompiledPlugin>, String>) {
+        let next = {
+            let mut counters = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = Registry::clone(&self.registry());
+            if registry::compiled(&mut next, sha256, &outcome, &mut counters) {
+                self.publish(&next);
+            }
+            next
+        };
+        self.when_settled(&next);
+    }
+
+    /// Once no plugin waits for a compile: the cache keeps only what is
+    /// loaded, and the log says so.
+    fn when_settled(&self, registry: &Registry) {
+        if !registry.settled() {
+            return;
+        }
+        self.cache.prune(&registry.component_sha256s());
+        let loaded = registry
+            .entries
+            .iter()
+            .filter(|e| e.loaded.is_some())
+            .count();
+        info!(plugins = registry.entries.len(), loaded, "plugins ready");
+    }
+
+    /// Blocks until no plugin waits for a compile (each compile is bounded
+    /// by `compile_timeout_ms`): for `load` and `reload`, which promise a
+    /// settled registry.
+    fn wait_settled(&self) {
+        while !self.registry().settled() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn env(

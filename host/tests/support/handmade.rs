@@ -18,6 +18,17 @@ use super::wasm::workspace_dir;
 /// nothing else, whose core module defines `memories` memories of
 /// `pages_each` 64 KiB pages each (the first is the canonical ABI's).
 pub fn reset_plugin_with_memories(memories: u32, pages_each: u64) -> Vec<u8> {
+    reset_plugin(memories, pages_each, 0, 0)
+}
+
+/// The same plugin with one memory, and `functions` functions that are
+/// never called, of `ops_each` arithmetic instructions each: as slow to
+/// compile as it is big (the engine compiles every function).
+pub fn reset_plugin_slow_to_compile(functions: u32, ops_each: u32) -> Vec<u8> {
+    reset_plugin(1, 1, functions, ops_each)
+}
+
+fn reset_plugin(memories: u32, pages_each: u64, functions_count: u32, ops_each: u32) -> Vec<u8> {
     let mut module = Module::new();
     let mut types = TypeSection::new();
     // 0: before-clear (its context comes by pointer, its decision goes back by pointer).
@@ -29,6 +40,9 @@ pub fn reset_plugin_with_memories(memories: u32, pages_each: u64) -> Vec<u8> {
     module.section(&types);
     let mut functions = FunctionSection::new();
     functions.function(0).function(1).function(2);
+    for _ in 0..functions_count {
+        functions.function(1);
+    }
     module.section(&functions);
     let mut memory_section = MemorySection::new();
     for _ in 0..memories {
@@ -86,6 +100,22 @@ pub fn reset_plugin_with_memories(memories: u32, pages_each: u64) -> Vec<u8> {
         realloc.instruction(&instruction);
     }
     code.function(&realloc);
+    for f in 0..functions_count {
+        // A chain of dependent operations, so none folds away.
+        let mut body = Function::new([]);
+        body.instruction(&Instruction::LocalGet(0));
+        for op in 0..ops_each {
+            body.instruction(&Instruction::I32Const((op ^ f) as i32));
+            body.instruction(match op % 3 {
+                0 => &Instruction::I32Add,
+                1 => &Instruction::I32Mul,
+                _ => &Instruction::I32Xor,
+            });
+        }
+        body.instruction(&Instruction::Drop);
+        body.instruction(&Instruction::End);
+        code.function(&body);
+    }
     module.section(&code);
     let mut bytes = module.finish();
 

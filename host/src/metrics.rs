@@ -269,7 +269,7 @@ const HOOK_LATENCY_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 500
 const HOOKS: [&str; 3] = ["before_clear", "after_clear", "on_event"];
 const OUTCOMES: [&str; 5] = ["ok", "vetoed", "failed", "timed_out", "skipped"];
 /// The plugin runtime's limits, as `lila_plugin_limits_hit_total` names them.
-pub const PLUGIN_LIMITS: [&str; 8] = [
+pub const PLUGIN_LIMITS: [&str; 9] = [
     "memory",
     "instances",
     "memories",
@@ -277,6 +277,7 @@ pub const PLUGIN_LIMITS: [&str; 8] = [
     "concurrent_calls",
     "file_size",
     "compile_time",
+    "concurrent_compiles",
     "archive_quota",
 ];
 
@@ -379,7 +380,7 @@ impl HookMetrics {
                 get(&m.latency_sum_ms[h])
             );
         }
-        out.push_str("# HELP lila_plugin_limits_hit_total Times a plugin went past a limit of the runtime: its memory cap (all memories and tables of a call), the core instances, memories or tables a call may create, the call slots (a call that found none free in time did not run), the file size, the compile time, or its archive quota.\n# TYPE lila_plugin_limits_hit_total counter\n");
+        out.push_str("# HELP lila_plugin_limits_hit_total Times a plugin went past a limit of the runtime: its memory cap (all memories and tables of a call), the core instances, memories or tables a call may create, the call slots (a call that found none free in time did not run), the file size, the compile time, the compile slots (a compile that waited for one), or its archive quota.\n# TYPE lila_plugin_limits_hit_total counter\n");
         for (i, limit) in PLUGIN_LIMITS.iter().enumerate() {
             let _ = writeln!(
                 out,

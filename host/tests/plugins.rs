@@ -1446,7 +1446,7 @@ fn plugin_state_of(hooks: &PluginHooks, name: &str) -> &'static str {
 /// other one (and every later reload) for as long as it took.
 #[tokio::test]
 async fn a_slow_compile_holds_no_other_plugin_back_and_is_cut_at_its_time_limit() {
-    let slow = reset_plugin_slow_to_compile(1_000, 1_000);
+    let slow = reset_plugin_slow_to_compile(1_500, 1_500);
     let with_config = |limits: &str| {
         let conf = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(conf.path().join("wasm")).unwrap();
@@ -1505,5 +1505,34 @@ async fn a_slow_compile_holds_no_other_plugin_back_and_is_cut_at_its_time_limit(
     assert!(
         metrics.contains("lila_plugin_limits_hit_total{limit=\"compile_time\"} 1"),
         "{metrics}"
+    );
+}
+
+/// Compiles run at most `max_concurrent_compiles` at once (each takes a
+/// core and, for a Python plugin, hundreds of MiB); one more waits its turn.
+#[tokio::test]
+async fn compiles_beyond_the_compile_slots_wait_their_turn() {
+    let toml = "max_concurrent_compiles = 1\n\
+        [[plugins.plugin]]\nname = \"misbehave\"\n\
+        [[plugins.plugin]]\nname = \"archive-probe\"\n";
+    let s = Setup::new(
+        &[
+            ("misbehave", "misbehave.wasm"),
+            ("archive-probe", "archive-probe.wasm"),
+        ],
+        toml,
+    )
+    .await;
+    let listed = s.plugins().await;
+    for plugin in listed["plugins"].as_array().unwrap() {
+        assert_eq!(plugin["state"], "loaded", "{plugin}");
+    }
+    assert_eq!(
+        metric(
+            &s.h,
+            "lila_plugin_limits_hit_total{limit=\"concurrent_compiles\"}"
+        )
+        .await,
+        1
     );
 }

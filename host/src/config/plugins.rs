@@ -31,6 +31,9 @@ const DEFAULT_MAX_MEMORIES: usize = 8;
 const DEFAULT_MAX_TABLES: usize = 16;
 const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
 const DEFAULT_MAX_FILE_MIB: u64 = 64;
+/// Compiles at once: each takes a core and, for an 18 MB component,
+/// hundreds of MiB; two keep one slow compile from holding the others back.
+const DEFAULT_MAX_CONCURRENT_COMPILES: u64 = 2;
 /// The Python example compiles in 8.7 s in a release build
 /// (docs/BENCHMARKS.md) and took over 60 s in the debug test build on the
 /// shared 2-core machine: five minutes bound a pathological compile and
@@ -64,6 +67,8 @@ pub struct PluginsFile {
     pub max_file_mib: Option<u64>,
     /// Longest one plugin's compile may take (`LILA_PLUGINS_COMPILE_TIMEOUT_MS`).
     pub compile_timeout_ms: Option<u64>,
+    /// Compiles running at once (`LILA_PLUGINS_MAX_CONCURRENT_COMPILES`).
+    pub max_concurrent_compiles: Option<usize>,
     /// Bytes of archives one plugin may keep per tenant (`LILA_PLUGINS_ARCHIVE_QUOTA_MIB`).
     pub archive_quota_mib: Option<u64>,
     #[serde(default)]
@@ -91,6 +96,7 @@ impl PluginsFile {
             max_concurrent_calls: None,
             max_file_mib: None,
             compile_timeout_ms: None,
+            max_concurrent_compiles: None,
             archive_quota_mib: None,
             tenant_plugins: TenantPluginsFile {
                 enabled: false,
@@ -303,6 +309,7 @@ pub struct RuntimeLimits {
     pub max_concurrent_calls: usize,
     pub max_file_bytes: u64,
     pub compile_timeout: Duration,
+    pub max_concurrent_compiles: usize,
     pub archive_quota_bytes: u64,
 }
 
@@ -315,6 +322,7 @@ impl Default for RuntimeLimits {
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             max_file_bytes: DEFAULT_MAX_FILE_MIB << 20,
             compile_timeout: Duration::from_millis(DEFAULT_COMPILE_TIMEOUT_MS),
+            max_concurrent_compiles: DEFAULT_MAX_CONCURRENT_COMPILES as usize,
             archive_quota_bytes: DEFAULT_ARCHIVE_QUOTA_MIB << 20,
         }
     }
@@ -379,6 +387,13 @@ impl RuntimeLimits {
                 DEFAULT_COMPILE_TIMEOUT_MS,
                 3_600_000,
             )?),
+            max_concurrent_compiles: setting(
+                "max_concurrent_compiles",
+                "LILA_PLUGINS_MAX_CONCURRENT_COMPILES",
+                count(file.max_concurrent_compiles),
+                DEFAULT_MAX_CONCURRENT_COMPILES,
+                256,
+            )? as usize,
             archive_quota_bytes: setting(
                 "archive_quota_mib",
                 "LILA_PLUGINS_ARCHIVE_QUOTA_MIB",

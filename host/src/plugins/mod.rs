@@ -89,6 +89,8 @@ struct Runtime {
     reload_lock: Mutex<HashMap<String, Arc<CallCounters>>>,
     /// The compiles running now, by component SHA-256.
     compiles: Mutex<HashMap<String, CompileState>>,
+    /// How many compiles hold a slot of `max_concurrent_compiles` now.
+    compile_slots: (Mutex<usize>, std::sync::Condvar),
     state: Arc<StateStore>,
     metrics: Arc<HookMetrics>,
     /// The limits of the published configuration, and the call slots they
@@ -217,6 +219,7 @@ impl Runtime {
             published: tokio::sync::watch::Sender::new(()),
             reload_lock: Mutex::new(HashMap::new()),
             compiles: Mutex::new(HashMap::new()),
+            compile_slots: (Mutex::new(0), std::sync::Condvar::new()),
             state: Arc::new(state),
             metrics: Arc::default(),
             slots: RwLock::new(CallSlots::new(RuntimeLimits::default())),
@@ -389,7 +392,7 @@ impl Runtime {
             (next, jobs)
         };
         for job in jobs {
-            self.start_compile(job, limits.compile_timeout);
+            self.start_compile(job, &limits);
         }
         self.when_settled(&next);
     }
@@ -398,7 +401,7 @@ impl Runtime {
     /// compiling already (their outcome will finish every entry that waits
     /// for them) or were given up on (refused at once, while the compile
     /// that ran out of time still runs: it cannot be interrupted).
-    fn start_compile(self: &Arc<Self>, job: registry::CompileJob, timeout: Duration) {
+    fn start_compile(self: &Arc<Self>, job: registry::CompileJob, limits: &RuntimeLimits) {
         {
             let mut compiles = self.compiles.lock().unwrap_or_else(|p| p.into_inner());
             match compiles.get(&job.sha256) {
@@ -416,13 +419,38 @@ impl Runtime {
         }
         let sha256 = job.sha256.clone();
         let runtime = self.clone();
+        let (timeout, slots) = (limits.compile_timeout, limits.max_concurrent_compiles);
         let spawned = std::thread::Builder::new()
             .name("lila-plugin-compile".into())
-            .spawn(move || runtime.compile_within(job, timeout));
+            .spawn(move || {
+                runtime.take_compile_slot(slots);
+                runtime.compile_within(job, timeout);
+            });
         if let Err(e) = spawned {
             self.compile_ended(&sha256);
             self.compiled(&sha256, Err(format!("cannot start a compiler thread: {e}")));
         }
+    }
+
+    /// Waits until fewer than `slots` compiles run (the time limit of a
+    /// compile starts once it has its slot).
+    fn take_compile_slot(&self, slots: usize) {
+        let (running, freed) = &self.compile_slots;
+        let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running >= slots {
+            self.metrics.limit_hit("concurrent_compiles");
+        }
+        while *running >= slots {
+            running = freed.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+        *running += 1;
+    }
+
+    fn give_back_compile_slot(&self) {
+        let (running, freed) = &self.compile_slots;
+        let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+        freed.notify_all();
     }
 
     /// Runs the compile of `job` on a worker thread and waits for it up to
@@ -443,12 +471,15 @@ impl Runtime {
                     let result = runtime
                         .engine
                         .compile(&bytes, Some(&runtime.cache), &abandoned);
+                    // The slot is the CPU the compile takes: one given up on keeps it to its end.
+                    runtime.give_back_compile_slot();
                     let _ = done.send(result);
                 })
         };
         let worker = match worker {
             Ok(worker) => worker,
             Err(e) => {
+                self.give_back_compile_slot();
                 self.compile_ended(&sha256);
                 self.compiled(&sha256, Err(format!("cannot start a compiler thread: {e}")));
                 return;

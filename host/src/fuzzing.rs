@@ -1,7 +1,8 @@
 //! Entry points for the fuzz targets in `fuzz/` and for the corpus replay
 //! test (`host/tests/fuzz_corpus.rs`), one per input the host takes from
 //! outside: the phone in a path, the JWT in a header, the TOML config and
-//! its `[plugins]` section, each on-disk format, and the JSON request bodies.
+//! its `[plugins]` section, each on-disk format, the JSON request bodies,
+//! and the URLs a plugin's `http-post` asks for.
 //!
 //! Each function takes arbitrary bytes and panics only when an invariant
 //! breaks, so that a panic is a bug: beyond "no panic", a format that
@@ -39,6 +40,7 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("plugin_state", plugin_state),
     ("compiled_cache_header", compiled_cache_header),
     ("json_bodies", json_bodies),
+    ("webhook_url", webhook_url),
 ];
 
 /// A phone parses only as itself, and only when it is 8 to 15 ASCII digits.
@@ -277,4 +279,111 @@ pub fn json_bodies(data: &[u8]) {
             assert!(message.text.len() <= MAX_TEXT_BYTES);
         }
     }
+}
+
+/// The allow-list entries `webhook_url` checks a URL against when its
+/// input names none that parses.
+const WEBHOOK_ALLOW_LIST: [&str; 3] = [
+    "https://hooks.example.com/lila",
+    "http://127.0.0.1:8080",
+    "https://[::1]:9000/h/",
+];
+
+/// A URL a plugin's `http-post` asks for, checked against an allow-list
+/// entry (the input's first line, when it is one; else each of
+/// `WEBHOOK_ALLOW_LIST`). What the check allows must be what the HTTP
+/// client will reach: the URL parsed the way `ureq` parses it (an
+/// `http::Uri`) has the entry's scheme, host and port, no user part, and a
+/// path under the entry's prefix with no dot segment and no encoded or
+/// backslash separator; and the origin a log line names carries no path,
+/// query or user part.
+pub fn webhook_url(data: &[u8]) {
+    use crate::config::capabilities::{AllowedUrl, Capabilities};
+    let text = String::from_utf8_lossy(data);
+    let (first, rest) = text.split_once('\n').unwrap_or(("", &text));
+    let entries: Vec<AllowedUrl> = match AllowedUrl::parse(first) {
+        Ok(entry) => vec![entry],
+        Err(_) => WEBHOOK_ALLOW_LIST
+            .iter()
+            .filter_map(|raw| AllowedUrl::parse(raw).ok())
+            .collect(),
+    };
+    let url = if entries.len() == 1 && AllowedUrl::parse(first).is_ok() {
+        rest
+    } else {
+        &*text
+    };
+    let origin = Capabilities::origin_of(url);
+    if let Some((_, authority)) = origin.split_once("://") {
+        assert!(
+            !authority.contains(['/', '?', '#', '@']),
+            "the logged origin {origin:?} of {url:?} says more than the origin"
+        );
+    }
+    for entry in entries {
+        let capabilities = Capabilities {
+            http_allow: vec![entry.clone()],
+            ..Capabilities::default()
+        };
+        if let Err(denied) = capabilities.check_http(url) {
+            assert!(denied.starts_with("denied:"), "{denied}");
+            continue;
+        }
+        check_allowed_url(entry.as_str(), url);
+    }
+}
+
+/// What `webhook_url` demands of a URL the allow-list entry `allowed` let through.
+fn check_allowed_url(allowed: &str, url: &str) {
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        // The client refuses it too: nothing is sent.
+        return;
+    };
+    let Ok(entry) = allowed.parse::<ureq::http::Uri>() else {
+        panic!("the allow-list entry {allowed:?} is not a URI the client reads");
+    };
+    let scheme = |u: &ureq::http::Uri| u.scheme_str().map(str::to_ascii_lowercase);
+    let host = |u: &ureq::http::Uri| {
+        u.host().map(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        })
+    };
+    let port = |u: &ureq::http::Uri| {
+        u.port_u16().or(
+            match u.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+                Some("http") => Some(80),
+                Some("https") => Some(443),
+                _ => None,
+            },
+        )
+    };
+    assert_eq!(
+        scheme(&uri),
+        scheme(&entry),
+        "{url:?} allowed by {allowed:?}"
+    );
+    assert_eq!(host(&uri), host(&entry), "{url:?} allowed by {allowed:?}");
+    assert_eq!(port(&uri), port(&entry), "{url:?} allowed by {allowed:?}");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    assert!(!authority.contains('@'), "{url:?} has a user part");
+    let path = uri.path();
+    let lowered = path.to_ascii_lowercase();
+    assert!(
+        !path.split('/').any(|s| s == ".." || s == "."),
+        "{url:?} has a dot segment"
+    );
+    for disguised in ["%2e", "%2f", "%5c", "\\"] {
+        assert!(!lowered.contains(disguised), "{url:?} has {disguised}");
+    }
+    let prefix = entry.path().trim_end_matches('/');
+    assert!(
+        prefix.is_empty()
+            || path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/')),
+        "{url:?} is outside {allowed:?}"
+    );
 }

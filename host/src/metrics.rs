@@ -311,6 +311,18 @@ pub const TENANT_PLUGINS: &str = "(tenant plugins)";
 const HOOK_LATENCY_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000];
 const HOOKS: [&str; 3] = ["before_clear", "after_clear", "on_event"];
 const OUTCOMES: [&str; 5] = ["ok", "vetoed", "failed", "timed_out", "skipped"];
+/// The plugin runtime's limits, as `lila_plugin_limits_hit_total` names them.
+pub const PLUGIN_LIMITS: [&str; 9] = [
+    "memory",
+    "instances",
+    "memories",
+    "tables",
+    "concurrent_calls",
+    "file_size",
+    "compile_time",
+    "concurrent_compiles",
+    "archive_quota",
+];
 
 /// Plugin hook calls: counts by hook and outcome, and a latency histogram by hook.
 #[derive(Debug, Default)]
@@ -324,6 +336,10 @@ pub struct HookMetrics {
     /// Events no `on-event` hook got: its queue was full, or the dispatcher
     /// fell behind the bus. By plugin key (`*` for the dispatcher).
     events_dropped: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Times a plugin went past a limit of the runtime, in the order of `PLUGIN_LIMITS`.
+    limits_hit: [AtomicU64; PLUGIN_LIMITS.len()],
+    /// Calls that found every call slot busy and had to wait, by hook.
+    calls_waited: [AtomicU64; HOOKS.len()],
 }
 
 impl HookMetrics {
@@ -347,6 +363,20 @@ impl HookMetrics {
         }
         self.latency_sum_ms[h].fetch_add(duration_ms, Ordering::Relaxed);
         Metrics::inc(&self.latency_count[h]);
+    }
+
+    /// Counts one time a plugin went past `limit` (one of `PLUGIN_LIMITS`).
+    pub fn limit_hit(&self, limit: &str) {
+        if let Some(i) = PLUGIN_LIMITS.iter().position(|name| *name == limit) {
+            Metrics::inc(&self.limits_hit[i]);
+        }
+    }
+
+    /// Counts one `hook` call that had to wait for a call slot.
+    pub fn call_waited(&self, hook: &str) {
+        if let Some(h) = HOOKS.iter().position(|name| *name == hook) {
+            Metrics::inc(&self.calls_waited[h]);
+        }
     }
 
     /// Counts `count` events that plugin `key` (or `*`: every event hook) never got.
@@ -391,6 +421,22 @@ impl HookMetrics {
                 out,
                 "lila_hook_duration_ms_bucket{{hook=\"{hook}\",le=\"+Inf\"}} {count}\nlila_hook_duration_ms_sum{{hook=\"{hook}\"}} {}\nlila_hook_duration_ms_count{{hook=\"{hook}\"}} {count}",
                 get(&m.latency_sum_ms[h])
+            );
+        }
+        out.push_str("# HELP lila_plugin_limits_hit_total Times a plugin went past a limit of the runtime: its memory cap (all memories and tables of a call), the core instances, memories or tables a call may create, the call slots (a call that found none free in time did not run), the file size, the compile time, the compile slots (a compile that waited for one), or its archive quota.\n# TYPE lila_plugin_limits_hit_total counter\n");
+        for (i, limit) in PLUGIN_LIMITS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "lila_plugin_limits_hit_total{{limit=\"{limit}\"}} {}",
+                get(&m.limits_hit[i])
+            );
+        }
+        out.push_str("# HELP lila_plugin_calls_waited_total Plugin calls that found every call slot (plugins.max_concurrent_calls) busy and waited for one, by hook.\n# TYPE lila_plugin_calls_waited_total counter\n");
+        for (h, hook) in HOOKS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "lila_plugin_calls_waited_total{{hook=\"{hook}\"}} {}",
+                get(&m.calls_waited[h])
             );
         }
         out.push_str("# HELP lila_plugin_events_dropped_total Events an on-event hook never got (its queue was full; plugin \"*\": the dispatcher fell behind).\n# TYPE lila_plugin_events_dropped_total counter\n");

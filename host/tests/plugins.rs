@@ -16,6 +16,7 @@ use lila::phone::Phone;
 use lila::plugins::PluginHooks;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::handmade::{reset_plugin_slow_to_compile, reset_plugin_with_memories};
 use support::wasm::{component, example, example_source};
 use support::{Harness, snapshot};
 
@@ -1164,5 +1165,374 @@ async fn a_forced_reset_still_obeys_the_operators_own_plugins() {
     assert!(
         body["error"].as_str().unwrap().contains("'misbehave'"),
         "{body}"
+    );
+}
+
+/// The `/metrics` line `name` (with its labels), as a number.
+async fn metric(h: &Harness, name: &str) -> u64 {
+    let (_, metrics) = h
+        .call(axum::http::Method::GET, "/metrics", None, None)
+        .await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// A Setup whose `many.wasm` is a handmade component with `memories`
+/// memories of `pages_each` pages, fail closed with an 8 MiB cap.
+async fn with_memories(memories: u32, pages_each: u64, limits: &str) -> Setup {
+    let toml = format!(
+        "{limits}[[plugins.plugin]]\nname = \"many\"\nfail = \"closed\"\nmemory_mib = 8\nhooks = [\"before-clear\"]\n"
+    );
+    let s = Setup::new(&[], &toml).await;
+    std::fs::write(
+        s.wasm("many.wasm"),
+        reset_plugin_with_memories(memories, pages_each),
+    )
+    .unwrap();
+    s.hooks.reload();
+    assert_eq!(s.plugins().await["plugins"][0]["loaded"], true);
+    s
+}
+
+/// Issue 17: the memory cap was per memory, so a component with sixteen
+/// memories had sixteen caps (16 MiB under an 8 MiB cap here), and nothing
+/// bounded how many memories a call could create.
+#[tokio::test]
+async fn a_component_with_sixteen_memories_gets_one_memory_cap_not_sixteen() {
+    // (memories, pages each, limits, what a fail-closed plugin's refusal says, the limit counted)
+    let refused = [
+        // Sixteen memories of 1 MiB, the count allowed: their sum is over the cap.
+        (
+            16,
+            16,
+            "max_memories = 16\n",
+            "ran out of its 8 MiB memory cap (all its memories and tables together)",
+            "memory",
+        ),
+        // Sixteen memories of one page, over the default count of 8.
+        (
+            16,
+            1,
+            "",
+            "creates more memories than the 8 a plugin call may have (plugins.max_memories)",
+            "memories",
+        ),
+    ];
+    for (memories, pages, limits, reason, limit) in refused {
+        let s = with_memories(memories, pages, limits).await;
+        let (status, body) = reset_acme(&s).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{error}");
+        let hits = format!("lila_plugin_limits_hit_total{{limit=\"{limit}\"}}");
+        assert_eq!(metric(&s.h, &hits).await, 1);
+    }
+    // Two memories of 1 MiB fit the one cap together: the reset goes on.
+    let s = with_memories(2, 16, "").await;
+    let (status, body) = reset_acme(&s).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(hook_runs(&body), [run("many", "before_clear", "ok")]);
+}
+
+/// Creates acme's `PHONE` and resets it.
+async fn reset_acme(s: &Setup) -> (StatusCode, Value) {
+    let token = s.h.token("acme");
+    s.h.create(PHONE, &token).await;
+    s.h.clear(PHONE, &token).await
+}
+
+/// Issue 17: nothing bounded how many plugin calls ran at once. With one
+/// call slot, a reset whose plugin finds it taken waits for it within the
+/// call's budget, and past that is told so (fail closed: refused), never
+/// skipped in silence.
+#[tokio::test]
+async fn plugin_calls_beyond_the_call_slots_wait_and_are_refused_with_a_reason() {
+    let toml = "max_concurrent_calls = 1\n\
+        [[plugins.plugin]]\nname = \"slow\"\nfile = \"misbehave.wasm\"\ntenants = [\"acme\"]\ntime_ms = 2000\nconfig = { before = \"sleep\" }\n\
+        [[plugins.plugin]]\nname = \"quick\"\nfile = \"misbehave.wasm\"\ntenants = [\"globex\"]\nfail = \"closed\"\ntime_ms = 300\n";
+    let s = Setup::new(&[("misbehave", "misbehave.wasm")], toml).await;
+    let (acme, globex) = (s.h.token("acme"), s.h.token("globex"));
+    s.h.create(PHONE, &acme).await;
+    s.h.create(OTHER, &globex).await;
+    let (slow, quick) = tokio::join!(s.h.clear(PHONE, &acme), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.h.clear(OTHER, &globex).await
+    });
+    assert_eq!(slow.0, StatusCode::OK, "{}", slow.1);
+    assert_eq!(quick.0, StatusCode::CONFLICT, "{}", quick.1);
+    let error = quick.1["error"].as_str().unwrap();
+    assert!(
+        error.contains("all 1 plugin call slots (plugins.max_concurrent_calls) stayed busy")
+            && error.contains("fail closed"),
+        "{error}"
+    );
+    assert_eq!(
+        metric(
+            &s.h,
+            "lila_plugin_calls_waited_total{hook=\"before_clear\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &s.h,
+            "lila_plugin_limits_hit_total{limit=\"concurrent_calls\"}"
+        )
+        .await,
+        1
+    );
+    // With the slot free again, the same reset goes through.
+    let (status, body) = s.h.clear(OTHER, &globex).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// `archive-probe`'s state entry `key` for `tenant` (what `write-archive` answered), once there.
+fn probe_answer(h: &Harness, tenant: &str, key: &str) -> Option<String> {
+    let path = h.root().join(format!(
+        "plugins/operator/archive-probe/{tenant}/state.json"
+    ));
+    let state: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    state["entries"][key].as_str().map(str::to_owned)
+}
+
+fn archive_probe(hooks: &str, bytes: u64) -> String {
+    format!(
+        "[[plugins.plugin]]\nname = \"archive-probe\"\ncapabilities = {{ archive = true }}\nconfig = {{ hooks = [{hooks}], bytes = {bytes} }}\n"
+    )
+}
+
+/// Issue 17: `write-archive` had no total, so a plugin could fill the disk
+/// one 32 MiB archive per call. The quota is per plugin and tenant, and the
+/// plugin is told when a write would pass it.
+#[tokio::test]
+async fn the_archive_quota_holds_per_plugin_and_tenant_and_the_plugin_is_told() {
+    let toml = format!(
+        "archive_quota_mib = 1\n{}",
+        archive_probe("\"before-clear\"", 700_000)
+    );
+    let s = Setup::new(&[("archive-probe", "archive-probe.wasm")], &toml).await;
+    let acme = s.h.token("acme");
+    s.h.create(PHONE, &acme).await;
+    let (status, body) = s.h.clear(PHONE, &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A second 700,000 bytes would make 1,400,000 of acme's 1 MiB.
+    s.h.create(PHONE, &acme).await;
+    let (status, body) = s.h.clear(PHONE, &acme).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "the archive quota of this plugin for this tenant is 1048576 bytes, 700000 are stored"
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        metric(
+            &s.h,
+            "lila_plugin_limits_hit_total{limit=\"archive_quota\"}"
+        )
+        .await,
+        1
+    );
+    let stored = std::fs::read_dir(
+        s.h.root()
+            .join("plugins/operator/archive-probe/acme/archive"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(stored, 1);
+    // Another tenant's archives are counted apart.
+    let globex = s.h.token("globex");
+    s.h.create(OTHER, &globex).await;
+    let (status, body) = s.h.clear(OTHER, &globex).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Issue 17: `write-archive` worked in `on-event` too, where no reset asks
+/// for an archive and every session event could write one.
+#[tokio::test]
+async fn write_archive_is_refused_in_on_event() {
+    let toml = archive_probe("\"on-event\", \"after-clear\"", 10);
+    let s = Setup::new(&[("archive-probe", "archive-probe.wasm")], &toml).await;
+    let acme = s.h.token("acme");
+    s.h.create(PHONE, &acme).await;
+    let answer = loop_until(|| async { probe_answer(&s.h, "acme", "on-event") }).await;
+    assert_eq!(
+        answer,
+        "err: denied: write-archive works only in before-clear and after-clear, not in on-event"
+    );
+    let archive =
+        s.h.root()
+            .join("plugins/operator/archive-probe/acme/archive");
+    assert!(!archive.join("on-event.bin").exists());
+    // In a reset hook the same plugin still may.
+    let (status, body) = s.h.clear(PHONE, &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = probe_answer(&s.h, "acme", "after-clear").unwrap_or_default();
+    assert!(answer.starts_with("ok: "), "{answer}");
+    assert!(archive.join("after-clear.bin").exists());
+}
+
+/// `bytes` with a custom section of `padding` zero bytes at the end: the
+/// same component, bigger.
+fn padded(mut bytes: Vec<u8>, padding: usize) -> Vec<u8> {
+    let name = b"padding";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.resize(payload.len() + padding, 0);
+    bytes.push(0);
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            bytes.push(byte);
+            break;
+        }
+        bytes.push(byte | 0x80);
+    }
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+/// Issue 17: a plugin file of any size was read whole and compiled.
+#[tokio::test]
+async fn a_plugin_file_over_the_size_limit_is_refused_with_the_reason() {
+    let toml = format!(
+        "max_file_mib = 1\n{}",
+        misbehave("open", 1000, "veto", "ok")
+    );
+    let s = Setup::new(&[("misbehave", "misbehave.wasm")], &toml).await;
+    let old_sha = s.plugins().await["plugins"][0]["sha256"].clone();
+    let big = padded(std::fs::read(s.wasm("misbehave.wasm")).unwrap(), 3 << 19);
+    let tmp = s.wasm(".big.tmp");
+    std::fs::write(&tmp, &big).unwrap();
+    std::fs::rename(tmp, s.wasm("misbehave.wasm")).unwrap();
+    s.hooks.reload();
+    let listed = s.plugins().await;
+    let plugin = &listed["plugins"][0];
+    let error = plugin["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "the file is {} bytes, and a plugin may be at most 1048576 bytes (plugins.max_file_mib)",
+            big.len()
+        )),
+        "{listed}"
+    );
+    // The previous version keeps serving, as for any file that fails to load.
+    assert_eq!(plugin["sha256"], old_sha, "{listed}");
+    assert_eq!(
+        metric(&s.h, "lila_plugin_limits_hit_total{limit=\"file_size\"}").await,
+        1
+    );
+}
+
+fn plugin_state_of(hooks: &PluginHooks, name: &str) -> &'static str {
+    hooks
+        .view()
+        .plugins
+        .iter()
+        .find(|p| p.name == name)
+        .map_or("absent", |p| p.state)
+}
+
+/// Issue 17: plugins were compiled one after the other on the reload
+/// thread, with no time limit, so one slow or huge plugin held back every
+/// other one (and every later reload) for as long as it took.
+#[tokio::test]
+async fn a_slow_compile_holds_no_other_plugin_back_and_is_cut_at_its_time_limit() {
+    let slow = reset_plugin_slow_to_compile(1_500, 1_500);
+    let with_config = |limits: &str| {
+        let conf = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(conf.path().join("wasm")).unwrap();
+        std::fs::write(conf.path().join("wasm/slow.wasm"), &slow).unwrap();
+        std::fs::copy(component("misbehave"), conf.path().join("wasm/quick.wasm")).unwrap();
+        write_config(
+            conf.path(),
+            &format!(
+                "{limits}[[plugins.plugin]]\nname = \"slow\"\n[[plugins.plugin]]\nname = \"quick\"\n"
+            ),
+        );
+        conf
+    };
+    // The slow one first in the config: the quick one is ready long before it.
+    let conf = with_config("");
+    let data = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let hooks = PluginHooks::start(&conf.path().join("lila.toml"), data.path()).unwrap();
+    loop_until(|| async { (plugin_state_of(&hooks, "quick") == "loaded").then_some(()) }).await;
+    let quick_ready = started.elapsed();
+    assert_eq!(
+        plugin_state_of(&hooks, "slow"),
+        "compiling",
+        "the quick plugin was ready only after the slow one ({quick_ready:?})"
+    );
+    loop_until(|| async { (plugin_state_of(&hooks, "slow") == "loaded").then_some(()) }).await;
+    let slow_ready = started.elapsed();
+    eprintln!("quick plugin ready after {quick_ready:?}, slow plugin after {slow_ready:?}");
+    // With a time limit shorter than that compile, it is refused with the reason.
+    let limit_ms = (slow_ready.as_millis() / 4).max(50);
+    let conf = with_config(&format!("compile_timeout_ms = {limit_ms}\n"));
+    let data = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let hooks = PluginHooks::load(&conf.path().join("lila.toml"), data.path()).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < slow_ready,
+        "loading waited for the slow compile: {took:?}"
+    );
+    let view = hooks.view();
+    let slow_status = view.plugins.iter().find(|p| p.name == "slow").unwrap();
+    assert_eq!(slow_status.state, "failed");
+    let error = slow_status.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "compiling it took longer than {limit_ms} ms (plugins.compile_timeout_ms), so it was not loaded"
+        )),
+        "{error}"
+    );
+    assert_eq!(plugin_state_of(&hooks, "quick"), "loaded");
+    use lila::hooks::ResetHooks;
+    let metrics = lila::metrics::HookMetrics::render(
+        hooks.hook_metrics(),
+        lila::metrics::TenantLabels::Shown,
+    );
+    assert!(
+        metrics.contains("lila_plugin_limits_hit_total{limit=\"compile_time\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Compiles run at most `max_concurrent_compiles` at once (each takes a
+/// core and, for a Python plugin, hundreds of MiB); one more waits its turn.
+#[tokio::test]
+async fn compiles_beyond_the_compile_slots_wait_their_turn() {
+    let toml = "max_concurrent_compiles = 1\n\
+        [[plugins.plugin]]\nname = \"misbehave\"\n\
+        [[plugins.plugin]]\nname = \"archive-probe\"\n";
+    let s = Setup::new(
+        &[
+            ("misbehave", "misbehave.wasm"),
+            ("archive-probe", "archive-probe.wasm"),
+        ],
+        toml,
+    )
+    .await;
+    let listed = s.plugins().await;
+    for plugin in listed["plugins"].as_array().unwrap() {
+        assert_eq!(plugin["state"], "loaded", "{plugin}");
+    }
+    assert_eq!(
+        metric(
+            &s.h,
+            "lila_plugin_limits_hit_total{limit=\"concurrent_compiles\"}"
+        )
+        .await,
+        1
     );
 }

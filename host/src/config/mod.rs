@@ -13,6 +13,7 @@
 //! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work; loopback only for a build without the certificate check) | WhatsApp's own |
 //! | `LILA_DATABASE_URL` | PostgreSQL, for cluster mode (`postgres://…`) | none: one node, files |
 //! | `LILA_HTTP_*`, `LILA_EVENTS_MAX_STREAMS_PER_CALLER` | the HTTP edge's timeouts and bounds (`http.rs`) | see README |
+//! | `LILA_PLUGINS_*` | the plugin runtime's limits (`config::plugins::RuntimeLimits`) | see README |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -396,7 +397,7 @@ impl Config {
         if let Some(plugins) = &file.plugins {
             // Checked now so that a bad section stops `serve` at start-up;
             // the runtime re-reads and re-checks it on every reload.
-            PluginsConfig::from_file(plugins, Path::new("."))
+            PluginsConfig::from_file_and_env(plugins, Path::new("."), env)
                 .map_err(|source| ConfigError::Plugins { source })?;
             config.plugins_configured = true;
         }

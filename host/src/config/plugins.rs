@@ -21,6 +21,26 @@ const DEFAULT_BEFORE_CLEAR_TOTAL_MS: u64 = 4000;
 const DEFAULT_AFTER_CLEAR_TOTAL_MS: u64 = 4000;
 const MAX_TOTAL_MS: u64 = 8000;
 
+/// Defaults of the runtime's own limits (`RuntimeLimits`). The bundled
+/// plugins use 3 core instances, 1 memory and 2 tables each; the Python
+/// example (componentize-py) 14 instances, 1 memory and 2 tables, and is
+/// 18 MB: the defaults leave room for such toolchains and still bound what a
+/// hostile component can make the host reserve.
+const DEFAULT_MAX_INSTANCES: usize = 64;
+const DEFAULT_MAX_MEMORIES: usize = 8;
+const DEFAULT_MAX_TABLES: usize = 16;
+const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
+const DEFAULT_MAX_FILE_MIB: u64 = 64;
+/// Compiles at once: each takes a core and, for an 18 MB component,
+/// hundreds of MiB; two keep one slow compile from holding the others back.
+const DEFAULT_MAX_CONCURRENT_COMPILES: u64 = 2;
+/// The Python example compiles in 8.7 s in a release build
+/// (docs/BENCHMARKS.md) and took over 60 s in the debug test build on the
+/// shared 2-core machine: five minutes bound a pathological compile and
+/// still fit a slow machine.
+const DEFAULT_COMPILE_TIMEOUT_MS: u64 = 300_000;
+const DEFAULT_ARCHIVE_QUOTA_MIB: u64 = 256;
+
 /// `[plugins]` in lila.toml, as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +55,22 @@ pub struct PluginsFile {
     pub before_clear_total_ms: Option<u64>,
     /// Time all `after-clear` calls of one reset may take together.
     pub after_clear_total_ms: Option<u64>,
+    /// Core instances, memories and tables one call's store may create
+    /// (`LILA_PLUGINS_MAX_INSTANCES`, `_MAX_MEMORIES`, `_MAX_TABLES`).
+    pub max_instances: Option<usize>,
+    pub max_memories: Option<usize>,
+    pub max_tables: Option<usize>,
+    /// Plugin calls running at once, all plugins and hooks together
+    /// (`LILA_PLUGINS_MAX_CONCURRENT_CALLS`).
+    pub max_concurrent_calls: Option<usize>,
+    /// Largest plugin file loaded (`LILA_PLUGINS_MAX_FILE_MIB`).
+    pub max_file_mib: Option<u64>,
+    /// Longest one plugin's compile may take (`LILA_PLUGINS_COMPILE_TIMEOUT_MS`).
+    pub compile_timeout_ms: Option<u64>,
+    /// Compiles running at once (`LILA_PLUGINS_MAX_CONCURRENT_COMPILES`).
+    pub max_concurrent_compiles: Option<usize>,
+    /// Bytes of archives one plugin may keep per tenant (`LILA_PLUGINS_ARCHIVE_QUOTA_MIB`).
+    pub archive_quota_mib: Option<u64>,
     #[serde(default)]
     pub tenant_plugins: TenantPluginsFile,
     #[serde(default, rename = "plugin")]
@@ -54,6 +90,14 @@ impl PluginsFile {
             tenant_dir: None,
             before_clear_total_ms: None,
             after_clear_total_ms: None,
+            max_instances: None,
+            max_memories: None,
+            max_tables: None,
+            max_concurrent_calls: None,
+            max_file_mib: None,
+            compile_timeout_ms: None,
+            max_concurrent_compiles: None,
+            archive_quota_mib: None,
             tenant_plugins: TenantPluginsFile {
                 enabled: false,
                 ..TenantPluginsFile::default()
@@ -248,9 +292,117 @@ pub struct PluginsConfig {
     pub tenant_dir: Option<PathBuf>,
     pub before_clear_total: Duration,
     pub after_clear_total: Duration,
+    pub limits: RuntimeLimits,
     pub tenant_plugins: Option<TenantPluginLimits>,
     /// Operator plugins, in config order (the order they run in).
     pub plugins: Vec<PluginSpec>,
+}
+
+/// The runtime's limits, the same for every plugin: what one call's store
+/// may create, how many calls run at once, how big a plugin file and how
+/// long its compile may be, and how much archive a (plugin, tenant) keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeLimits {
+    pub max_instances: usize,
+    pub max_memories: usize,
+    pub max_tables: usize,
+    pub max_concurrent_calls: usize,
+    pub max_file_bytes: u64,
+    pub compile_timeout: Duration,
+    pub max_concurrent_compiles: usize,
+    pub archive_quota_bytes: u64,
+}
+
+impl Default for RuntimeLimits {
+    fn default() -> RuntimeLimits {
+        RuntimeLimits {
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_memories: DEFAULT_MAX_MEMORIES,
+            max_tables: DEFAULT_MAX_TABLES,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_file_bytes: DEFAULT_MAX_FILE_MIB << 20,
+            compile_timeout: Duration::from_millis(DEFAULT_COMPILE_TIMEOUT_MS),
+            max_concurrent_compiles: DEFAULT_MAX_CONCURRENT_COMPILES as usize,
+            archive_quota_bytes: DEFAULT_ARCHIVE_QUOTA_MIB << 20,
+        }
+    }
+}
+
+impl RuntimeLimits {
+    /// The section's keys, each overridden by its `LILA_PLUGINS_*` variable.
+    fn read(
+        file: &PluginsFile,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RuntimeLimits, PluginConfigError> {
+        let setting = |key: &str, var: &str, from_file: Option<u64>, default: u64, max: u64| {
+            let value = match env(var).filter(|v| !v.is_empty()) {
+                Some(raw) => Some(raw.trim().parse::<u64>().map_err(|_| {
+                    PluginConfigError(format!("{var}: {raw:?} is not a whole number"))
+                })?),
+                None => from_file,
+            };
+            bounded(value, default, 1, max, &format!("{key} ({var})"))
+        };
+        let count = |n: Option<usize>| n.map(|n| n as u64);
+        Ok(RuntimeLimits {
+            max_instances: setting(
+                "max_instances",
+                "LILA_PLUGINS_MAX_INSTANCES",
+                count(file.max_instances),
+                DEFAULT_MAX_INSTANCES as u64,
+                10_000,
+            )? as usize,
+            max_memories: setting(
+                "max_memories",
+                "LILA_PLUGINS_MAX_MEMORIES",
+                count(file.max_memories),
+                DEFAULT_MAX_MEMORIES as u64,
+                10_000,
+            )? as usize,
+            max_tables: setting(
+                "max_tables",
+                "LILA_PLUGINS_MAX_TABLES",
+                count(file.max_tables),
+                DEFAULT_MAX_TABLES as u64,
+                10_000,
+            )? as usize,
+            max_concurrent_calls: setting(
+                "max_concurrent_calls",
+                "LILA_PLUGINS_MAX_CONCURRENT_CALLS",
+                count(file.max_concurrent_calls),
+                DEFAULT_MAX_CONCURRENT_CALLS as u64,
+                4096,
+            )? as usize,
+            max_file_bytes: setting(
+                "max_file_mib",
+                "LILA_PLUGINS_MAX_FILE_MIB",
+                file.max_file_mib,
+                DEFAULT_MAX_FILE_MIB,
+                4096,
+            )? << 20,
+            compile_timeout: Duration::from_millis(setting(
+                "compile_timeout_ms",
+                "LILA_PLUGINS_COMPILE_TIMEOUT_MS",
+                file.compile_timeout_ms,
+                DEFAULT_COMPILE_TIMEOUT_MS,
+                3_600_000,
+            )?),
+            max_concurrent_compiles: setting(
+                "max_concurrent_compiles",
+                "LILA_PLUGINS_MAX_CONCURRENT_COMPILES",
+                count(file.max_concurrent_compiles),
+                DEFAULT_MAX_CONCURRENT_COMPILES,
+                256,
+            )? as usize,
+            archive_quota_bytes: setting(
+                "archive_quota_mib",
+                "LILA_PLUGINS_ARCHIVE_QUOTA_MIB",
+                file.archive_quota_mib,
+                DEFAULT_ARCHIVE_QUOTA_MIB,
+                1 << 20,
+            )? << 20,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,8 +517,20 @@ fn config_json(table: Option<&toml::Table>) -> Result<String, PluginConfigError>
 }
 
 impl PluginsConfig {
-    /// Checks the section; relative paths are resolved against `base` (the config file's folder).
+    /// Checks the section; relative paths are resolved against `base` (the
+    /// config file's folder). The `LILA_PLUGINS_*` variables are not read:
+    /// see `from_file_and_env`.
     pub fn from_file(file: &PluginsFile, base: &Path) -> Result<PluginsConfig, PluginConfigError> {
+        PluginsConfig::from_file_and_env(file, base, &|_| None)
+    }
+
+    /// `from_file`, with the runtime's limits overridden by the
+    /// environment's `LILA_PLUGINS_*` variables (which win over the file).
+    pub fn from_file_and_env(
+        file: &PluginsFile,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PluginsConfig, PluginConfigError> {
         if file.version != PLUGINS_CONFIG_VERSION {
             return err(format!(
                 "version {} is not supported (this lila reads version {PLUGINS_CONFIG_VERSION})",
@@ -397,6 +561,7 @@ impl PluginsConfig {
             MAX_TOTAL_MS,
             "after_clear_total_ms",
         )?);
+        let limits = RuntimeLimits::read(file, env)?;
         let tp = &file.tenant_plugins;
         let tenant_plugins = if tp.enabled {
             if tp.capabilities.credentials {
@@ -485,6 +650,7 @@ impl PluginsConfig {
             tenant_dir: tenant_plugins.as_ref().map(|_| tenant_dir),
             before_clear_total,
             after_clear_total,
+            limits,
             tenant_plugins,
             plugins,
         })
@@ -632,6 +798,27 @@ capabilities = { http = ["https://hooks.example.com/lila"] }
         assert_eq!(spec.fail, FailMode::Open);
         assert_eq!(spec.time_budget, Duration::from_millis(DEFAULT_TIME_MS));
         assert_eq!(spec.config_json, "{}");
+    }
+
+    #[test]
+    fn runtime_limits_have_defaults_file_keys_and_variables_that_win() {
+        let defaults = parse("version = 1").unwrap().limits;
+        assert_eq!(defaults, RuntimeLimits::default());
+        let file: PluginsFile = toml::from_str(
+            "version = 1\nmax_memories = 2\nmax_concurrent_calls = 3\narchive_quota_mib = 5",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "LILA_PLUGINS_MAX_CONCURRENT_CALLS").then(|| "7".to_owned());
+        let limits = PluginsConfig::from_file_and_env(&file, Path::new("/"), &env)
+            .unwrap()
+            .limits;
+        assert_eq!(limits.max_memories, 2);
+        assert_eq!(limits.max_concurrent_calls, 7);
+        assert_eq!(limits.archive_quota_bytes, 5 << 20);
+        let bad = |k: &str| (k == "LILA_PLUGINS_MAX_FILE_MIB").then(|| "lots".to_owned());
+        let error = PluginsConfig::from_file_and_env(&file, Path::new("/"), &bad).unwrap_err();
+        assert!(error.0.contains("LILA_PLUGINS_MAX_FILE_MIB"), "{error}");
+        assert!(parse("version = 1\nmax_tables = 0").is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The wasmtime side: one shared `Engine`, the epoch ticker, compiling a
 //! component once into an `InstancePre`, and running one hook call in a fresh
-//! `Store` with a memory cap and a time budget.
+//! `Store` with a time budget and limits that hold for the whole store: one
+//! memory cap shared by every memory and table the call creates, and a bound
+//! on how many core instances, memories and tables it may create.
 //!
 //! Which version of `lila:hooks` a component was built for is `wit`'s
 //! business: the calls here take `wit::latest`'s types, and WIT types never
@@ -79,6 +81,53 @@ pub enum CallEnd<T> {
     Returned(T),
     Failed(String),
     TimedOut,
+    /// It went past one of the store's limits (and failed for that).
+    OverLimit(SandboxLimit, String),
+}
+
+/// The limits of one call's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// All the call's memories and tables together (tables count
+    /// `TABLE_ELEMENT_BYTES` per element).
+    pub memory_bytes: usize,
+    pub max_instances: usize,
+    pub max_memories: usize,
+    pub max_tables: usize,
+}
+
+/// Which of a store's limits a call went past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxLimit {
+    Memory,
+    Instances,
+    Memories,
+    Tables,
+}
+
+impl SandboxLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxLimit::Memory => "memory",
+            SandboxLimit::Instances => "instances",
+            SandboxLimit::Memories => "memories",
+            SandboxLimit::Tables => "tables",
+        }
+    }
+
+    /// wasmtime refuses an instantiation past `ResourceLimiter::instances`
+    /// (and `memories`, `tables`) with "resource limit exceeded: {what}
+    /// count too high at {n}"; `a_component_with_sixteen_memories_…` in
+    /// host/tests/plugins.rs pins that sentence.
+    fn of_count_error(message: &str) -> Option<SandboxLimit> {
+        [
+            ("instance count too high", SandboxLimit::Instances),
+            ("memory count too high", SandboxLimit::Memories),
+            ("table count too high", SandboxLimit::Tables),
+        ]
+        .into_iter()
+        .find_map(|(needle, limit)| message.contains(needle).then_some(limit))
+    }
 }
 
 /// The engine shared by every plugin, and the linker with the host's imports.
@@ -139,11 +188,14 @@ impl PluginEngine {
 
     /// Compiles and links a component, or loads its compiled code from
     /// `cache` when a valid entry exists (and stores it there after a
-    /// compile). CPU-heavy: call it off the request path.
+    /// compile, unless `abandoned` was set meanwhile: a compile past its
+    /// time limit must not come back through the cache). CPU-heavy: call it
+    /// off the request path.
     pub fn compile(
         &self,
         bytes: &[u8],
         cache: Option<&CompiledCache>,
+        abandoned: &AtomicBool,
     ) -> Result<CompiledPlugin, EngineError> {
         let started = Instant::now();
         let sha256 = hex::encode(Sha256::digest(bytes));
@@ -159,6 +211,7 @@ impl PluginEngine {
             None => (self.compile_source(bytes)?, CodeOrigin::Source),
         };
         if origin == CodeOrigin::Source
+            && !abandoned.load(Ordering::Relaxed)
             && let Some(cache) = cache
             && let Err(error) = cache.store(&sha256, &component)
         {
@@ -192,18 +245,15 @@ impl PluginEngine {
         &self,
         plugin: &CompiledPlugin,
         env: CallEnv,
-        memory_bytes: usize,
+        limits: CallLimits,
         ctx: &ResetContext,
     ) -> CallEnd<Decision> {
-        self.run(
-            plugin,
-            env,
-            memory_bytes,
-            async |instance, store| match &plugin.reset {
+        self.run(plugin, env, limits, async |instance, store| {
+            match &plugin.reset {
                 Some(reset) => reset.before_clear(store, instance, ctx).await,
                 None => Ok(Decision::Allow),
-            },
-        )
+            }
+        })
         .await
     }
 
@@ -212,18 +262,15 @@ impl PluginEngine {
         &self,
         plugin: &CompiledPlugin,
         env: CallEnv,
-        memory_bytes: usize,
+        limits: CallLimits,
         report: &ResetReport,
     ) -> CallEnd<()> {
-        self.run(
-            plugin,
-            env,
-            memory_bytes,
-            async |instance, store| match &plugin.reset {
+        self.run(plugin, env, limits, async |instance, store| {
+            match &plugin.reset {
                 Some(reset) => reset.after_clear(store, instance, report).await,
                 None => Ok(()),
-            },
-        )
+            }
+        })
         .await
     }
 
@@ -232,18 +279,15 @@ impl PluginEngine {
         &self,
         plugin: &CompiledPlugin,
         env: CallEnv,
-        memory_bytes: usize,
+        limits: CallLimits,
         event: &Event,
     ) -> CallEnd<()> {
-        self.run(
-            plugin,
-            env,
-            memory_bytes,
-            async |instance, store| match &plugin.events {
+        self.run(plugin, env, limits, async |instance, store| {
+            match &plugin.events {
                 Some(events) => events.on_event(store, instance, event).await,
                 None => Ok(()),
-            },
-        )
+            }
+        })
         .await
     }
 
@@ -251,7 +295,7 @@ impl PluginEngine {
         &self,
         plugin: &CompiledPlugin,
         env: CallEnv,
-        memory_bytes: usize,
+        limits: CallLimits,
         call: impl AsyncFnOnce(&Instance, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> CallEnd<T> {
         let deadline = env.deadline;
@@ -261,7 +305,7 @@ impl PluginEngine {
         }
         // A fresh store per call: a store that trapped or timed out is dropped
         // with this function and never entered again.
-        let mut store = Store::new(&self.engine, HostState::new(env, memory_bytes));
+        let mut store = Store::new(&self.engine, HostState::new(env, StoreCap::new(limits)));
         store.limiter(|state| &mut state.memory);
         // Check the clock at every tick: past the deadline the plugin is
         // interrupted (a trap); before it, it yields to the executor so a
@@ -288,12 +332,32 @@ impl PluginEngine {
                 if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     CallEnd::TimedOut
                 } else if store.data().memory.hit_cap {
-                    CallEnd::Failed(format!(
-                        "it ran out of its {} MiB memory cap",
-                        memory_bytes >> 20
-                    ))
+                    CallEnd::OverLimit(
+                        SandboxLimit::Memory,
+                        format!(
+                            "it ran out of its {} MiB memory cap (all its memories and tables together)",
+                            limits.memory_bytes >> 20
+                        ),
+                    )
                 } else {
                     let mut message = wasm_error(e);
+                    if let Some(limit) = SandboxLimit::of_count_error(&message) {
+                        let (what, allowed, key) = match limit {
+                            SandboxLimit::Instances => {
+                                ("core instances", limits.max_instances, "max_instances")
+                            }
+                            SandboxLimit::Memories => {
+                                ("memories", limits.max_memories, "max_memories")
+                            }
+                            _ => ("tables", limits.max_tables, "max_tables"),
+                        };
+                        return CallEnd::OverLimit(
+                            limit,
+                            format!(
+                                "it creates more {what} than the {allowed} a plugin call may have (plugins.{key})"
+                            ),
+                        );
+                    }
                     message.truncate(message.floor_char_boundary(500));
                     CallEnd::Failed(message)
                 }
@@ -302,36 +366,76 @@ impl PluginEngine {
     }
 }
 
-/// The per-store memory cap: growing a memory past it fails the growth
-/// (which a plugin's allocator turns into a trap).
-pub struct MemoryCap {
-    pub max_bytes: usize,
+/// The store's limits as wasmtime asks them: growing a memory or a table
+/// fails once the store's memories and tables together would pass the cap
+/// (a plugin's allocator turns that into a trap), and instantiation fails
+/// past the counts. Summing matters: a per-memory cap would give a
+/// component with sixteen memories sixteen caps.
+pub struct StoreCap {
+    pub limits: CallLimits,
+    /// What the store's memories and tables hold now, in bytes.
+    pub used_bytes: usize,
     pub hit_cap: bool,
 }
 
-/// Tables hold function references; a plugin needs few.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// What one table element costs the host: a pointer (a `funcref` slot).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 
-impl ResourceLimiter for MemoryCap {
+impl StoreCap {
+    pub fn new(limits: CallLimits) -> StoreCap {
+        StoreCap {
+            limits,
+            used_bytes: 0,
+            hit_cap: false,
+        }
+    }
+
+    /// Accounts for a growth of `more` bytes, or refuses it.
+    fn grow(&mut self, more: usize) -> bool {
+        match self.used_bytes.checked_add(more) {
+            Some(total) if total <= self.limits.memory_bytes => {
+                self.used_bytes = total;
+                true
+            }
+            _ => {
+                self.hit_cap = true;
+                false
+            }
+        }
+    }
+}
+
+impl ResourceLimiter for StoreCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit_cap = true;
-            return Ok(false);
-        }
-        Ok(true)
+        // Called with `current` 0 when a memory is created, so every
+        // memory's initial size counts too.
+        Ok(self.grow(desired.saturating_sub(current)))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        let more = desired.saturating_sub(current);
+        Ok(self.grow(more.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.max_instances
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.max_memories
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.max_tables
     }
 }

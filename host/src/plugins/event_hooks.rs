@@ -14,7 +14,6 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::engine::CallEnd;
 use super::imports::HookKind;
 use super::wit::latest::exports::lila::hooks::events as wit_events;
 use super::{Runtime, elapsed_ms, wit_report};
@@ -99,17 +98,17 @@ async fn work(runtime: Arc<Runtime>, key: String, mut queue: mpsc::Receiver<Arc<
             started + plugin.spec.time_budget,
         );
         let end = runtime
-            .engine
-            .on_event(&plugin.code, env, plugin.spec.memory_bytes, &wit)
+            .call(&plugin.spec, env, async |env, limits| {
+                runtime
+                    .engine
+                    .on_event(&plugin.code, env, limits, &wit)
+                    .await
+            })
             .await;
         let run = HookRun {
             plugin: key.clone(),
             hook: HookKind::OnEvent.as_str(),
-            outcome: match end {
-                CallEnd::Returned(()) => HookOutcome::Ok,
-                CallEnd::Failed(message) => HookOutcome::Failed(message),
-                CallEnd::TimedOut => HookOutcome::TimedOut,
-            },
+            outcome: end.err().unwrap_or(HookOutcome::Ok),
             duration_ms: elapsed_ms(started),
         };
         runtime.record(&plugin, &run, &tenant, &event.phone);

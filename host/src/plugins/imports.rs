@@ -18,7 +18,7 @@ use tracing::{debug, error, info, trace, warn};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::engine::MemoryCap;
+use super::engine::StoreCap;
 use super::import_limits::{
     MAX_ARCHIVE_BYTES, MAX_CREDENTIAL_BYTES, MAX_HTTP_REQUEST_BYTES, MAX_HTTP_RESPONSE_BYTES,
     MAX_HTTP_TIMEOUT_MS, MAX_LOG_BYTES, MAX_LOG_LINES_PER_CALL, check_archive_name,
@@ -28,6 +28,7 @@ use super::state::{StateScope, StateStore};
 use super::wit::latest::lila::hooks::{archive, credentials, host, http, state, types};
 use crate::clock::now_ms;
 use crate::config::capabilities::Capabilities;
+use crate::metrics::HookMetrics;
 
 /// Which hook a call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,14 +65,18 @@ pub struct CallEnv {
     pub session_dir: PathBuf,
     /// This (plugin, tenant)'s archive folder, outside `sessions/`.
     pub archive_dir: PathBuf,
+    /// The most this (plugin, tenant)'s archive folder may hold, in bytes.
+    pub archive_quota_bytes: u64,
     pub state: Arc<StateStore>,
+    /// The runtime's counters, for the limits an import enforces.
+    pub metrics: Arc<HookMetrics>,
     pub state_scope: StateScope,
 }
 
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub memory: MemoryCap,
+    pub memory: StoreCap,
     env: CallEnv,
     log_lines: u32,
 }
@@ -90,14 +95,11 @@ fn locked_down_wasi() -> WasiCtx {
 }
 
 impl HostState {
-    pub fn new(env: CallEnv, memory_bytes: usize) -> HostState {
+    pub fn new(env: CallEnv, memory: StoreCap) -> HostState {
         HostState {
             wasi: locked_down_wasi(),
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                max_bytes: memory_bytes,
-                hit_cap: false,
-            },
+            memory,
             env,
             log_lines: 0,
         }
@@ -268,9 +270,50 @@ impl http::Host for HostState {
     }
 }
 
-fn write_archive_blocking(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+/// Why `write-archive` refused: the quota is counted apart from the other failures.
+enum ArchiveRefusal {
+    OverQuota(String),
+    Failed(String),
+}
+
+/// The bytes of the regular files in `dir` (none when it does not exist).
+fn folder_bytes(dir: &Path) -> Result<u64, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot list the archive folder: {e}")),
+    };
+    let mut total = 0u64;
+    for entry in entries.flatten() {
+        if let Ok(meta) = entry.metadata()
+            && meta.is_file()
+        {
+            total = total.saturating_add(meta.len());
+        }
+    }
+    Ok(total)
+}
+
+/// Serializes archive writes, so that two calls of one (plugin, tenant)
+/// cannot both fit under the quota that only one of them fits under.
+static ARCHIVE_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn write_archive_blocking(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    quota: u64,
+) -> Result<PathBuf, ArchiveRefusal> {
+    let _one_at_a_time = ARCHIVE_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+    let stored = folder_bytes(dir).map_err(ArchiveRefusal::Failed)?;
+    if stored.saturating_add(bytes.len() as u64) > quota {
+        return Err(ArchiveRefusal::OverQuota(format!(
+            "the archive quota of this plugin for this tenant is {quota} bytes, {stored} are stored, and this archive is {} more; nothing was written",
+            bytes.len()
+        )));
+    }
     crate::storage::private::create_dir_all(dir)
-        .map_err(|e| format!("cannot create the archive folder: {e}"))?;
+        .map_err(|e| ArchiveRefusal::Failed(format!("cannot create the archive folder: {e}")))?;
     for n in 0..10_000u32 {
         let candidate = if n == 0 {
             name.to_owned()
@@ -282,15 +325,23 @@ fn write_archive_blocking(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBu
             continue;
         }
         crate::storage::atomic::write_atomic(&path, bytes)
-            .map_err(|e| format!("cannot write {candidate}: {e}"))?;
+            .map_err(|e| ArchiveRefusal::Failed(format!("cannot write {candidate}: {e}")))?;
         return Ok(path);
     }
-    Err(format!("too many archives named like {name}"))
+    Err(ArchiveRefusal::Failed(format!(
+        "too many archives named like {name}"
+    )))
 }
 
 impl archive::Host for HostState {
     async fn write_archive(&mut self, name: String, bytes: Vec<u8>) -> Result<String, String> {
         self.env.capabilities.check_archive()?;
+        if self.env.hook == HookKind::OnEvent {
+            return Err(
+                "denied: write-archive works only in before-clear and after-clear, not in on-event"
+                    .into(),
+            );
+        }
         check_archive_name(&name)?;
         if bytes.len() > MAX_ARCHIVE_BYTES {
             return Err(format!(
@@ -299,9 +350,20 @@ impl archive::Host for HostState {
             ));
         }
         let dir = self.env.archive_dir.clone();
-        let path = tokio::task::spawn_blocking(move || write_archive_blocking(&dir, &name, &bytes))
-            .await
-            .map_err(|e| format!("the archive task failed: {e}"))??;
+        let quota = self.env.archive_quota_bytes;
+        let written =
+            tokio::task::spawn_blocking(move || write_archive_blocking(&dir, &name, &bytes, quota))
+                .await
+                .map_err(|e| format!("the archive task failed: {e}"))?;
+        let path = match written {
+            Ok(path) => path,
+            Err(ArchiveRefusal::Failed(error)) => return Err(error),
+            Err(ArchiveRefusal::OverQuota(error)) => {
+                self.env.metrics.limit_hit("archive_quota");
+                warn!(plugin = %self.env.plugin, tenant = %self.env.tenant, phone = %self.env.phone, error = %error, "plugin archive refused: over its quota");
+                return Err(error);
+            }
+        };
         let stored = self.relative(&path);
         info!(plugin = %self.env.plugin, tenant = %self.env.tenant, phone = %self.env.phone, path = %stored, "plugin wrote an archive");
         Ok(stored)

@@ -22,6 +22,7 @@ mod wit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use self::engine::{CallEnd, EngineError, PluginEngine};
+use self::engine::{CallEnd, CallLimits, EngineError, PluginEngine};
 use self::imports::{CallEnv, HookKind};
 use self::registry::{CallCounters, LoadedPlugin, Registry, ResetPlugin};
 use self::state::StateScope;
@@ -37,7 +38,9 @@ pub use self::state::StateStore;
 pub use self::watch::PluginWatcher;
 use self::wit::latest::lila::hooks::types as latest;
 use crate::clock::now_ms;
-use crate::config::plugins::{FailMode, PluginOwner, PluginSpec, PluginsConfig, PluginsFile};
+use crate::config::plugins::{
+    FailMode, PluginOwner, PluginSpec, PluginsConfig, PluginsFile, RuntimeLimits,
+};
 use crate::core::outbox::OutboxMessage;
 use crate::core::reset_plan::PurgeTargetKind;
 use crate::core::reset_report::{HookOutcome, HookRun, ResetReport};
@@ -80,10 +83,45 @@ struct Runtime {
     /// Ticks each time `current` is replaced: a reset waiting for a plugin
     /// that is still compiling wakes up on it.
     published: tokio::sync::watch::Sender<()>,
-    /// One reload at a time; also owns the call counters, which outlive reloads.
+    /// One change of the registry at a time (a reload reading its files,
+    /// or a compile finishing its entries); also owns the call counters,
+    /// which outlive reloads.
     reload_lock: Mutex<HashMap<String, Arc<CallCounters>>>,
+    /// The compiles running now, by component SHA-256.
+    compiles: Mutex<HashMap<String, CompileState>>,
+    /// How many compiles hold a slot of `max_concurrent_compiles` now.
+    compile_slots: (Mutex<usize>, std::sync::Condvar),
     state: Arc<StateStore>,
-    metrics: HookMetrics,
+    metrics: Arc<HookMetrics>,
+    /// The limits of the published configuration, and the call slots they
+    /// allow (`max_concurrent_calls`).
+    slots: RwLock<CallSlots>,
+}
+
+/// A compile `Runtime::start_compile` started.
+enum CompileState {
+    Running,
+    /// Past `compile_timeout_ms`: refused with this error, while the
+    /// compile itself still runs to its end.
+    GivenUp(String),
+}
+
+/// The runtime's limits and its semaphore of call slots. A reload that
+/// changes `max_concurrent_calls` gets a new semaphore: calls already
+/// running keep their slot of the old one, calls that start later take one
+/// of the new.
+struct CallSlots {
+    limits: RuntimeLimits,
+    semaphore: Arc<tokio::sync::Semaphore>,
+}
+
+impl CallSlots {
+    fn new(limits: RuntimeLimits) -> CallSlots {
+        CallSlots {
+            semaphore: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_calls)),
+            limits,
+        }
+    }
 }
 
 /// The `ResetHooks` made of WebAssembly plugins.
@@ -94,8 +132,8 @@ pub struct PluginHooks {
 
 impl PluginHooks {
     /// Reads the `[plugins]` section of `config_file` and returns at once;
-    /// the plugins it names are compiled (or loaded from the cache) on a
-    /// thread of their own, each becoming callable as soon as it is ready. A
+    /// the plugins it names are compiled (or loaded from the cache) each on
+    /// a thread of its own, each becoming callable as soon as it is ready. A
     /// reset that needs a plugin still compiling waits for it within its
     /// phase budget. An invalid section is an error here, at start-up;
     /// later, on reload, it is reported and the previous configuration keeps
@@ -117,7 +155,7 @@ impl PluginHooks {
         runtime.publish(&pending.registry);
         let compiling = runtime.clone();
         std::thread::Builder::new()
-            .name("lila-plugin-compile".into())
+            .name("lila-plugin-load".into())
             .spawn(move || compiling.complete(pending))
             .map_err(PluginError::CompilerThread)?;
         Ok(Arc::new(PluginHooks {
@@ -132,15 +170,18 @@ impl PluginHooks {
         let runtime = Runtime::new(config_file, data_root, StateStore::default())?;
         let config = runtime.read_config().map_err(PluginError::Config)?;
         runtime.install(config, None);
+        runtime.wait_settled();
         Ok(Arc::new(PluginHooks {
             runtime,
             watcher: Mutex::new(None),
         }))
     }
 
-    /// Re-reads the config and the plugin files now (the watcher calls this).
+    /// Re-reads the config and the plugin files now, and returns once every
+    /// plugin is loaded or has failed to (the watcher reloads without waiting).
     pub fn reload(&self) {
         self.runtime.reload();
+        self.runtime.wait_settled();
     }
 
     /// Starts watching the config file and the plugin folders; bursts of
@@ -177,8 +218,11 @@ impl Runtime {
             current: RwLock::new(Arc::new(Registry::default())),
             published: tokio::sync::watch::Sender::new(()),
             reload_lock: Mutex::new(HashMap::new()),
+            compiles: Mutex::new(HashMap::new()),
+            compile_slots: (Mutex::new(0), std::sync::Condvar::new()),
             state: Arc::new(state),
-            metrics: HookMetrics::default(),
+            metrics: Arc::default(),
+            slots: RwLock::new(CallSlots::new(RuntimeLimits::default())),
         }))
     }
 
@@ -190,8 +234,77 @@ impl Runtime {
     }
 
     fn publish(&self, registry: &Registry) {
+        if let Some(config) = &registry.config {
+            let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+            if slots.limits.max_concurrent_calls != config.limits.max_concurrent_calls {
+                *slots = CallSlots::new(config.limits.clone());
+            } else {
+                slots.limits = config.limits.clone();
+            }
+        }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry.clone());
         self.published.send_replace(());
+    }
+
+    fn limits(&self) -> RuntimeLimits {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .limits
+            .clone()
+    }
+
+    /// Runs one call of `plugin` with `run` once one of the runtime's call
+    /// slots is free. The wait counts against the call's deadline: when no
+    /// slot frees up before it, the call does not run and its outcome is
+    /// `Skipped` with the reason (a fail-closed `before-clear` then refuses
+    /// the reset), so a full runtime never drops a hook in silence.
+    async fn call<T>(
+        &self,
+        spec: &PluginSpec,
+        env: CallEnv,
+        run: impl AsyncFnOnce(CallEnv, CallLimits) -> CallEnd<T>,
+    ) -> Result<T, HookOutcome> {
+        let (semaphore, limits) = {
+            let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+            (slots.semaphore.clone(), slots.limits.clone())
+        };
+        let hook = env.hook;
+        let deadline = env.deadline;
+        let _slot = match semaphore.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                self.metrics.call_waited(hook.as_str());
+                let started = Instant::now();
+                match tokio::time::timeout_at(deadline.into(), semaphore.acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    // Timed out (a closed semaphore cannot happen: it is never closed).
+                    Ok(Err(_)) | Err(_) => {
+                        self.metrics.limit_hit("concurrent_calls");
+                        return Err(HookOutcome::Skipped(format!(
+                            "not run: all {} plugin call slots (plugins.max_concurrent_calls) stayed busy for the {} ms this call could wait",
+                            limits.max_concurrent_calls,
+                            elapsed_ms(started)
+                        )));
+                    }
+                }
+            }
+        };
+        let call_limits = CallLimits {
+            memory_bytes: spec.memory_bytes,
+            max_instances: limits.max_instances,
+            max_memories: limits.max_memories,
+            max_tables: limits.max_tables,
+        };
+        match run(env, call_limits).await {
+            CallEnd::Returned(value) => Ok(value),
+            CallEnd::Failed(message) => Err(HookOutcome::Failed(message)),
+            CallEnd::TimedOut => Err(HookOutcome::TimedOut),
+            CallEnd::OverLimit(limit, message) => {
+                self.metrics.limit_hit(limit.as_str());
+                Err(HookOutcome::Failed(message))
+            }
+        }
     }
 
     /// The current registry once `waiting` no longer holds for it, or at
@@ -221,10 +334,13 @@ impl Runtime {
             crate::config::read_plugins_section(&self.config_file).map_err(|e| e.to_string())?;
         let base = self.config_file.parent().unwrap_or(Path::new("."));
         let file = section.unwrap_or_else(PluginsFile::off);
-        PluginsConfig::from_file(&file, base).map_err(|e| e.to_string())
+        PluginsConfig::from_file_and_env(&file, base, &|name| std::env::var(name).ok())
+            .map_err(|e| e.to_string())
     }
 
-    fn reload(&self) {
+    /// Re-reads the config and the plugin files; the compiles it needs go
+    /// on threads of their own (it does not wait for them).
+    fn reload(self: &Arc<Self>) {
         match self.read_config() {
             Ok(config) => self.install(config, None),
             Err(error) => {
@@ -244,36 +360,200 @@ impl Runtime {
         }
     }
 
-    fn install(&self, config: PluginsConfig, config_error: Option<String>) {
+    fn install(self: &Arc<Self>, config: PluginsConfig, config_error: Option<String>) {
         let pending = registry::begin(&self.registry(), config, config_error);
         self.publish(&pending.registry);
         self.complete(pending);
     }
 
-    /// Compiles what `pending` needs, publishing as plugins become ready.
-    fn complete(&self, pending: registry::PendingBuild) {
-        let mut counters = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // The registry as it is now: a reload that ran while this one waited
-        // for the lock may have compiled some plugins already.
-        let previous = self.registry();
-        let started = Instant::now();
-        let next = registry::finish(
-            &self.engine,
-            Some(&self.cache),
-            &previous,
-            pending,
-            &mut counters,
-            &|r| self.publish(r),
-        );
-        self.publish(&next);
-        self.cache.prune(&next.component_sha256s());
-        let loaded = next.entries.iter().filter(|e| e.loaded.is_some()).count();
-        info!(
-            plugins = next.entries.len(),
-            loaded,
-            ready_ms = elapsed_ms(started),
-            "plugins ready"
-        );
+    /// Reads the files `pending` names and publishes what is known at once;
+    /// each file that must be compiled is compiled on a thread of its own
+    /// (`start_compile`), its entry finished when that compile ends.
+    fn complete(self: &Arc<Self>, pending: registry::PendingBuild) {
+        let limits = pending
+            .registry
+            .config
+            .as_ref()
+            .map(|c| c.limits.clone())
+            .unwrap_or_default();
+        let (next, jobs) = {
+            let mut counters = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+            // The registry as it is now: a compile that ended while this
+            // reload read its files may have loaded some plugins already.
+            let previous = self.registry();
+            let (next, jobs) = registry::finish(
+                &previous,
+                pending,
+                &mut counters,
+                limits.max_file_bytes,
+                &self.metrics,
+            );
+            self.publish(&next);
+            (next, jobs)
+        };
+        for job in jobs {
+            self.start_compile(job, &limits);
+        }
+        self.when_settled(&next);
+    }
+
+    /// Compiles `job` on a thread of its own, unless the same bytes are
+    /// compiling already (their outcome will finish every entry that waits
+    /// for them) or were given up on (refused at once, while the compile
+    /// that ran out of time still runs: it cannot be interrupted).
+    fn start_compile(self: &Arc<Self>, job: registry::CompileJob, limits: &RuntimeLimits) {
+        {
+            let mut compiles = self.compiles.lock().unwrap_or_else(|p| p.into_inner());
+            match compiles.get(&job.sha256) {
+                Some(CompileState::Running) => return,
+                Some(CompileState::GivenUp(error)) => {
+                    let error = error.clone();
+                    drop(compiles);
+                    self.compiled(&job.sha256, Err(error));
+                    return;
+                }
+                None => {
+                    compiles.insert(job.sha256.clone(), CompileState::Running);
+                }
+            }
+        }
+        let sha256 = job.sha256.clone();
+        let runtime = self.clone();
+        let (timeout, slots) = (limits.compile_timeout, limits.max_concurrent_compiles);
+        let spawned = std::thread::Builder::new()
+            .name("lila-plugin-compile".into())
+            .spawn(move || {
+                runtime.take_compile_slot(slots);
+                runtime.compile_within(job, timeout);
+            });
+        if let Err(e) = spawned {
+            self.compile_ended(&sha256);
+            self.compiled(&sha256, Err(format!("cannot start a compiler thread: {e}")));
+        }
+    }
+
+    /// Waits until fewer than `slots` compiles run (the time limit of a
+    /// compile starts once it has its slot).
+    fn take_compile_slot(&self, slots: usize) {
+        let (running, freed) = &self.compile_slots;
+        let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running >= slots {
+            self.metrics.limit_hit("concurrent_compiles");
+        }
+        while *running >= slots {
+            running = freed.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+        *running += 1;
+    }
+
+    fn give_back_compile_slot(&self) {
+        let (running, freed) = &self.compile_slots;
+        let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+        freed.notify_all();
+    }
+
+    /// Runs the compile of `job` on a worker thread and waits for it up to
+    /// `timeout`. Past it the plugin is refused with the reason; the worker
+    /// runs on to its end (cranelift cannot be interrupted), its code is
+    /// thrown away and never cached, and the same bytes are refused at once
+    /// until it ends.
+    fn compile_within(self: Arc<Self>, job: registry::CompileJob, timeout: Duration) {
+        let registry::CompileJob { sha256, bytes } = job;
+        let (done, outcome) = std::sync::mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let runtime = self.clone();
+            let abandoned = abandoned.clone();
+            std::thread::Builder::new()
+                .name("lila-plugin-compiler".into())
+                .spawn(move || {
+                    let result = runtime
+                        .engine
+                        .compile(&bytes, Some(&runtime.cache), &abandoned);
+                    // The slot is the CPU the compile takes: one given up on keeps it to its end.
+                    runtime.give_back_compile_slot();
+                    let _ = done.send(result);
+                })
+        };
+        let worker = match worker {
+            Ok(worker) => worker,
+            Err(e) => {
+                self.give_back_compile_slot();
+                self.compile_ended(&sha256);
+                self.compiled(&sha256, Err(format!("cannot start a compiler thread: {e}")));
+                return;
+            }
+        };
+        match outcome.recv_timeout(timeout) {
+            Ok(result) => {
+                self.compiled(&sha256, result.map(Arc::new).map_err(|e| e.to_string()));
+                self.compile_ended(&sha256);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                abandoned.store(true, Ordering::Relaxed);
+                self.metrics.limit_hit("compile_time");
+                let error = format!(
+                    "compiling it took longer than {} ms (plugins.compile_timeout_ms), so it was not loaded",
+                    timeout.as_millis()
+                );
+                self.compiles
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(sha256.clone(), CompileState::GivenUp(error.clone()));
+                self.compiled(&sha256, Err(error));
+                let _ = worker.join();
+                self.compile_ended(&sha256);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.compiled(&sha256, Err("the compiler thread failed".into()));
+                self.compile_ended(&sha256);
+            }
+        }
+    }
+
+    fn compile_ended(&self, sha256: &str) {
+        self.compiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sha256);
+    }
+
+    /// Finishes the entries waiting for the compile of `sha256` and publishes them.
+    fn compiled(&self, sha256: &str, outcome: Result<Arc<engine::CompiledPlugin>, String>) {
+        let next = {
+            let mut counters = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = Registry::clone(&self.registry());
+            if registry::compiled(&mut next, sha256, &outcome, &mut counters) {
+                self.publish(&next);
+            }
+            next
+        };
+        self.when_settled(&next);
+    }
+
+    /// Once no plugin waits for a compile: the cache keeps only what is
+    /// loaded, and the log says so.
+    fn when_settled(&self, registry: &Registry) {
+        if !registry.settled() {
+            return;
+        }
+        self.cache.prune(&registry.component_sha256s());
+        let loaded = registry
+            .entries
+            .iter()
+            .filter(|e| e.loaded.is_some())
+            .count();
+        info!(plugins = registry.entries.len(), loaded, "plugins ready");
+    }
+
+    /// Blocks until no plugin waits for a compile (each compile is bounded
+    /// by `compile_timeout_ms`): for `load` and `reload`, which promise a
+    /// settled registry.
+    fn wait_settled(&self) {
+        while !self.registry().settled() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn env(
@@ -303,7 +583,9 @@ impl Runtime {
             data_root: self.data_root.clone(),
             session_dir: crate::layout::DataLayout::new(&self.data_root).session_dir(phone),
             archive_dir: scope.archive_dir(),
+            archive_quota_bytes: self.limits().archive_quota_bytes,
             state: self.state.clone(),
+            metrics: self.metrics.clone(),
             state_scope: scope,
         }
     }
@@ -328,8 +610,9 @@ impl Runtime {
             HookOutcome::TimedOut => {
                 warn!(plugin = %run.plugin, tenant = %tenant, phone = %phone, hook = run.hook, outcome = "timed_out", duration_ms = run.duration_ms, "plugin hook ran out of time")
             }
-            // `not_ready` logs these: a skipped plugin never reaches `record`.
-            HookOutcome::Skipped(_) => {}
+            HookOutcome::Skipped(detail) => {
+                warn!(plugin = %run.plugin, tenant = %tenant, phone = %phone, hook = run.hook, outcome = "skipped", detail = %detail, "plugin hook skipped")
+            }
         }
     }
 
@@ -567,16 +850,16 @@ impl ResetHooks for PluginHooks {
                 deadline,
             );
             let end = rt
-                .engine
-                .before_clear(&plugin.code, env, plugin.spec.memory_bytes, &wit_ctx)
+                .call(&plugin.spec, env, async |env, limits| {
+                    rt.engine
+                        .before_clear(&plugin.code, env, limits, &wit_ctx)
+                        .await
+                })
                 .await;
             let outcome = match end {
-                CallEnd::Returned(latest::Decision::Allow) => HookOutcome::Ok,
-                CallEnd::Returned(latest::Decision::Veto(reason)) => {
-                    HookOutcome::Vetoed(clean_reason(&reason))
-                }
-                CallEnd::Failed(message) => HookOutcome::Failed(message),
-                CallEnd::TimedOut => HookOutcome::TimedOut,
+                Ok(latest::Decision::Allow) => HookOutcome::Ok,
+                Ok(latest::Decision::Veto(reason)) => HookOutcome::Vetoed(clean_reason(&reason)),
+                Err(outcome) => outcome,
             };
             let run = HookRun {
                 plugin: plugin.spec.key.clone(),
@@ -593,6 +876,9 @@ impl ResetHooks for PluginHooks {
                 (HookOutcome::TimedOut, FailMode::Closed) => Some(format!(
                     "the plugin did not finish within its {} ms budget and is set to fail closed, so nothing was changed",
                     deadline.saturating_duration_since(started).as_millis()
+                )),
+                (HookOutcome::Skipped(detail), FailMode::Closed) => Some(format!(
+                    "the plugin could not run ({detail}) and is set to fail closed, so nothing was changed. Try again in a few seconds."
                 )),
                 _ => None,
             };
@@ -654,14 +940,13 @@ impl ResetHooks for PluginHooks {
                 deadline,
             );
             let end = rt
-                .engine
-                .after_clear(&plugin.code, env, plugin.spec.memory_bytes, &wit_report)
+                .call(&plugin.spec, env, async |env, limits| {
+                    rt.engine
+                        .after_clear(&plugin.code, env, limits, &wit_report)
+                        .await
+                })
                 .await;
-            let outcome = match end {
-                CallEnd::Returned(()) => HookOutcome::Ok,
-                CallEnd::Failed(message) => HookOutcome::Failed(message),
-                CallEnd::TimedOut => HookOutcome::TimedOut,
-            };
+            let outcome = end.err().unwrap_or(HookOutcome::Ok);
             let run = HookRun {
                 plugin: plugin.spec.key.clone(),
                 hook: HookKind::AfterClear.as_str(),

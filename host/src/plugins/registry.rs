@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::compiled_cache::CompiledCache;
-use super::engine::{CompiledPlugin, PluginEngine};
+use super::engine::CompiledPlugin;
 use super::view::CallCounts;
 use crate::clock::now_ms;
 use crate::config::plugins::{PluginSpec, PluginsConfig, TenantPluginFile};
 use crate::core::tenant::TenantId;
+use crate::metrics::HookMetrics;
 
 /// Call counts of one plugin key; they survive reloads.
 #[derive(Debug, Default)]
@@ -58,6 +58,9 @@ pub struct PluginEntry {
     /// No version of it is loaded yet and its code is being compiled (at
     /// start, or when it was just added): a reset that needs it waits.
     pub compiling: bool,
+    /// The SHA-256 of the file whose compile this entry waits for (its
+    /// previous version, if any, serving meanwhile).
+    pub awaiting: Option<String>,
 }
 
 /// A plugin a reset should call, in order.
@@ -125,6 +128,11 @@ impl Registry {
         self.for_reset(tenant, hook)
             .iter()
             .any(|p| matches!(p, ResetPlugin::Compiling(_)))
+    }
+
+    /// Whether no entry waits for a compile any more.
+    pub fn settled(&self) -> bool {
+        self.entries.iter().all(|e| e.awaiting.is_none())
     }
 
     /// The components the registry uses, by SHA-256 (what the cache keeps).
@@ -232,6 +240,7 @@ pub fn begin(
                     loaded: None,
                     last_error: None,
                     compiling: true,
+                    awaiting: None,
                 },
             },
         )
@@ -244,6 +253,7 @@ pub fn begin(
             entries.push(PluginEntry {
                 last_error: Some(error),
                 compiling: false,
+                awaiting: None,
                 ..prev.clone()
             });
         } else {
@@ -260,31 +270,39 @@ pub fn begin(
     }
 }
 
-/// Loads every plugin of `pending`, publishing the registry after each one
-/// that had to be compiled, so a plugin that is ready serves while a slower
-/// one still compiles. Code whose bytes did not change is reused; a file
-/// that fails to load leaves the previous version of that plugin serving,
-/// with the error recorded. Returns the finished registry.
+/// A compile `finish` needs: a component's bytes, by their SHA-256.
+pub struct CompileJob {
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads every plugin file of `pending` and finishes each entry whose code
+/// is known already (unchanged files, or one file under several names);
+/// every other entry waits for the compile of its file (`awaiting`), its
+/// previous version serving meanwhile, and that compile is in the returned
+/// jobs (once per file content). Nothing is compiled here: `compiled`
+/// finishes the waiting entries as each compile ends, so one slow plugin
+/// never holds the others back. A file that cannot be read, or is over
+/// `max_file_bytes`, leaves the previous version of that plugin serving
+/// (a removed file removes the plugin), with the error recorded.
 pub fn finish(
-    engine: &PluginEngine,
-    cache: Option<&CompiledCache>,
     previous: &Registry,
     pending: PendingBuild,
     counters: &mut HashMap<String, Arc<CallCounters>>,
-    publish: &dyn Fn(&Registry),
-) -> Registry {
+    max_file_bytes: u64,
+    metrics: &HookMetrics,
+) -> (Registry, Vec<CompileJob>) {
     let PendingBuild {
         mut registry,
         specs,
     } = pending;
-    // Compiled code by content: one file under several names, or unchanged
-    // files, are compiled once.
-    let mut compiled: HashMap<String, Arc<CompiledPlugin>> = previous
+    let compiled: HashMap<String, Arc<CompiledPlugin>> = previous
         .entries
         .iter()
         .filter_map(|e| e.loaded.as_ref())
         .map(|l| (l.code.sha256.clone(), l.code.clone()))
         .collect();
+    let mut jobs: Vec<CompileJob> = Vec::new();
     for (index, spec) in specs.into_iter().enumerate() {
         let prev = previous
             .entries
@@ -292,27 +310,45 @@ pub fn finish(
             .find(|e| e.spec.key == spec.key)
             .and_then(|e| e.loaded.clone());
         let counter = counters.entry(spec.key.clone()).or_default().clone();
-        let known = compiled.len();
-        let entry = load_one(engine, cache, spec, prev, counter, &mut compiled);
-        registry.entries[index] = entry;
-        if compiled.len() != known {
-            publish(&registry);
-        }
+        registry.entries[index] = load_one(
+            spec,
+            prev,
+            counter,
+            &compiled,
+            &mut jobs,
+            max_file_bytes,
+            metrics,
+        );
     }
-    registry
+    (registry, jobs)
+}
+
+/// `prev`'s code under the new `spec` (its config may have changed).
+fn previous_code(
+    spec: &PluginSpec,
+    prev: &LoadedPlugin,
+    counters: Arc<CallCounters>,
+) -> Arc<LoadedPlugin> {
+    Arc::new(LoadedPlugin {
+        spec: spec.clone(),
+        code: prev.code.clone(),
+        loaded_at_ms: prev.loaded_at_ms,
+        counters,
+    })
 }
 
 fn load_one(
-    engine: &PluginEngine,
-    cache: Option<&CompiledCache>,
     spec: PluginSpec,
     prev: Option<Arc<LoadedPlugin>>,
     counters: Arc<CallCounters>,
-    compiled: &mut HashMap<String, Arc<CompiledPlugin>>,
+    compiled: &HashMap<String, Arc<CompiledPlugin>>,
+    jobs: &mut Vec<CompileJob>,
+    max_file_bytes: u64,
+    metrics: &HookMetrics,
 ) -> PluginEntry {
-    let bytes = match read_plugin_file(&spec.path) {
+    let bytes = match read_plugin_file(&spec.path, max_file_bytes) {
         Ok(bytes) => bytes,
-        Err(error) => {
+        Err(PluginFileError::Missing(error)) => {
             // A removed file removes the plugin: nothing left to run.
             tracing::warn!(plugin = %spec.key, error = %error, "plugin file cannot be read; the plugin is not loaded");
             return PluginEntry {
@@ -320,6 +356,20 @@ fn load_one(
                 loaded: None,
                 last_error: Some(error),
                 compiling: false,
+                awaiting: None,
+            };
+        }
+        Err(PluginFileError::Unreadable(error) | PluginFileError::TooBig(error)) => {
+            if error.contains("plugins.max_file_mib") {
+                metrics.limit_hit("file_size");
+            }
+            tracing::warn!(plugin = %spec.key, error = %error, "plugin file refused; a previous version, if any, keeps serving");
+            return PluginEntry {
+                loaded: prev.map(|prev| previous_code(&spec, &prev, counters)),
+                spec,
+                last_error: Some(error),
+                compiling: false,
+                awaiting: None,
             };
         }
     };
@@ -339,56 +389,99 @@ fn load_one(
             spec,
             last_error: None,
             compiling: false,
+            awaiting: None,
         };
     }
-    match engine.compile(&bytes, cache) {
-        Ok(code) => {
-            let code = Arc::new(code);
-            compiled.insert(sha, code.clone());
-            tracing::info!(plugin = %spec.key, sha256 = %code.sha256, bytes = code.size, compile_ms = code.compile_ms, compiled_from = code.origin.as_str(), "plugin loaded");
-            PluginEntry {
-                loaded: Some(Arc::new(LoadedPlugin {
-                    spec: spec.clone(),
-                    code,
-                    loaded_at_ms: now_ms(),
-                    counters,
-                })),
-                spec,
-                last_error: None,
-                compiling: false,
-            }
-        }
-        Err(e) => {
-            let error = format!("{}: {e}", spec.path.display());
-            match prev {
-                Some(prev) => {
-                    tracing::warn!(plugin = %spec.key, error = %error, "plugin file is invalid; the previous version keeps serving");
-                    PluginEntry {
-                        loaded: Some(Arc::new(LoadedPlugin {
-                            spec: spec.clone(),
-                            code: prev.code.clone(),
-                            loaded_at_ms: prev.loaded_at_ms,
-                            counters,
-                        })),
-                        spec,
-                        last_error: Some(error),
-                        compiling: false,
-                    }
-                }
-                None => {
-                    tracing::warn!(plugin = %spec.key, error = %error, "plugin file is invalid; the plugin is not loaded");
-                    PluginEntry {
-                        spec,
-                        loaded: None,
-                        last_error: Some(error),
-                        compiling: false,
-                    }
-                }
-            }
-        }
+    if !jobs.iter().any(|job| job.sha256 == sha) {
+        jobs.push(CompileJob {
+            sha256: sha.clone(),
+            bytes,
+        });
+    }
+    PluginEntry {
+        compiling: prev.is_none(),
+        loaded: prev.map(|prev| previous_code(&spec, &prev, counters)),
+        spec,
+        last_error: None,
+        awaiting: Some(sha),
     }
 }
 
-fn read_plugin_file(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+/// Finishes every entry of `registry` waiting for the compile of `sha256`
+/// with its outcome: the new code, or the error (the previous version, if
+/// any, keeps serving). Returns whether any entry was waiting for it.
+pub fn compiled(
+    registry: &mut Registry,
+    sha256: &str,
+    outcome: &Result<Arc<CompiledPlugin>, String>,
+    counters: &mut HashMap<String, Arc<CallCounters>>,
+) -> bool {
+    let mut changed = false;
+    for entry in registry
+        .entries
+        .iter_mut()
+        .filter(|e| e.awaiting.as_deref() == Some(sha256))
+    {
+        changed = true;
+        entry.awaiting = None;
+        entry.compiling = false;
+        let spec = &entry.spec;
+        match outcome {
+            Ok(code) => {
+                tracing::info!(plugin = %spec.key, sha256 = %code.sha256, bytes = code.size, compile_ms = code.compile_ms, compiled_from = code.origin.as_str(), "plugin loaded");
+                entry.loaded = Some(Arc::new(LoadedPlugin {
+                    spec: spec.clone(),
+                    code: code.clone(),
+                    loaded_at_ms: now_ms(),
+                    counters: counters.entry(spec.key.clone()).or_default().clone(),
+                }));
+                entry.last_error = None;
+            }
+            Err(error) => {
+                let error = format!("{}: {error}", spec.path.display());
+                if entry.loaded.is_some() {
+                    tracing::warn!(plugin = %spec.key, error = %error, "plugin file is invalid; the previous version keeps serving");
+                } else {
+                    tracing::warn!(plugin = %spec.key, error = %error, "plugin file is invalid; the plugin is not loaded");
+                }
+                entry.last_error = Some(error);
+            }
+        }
+    }
+    changed
+}
+
+enum PluginFileError {
+    Missing(String),
+    Unreadable(String),
+    TooBig(String),
+}
+
+/// The file's bytes, refused past `max_bytes` before reading them all.
+fn read_plugin_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, PluginFileError> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => PluginFileError::Missing(format!("{shown}: {e}")),
+        _ => PluginFileError::Unreadable(format!("{shown}: {e}")),
+    })?;
+    let too_big = |size: u64| {
+        PluginFileError::TooBig(format!(
+            "{shown}: the file is {size} bytes, and a plugin may be at most {max_bytes} bytes (plugins.max_file_mib); it was not loaded"
+        ))
+    };
+    if let Ok(meta) = file.metadata()
+        && meta.len() > max_bytes
+    {
+        return Err(too_big(meta.len()));
+    }
+    // Read one byte more than allowed: a file that grew since is refused too.
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| PluginFileError::Unreadable(format!("{shown}: {e}")))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }

@@ -1,6 +1,8 @@
 //! Hot reload: `notify` events on the config file and the plugin folders,
-//! debounced, become reloads on a thread of their own (compiling is CPU work
-//! that must stay off the async executor and off the request path).
+//! debounced, become reloads on a thread of their own (reading the files
+//! must stay off the async executor and off the request path). A reload
+//! does not wait for the compiles it starts: each runs on a thread of its
+//! own (`Runtime::start_compile`), so a slow one never delays the next reload.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! WhatsApp fake, called through its real router, as the Portal calls it.
 #![allow(dead_code)]
 
+pub mod handmade;
 pub mod wasm;
 
 use std::path::{Path, PathBuf};

@@ -14,11 +14,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every component the tests use, as named in `plugins/dist`.
-pub const COMPONENTS: [&str; 4] = [
+pub const COMPONENTS: [&str; 5] = [
     "backup-archive",
     "webhook-notify",
     "tenant-policy",
     "misbehave",
+    "archive-probe",
 ];
 
 pub fn workspace_dir() -> PathBuf {

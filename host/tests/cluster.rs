@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use lila_pgstore::testing::TempPostgres;
 
+/// The cluster secret the tests' nodes share.
+const CLUSTER_SECRET: &str = "cluster-test-cluster-secret-of-32-bytes";
+
 /// Runs the `lila` binary with `args` in an empty directory (no lila.toml).
 fn lila(args: &[&str], database_url: Option<&str>) -> Output {
     let dir = tempfile::tempdir().unwrap();
@@ -363,6 +366,7 @@ async fn in_process_node(
         "node-a".into(),
         String::new(),
         ttl,
+        Arc::new(lila::cluster::proof::Proofs::new(CLUSTER_SECRET.as_bytes())),
     )
     .await
     .unwrap();

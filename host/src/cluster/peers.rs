@@ -6,6 +6,13 @@
 //! [`FORWARDED_FROM`], so a peer answers it itself and never sends it on.
 //! Answers come back as they are, as [`PeerAnswer`]s: rendering them is
 //! `http/`'s business.
+//!
+//! A caller's token never goes to a peer: each request carries instead the
+//! caller this node authenticated ([`proof::CALLER`]) under a proof made
+//! with the cluster secret ([`proof::PROOF`]), which the peer checks before
+//! it believes either (`proof.rs`). A row forged into `nodes` points
+//! requests at an address that learns no token, and a node answers no
+//! request marked forwarded without a valid proof.
 
 use std::io::Read;
 use std::time::Duration;
@@ -14,7 +21,9 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 use ureq::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use super::proof::{self, Proofs, Signed};
 use super::{Cluster, ClusterError};
+use crate::core::tenant::Caller;
 
 /// Marks a request one node forwarded to another (its value: the sender's id).
 pub const FORWARDED_FROM: &str = "x-lila-forwarded-from";
@@ -45,28 +54,24 @@ pub(super) enum Hop {
 
 impl Cluster {
     /// The sessions each peer runs, for a cluster-wide listing: `GET
-    /// /api/sessions` on every live peer at once, with the caller's token,
-    /// marked forwarded so that each answers with its own sessions only;
-    /// each answer's `sessions`, read as `T`. A peer that does not answer
-    /// in time is left out: its sessions show as their records describe
-    /// them. Without a token there is nothing to ask with.
-    pub async fn sessions_of_peers<T>(
-        &self,
-        authorization: Option<&HeaderValue>,
-    ) -> Result<Vec<T>, ClusterError>
+    /// /api/sessions` on every live peer at once, for `caller` under a
+    /// proof, marked forwarded so that each answers with its own sessions
+    /// only; each answer's `sessions`, read as `T`. A peer that does not
+    /// answer in time is left out: its sessions show as their records
+    /// describe them.
+    pub async fn sessions_of_peers<T>(&self, caller: &Caller) -> Result<Vec<T>, ClusterError>
     where
         T: DeserializeOwned + Send + 'static,
     {
         let peers = self.peers().await?;
-        let Some(authorization) = authorization.cloned() else {
-            return Ok(Vec::new());
-        };
+        let caller = proof::caller_label(caller);
         let mut asking = tokio::task::JoinSet::new();
         for (node_id, url) in peers {
-            let (from, authorization) = (self.node_id.clone(), authorization.clone());
+            let (from, caller, proofs) =
+                (self.node_id.clone(), caller.clone(), self.proofs.clone());
             asking.spawn_blocking(move || {
                 let target = format!("{}/api/sessions", url.trim_end_matches('/'));
-                (node_id, list(&target, &authorization, &from))
+                (node_id, list(&target, &caller, &from, &proofs))
             });
         }
         let mut sessions = Vec::new();
@@ -83,6 +88,37 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The caller of a request marked as forwarded by another node, once
+    /// its proof holds: over its method, path and query, sender, caller
+    /// and body, made with the cluster secret, within the window, once.
+    pub fn proven_caller(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Caller, proof::ProofError> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(from), Some(caller), Some(proof)) = (
+            text(FORWARDED_FROM),
+            text(proof::CALLER),
+            text(proof::PROOF),
+        ) else {
+            return Err(proof::ProofError::Missing);
+        };
+        let signed = Signed {
+            method: method.as_str(),
+            path_and_query,
+            from,
+            caller,
+            body,
+        };
+        self.proofs.verify(&signed, proof)?;
+        proof::caller_from_label(caller).ok_or(proof::ProofError::Malformed)
+    }
+}
+
 /// A peer's `GET /api/sessions` answer (the `success` envelope around it).
 #[derive(serde::Deserialize)]
 struct ListAnswer<T> {
@@ -92,12 +128,21 @@ struct ListAnswer<T> {
 /// The sessions the peer at `target` lists. Blocking.
 fn list<T: DeserializeOwned>(
     target: &str,
-    authorization: &HeaderValue,
+    caller: &str,
     from: &str,
+    proofs: &Proofs,
 ) -> Result<Vec<T>, String> {
+    let proof = proofs.sign(&Signed {
+        method: "GET",
+        path_and_query: "/api/sessions",
+        from,
+        caller,
+        body: b"",
+    });
     let mut answer = agent(LIST_TIMEOUT)
         .get(target)
-        .header(header::AUTHORIZATION.as_str(), authorization.as_bytes())
+        .header(proof::CALLER, caller)
+        .header(proof::PROOF, proof)
         .header(FORWARDED_FROM, from)
         .call()
         .map_err(|e| e.to_string())?;
@@ -110,20 +155,51 @@ fn list<T: DeserializeOwned>(
         .map_err(|e| e.to_string())
 }
 
-/// Sends a request to `target` (the holder's URL and the request's path),
-/// as it came, marked as coming from node `from`.
-pub(super) async fn send(
-    target: String,
-    method: &Method,
-    headers: &HeaderMap,
-    from: &str,
-    body: &[u8],
-) -> Hop {
-    let (method, headers, from, body) = (
-        method.clone(),
-        headers.clone(),
-        from.to_owned(),
-        body.to_vec(),
+/// What one node sends another about a caller's request.
+pub(super) struct Outgoing<'a> {
+    /// The holder's URL.
+    pub node_url: &'a str,
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    /// The request's headers as they came (its token is not passed on).
+    pub headers: &'a HeaderMap,
+    /// This node's id.
+    pub from: &'a str,
+    /// The caller this node authenticated.
+    pub caller: &'a Caller,
+    pub body: &'a [u8],
+}
+
+/// Sends a request to the holder (its URL and the request's path), as it
+/// came but for the caller's token, marked as coming from this node, for
+/// the caller this node authenticated, under a proof.
+pub(super) async fn send(outgoing: Outgoing<'_>, proofs: &Proofs) -> Hop {
+    let target = format!(
+        "{}{}",
+        outgoing.node_url.trim_end_matches('/'),
+        outgoing.path_and_query
+    );
+    let caller = proof::caller_label(outgoing.caller);
+    let proof = proofs.sign(&Signed {
+        method: outgoing.method.as_str(),
+        path_and_query: outgoing.path_and_query,
+        from: outgoing.from,
+        caller: &caller,
+        body: outgoing.body,
+    });
+    let mut headers = outgoing.headers.clone();
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(proof::CALLER);
+    headers.remove(proof::PROOF);
+    for (name, value) in [(proof::CALLER, caller), (proof::PROOF, proof)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    let (method, from, body) = (
+        outgoing.method.clone(),
+        outgoing.from.to_owned(),
+        outgoing.body.to_vec(),
     );
     tokio::task::spawn_blocking(
         move || match exchange(&target, &method, &headers, &from, body) {

@@ -12,6 +12,7 @@
 //! | `LILA_CONFIG` | path of the TOML file | `./lila.toml` if present |
 //! | `LILA_WA_URL` | WhatsApp WebSocket URL (a simulator's, for local work; loopback only for a build without the certificate check) | WhatsApp's own |
 //! | `LILA_DATABASE_URL` | PostgreSQL, for cluster mode (`postgres://…`) | none: one node, files |
+//! | `LILA_CLUSTER_SECRET` | cluster mode: the secret every node shares to prove its requests and NOTIFY payloads (32 bytes or more) | none: required in cluster mode |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,10 @@ pub struct Config {
     /// e.g. `http://10.0.0.5:3000`); `None` means `http://` and the bind
     /// address, which suits nodes on one host.
     pub node_url: Option<String>,
+    /// Cluster mode: the secret the nodes prove their requests and NOTIFY
+    /// payloads with (`LILA_CLUSTER_SECRET`, 32 bytes or more); required
+    /// with a database. Never printed.
+    pub cluster_secret: Option<ClusterSecret>,
     /// The bearer token `GET /metrics` asks for (`LILA_METRICS_TOKEN`);
     /// `None`: it answers anyone, with tenants' names left out.
     pub metrics_token: Option<String>,
@@ -73,6 +78,16 @@ pub struct JwtConfig {
     /// (`LILA_OPERATOR_JWT_SECRET`), so that whoever can mint the Portal's
     /// tenant tokens is not an operator by that alone.
     pub operator_secret: Option<String>,
+}
+
+/// The cluster secret; prints as nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(pub String);
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
 }
 
 /// A PostgreSQL URL. It usually carries a password, so it prints as its
@@ -227,6 +242,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             database_url: None,
             node_url: None,
+            cluster_secret: None,
             metrics_token: None,
             config_file: None,
             plugins_configured: false,
@@ -276,6 +292,8 @@ pub struct ConfigFile {
     pub jwt: JwtFile,
     pub database_url: Option<String>,
     pub node_url: Option<String>,
+    /// Prefer `LILA_CLUSTER_SECRET`.
+    pub cluster_secret: Option<String>,
     /// Prefer `LILA_METRICS_TOKEN`.
     pub metrics_token: Option<String>,
     #[serde(default)]
@@ -463,6 +481,11 @@ impl Config {
             }
             None => None,
         };
+        let cluster_secret = env("LILA_CLUSTER_SECRET")
+            .or(file.cluster_secret)
+            .filter(|s| !s.is_empty());
+        long_enough("LILA_CLUSTER_SECRET", &cluster_secret)?;
+        config.cluster_secret = cluster_secret.map(ClusterSecret);
         config.whatsapp.url = env("LILA_WA_URL")
             .or(file.whatsapp.url)
             .filter(|s| !s.is_empty());

@@ -162,28 +162,34 @@ fn forged_node() -> (String, mpsc::Receiver<String>) {
     (url, rx)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_row_forged_into_nodes_collects_no_callers_token() {
-    let node = start();
-    let token = tenant_token(SECRET, "acme");
-    let (url, requests) = forged_node();
-    // Someone with database access makes a node of their own hold a phone.
+/// What someone with database access can write: a node of their own, at
+/// `url`, holding `phone`'s lease.
+async fn forge_holder(node: &Node, node_id: &str, url: &str, phone: &str) {
     let client = node.pool.get().await.expect("a connection");
     client
         .execute(
-            "INSERT INTO nodes (node_id, url) VALUES ('forged', $1)",
-            &[&url],
+            "INSERT INTO nodes (node_id, url) VALUES ($1, $2)",
+            &[&node_id, &url],
         )
         .await
         .expect("a forged node");
     client
         .execute(
             "INSERT INTO leases (phone, node_id, epoch, expires_at)
-             VALUES ('5511999990001', 'forged', nextval('lease_epochs'), now() + interval '10 minutes')",
-            &[],
+             VALUES ($1, $2, nextval('lease_epochs'), now() + interval '10 minutes')",
+            &[&phone, &node_id],
         )
         .await
         .expect("a forged lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_forged_into_nodes_collects_no_callers_token() {
+    let node = start();
+    let token = tenant_token(SECRET, "acme");
+    let (url, requests) = forged_node();
+    // Someone with database access makes a node of their own hold a phone.
+    forge_holder(&node, "forged", &url, "5511999990001").await;
     let status_of = |server: &Server| {
         raw(
             server,
@@ -248,4 +254,67 @@ async fn notifications_not_sealed_with_the_cluster_secret_are_dropped_and_counte
             && log.contains("dropped a reset request without a valid cluster proof")
     });
     assert!(refused_total(&node.server) >= 2);
+}
+
+/// The threads of process `pid`, as `/proc` counts them.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_forwarded_to_a_silent_holder_hold_no_thread_each() {
+    const REQUESTS: usize = 100;
+    let node = start();
+    let token = tenant_token(SECRET, "acme");
+    // A holder that accepts every connection and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", silent.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    forge_holder(&node, "silent", &url, "5511999990002").await;
+    let pid = node.server.pid();
+    let before = threads_of(pid);
+    let port = port(&node.server);
+    let callers: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            let token = token.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                let _ = write!(
+                    stream,
+                    "GET /api/sessions/5511999990002/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+                );
+                // Held open while the node waits on the silent holder.
+                std::thread::sleep(Duration::from_secs(4));
+                drop(stream);
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = threads_of(pid);
+    eprintln!("threads: {before} before, {during} with {REQUESTS} forwards waiting");
+    for caller in callers {
+        let _ = caller.join();
+    }
+    // Each forwarded request waiting on a blocking thread added one (100
+    // more); async, they add none (the pools' own threads aside).
+    assert!(
+        during < before + 20,
+        "{REQUESTS} waiting forwards took the node from {before} to {during} threads"
+    );
+    // And the node answers the rest meanwhile.
+    let (status, answer) = raw(&node.server, "GET /health HTTP/1.1");
+    assert_eq!(status, 200, "{answer}");
 }

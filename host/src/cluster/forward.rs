@@ -16,9 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::http::{HeaderMap, Method};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use ureq::http::{HeaderMap, Method};
 
 use super::peers::{self, FORWARDED_FROM, Hop, PeerAnswer};
 use super::{Cluster, ClusterError, Route};

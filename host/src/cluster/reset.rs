@@ -17,11 +17,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::http::{HeaderValue, StatusCode};
 use lila_pgstore::{notify, reset_requests};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
-use ureq::http::{HeaderValue, StatusCode};
 
 use super::peers::PeerAnswer;
 use super::{Cluster, ClusterError};

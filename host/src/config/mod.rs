@@ -691,6 +691,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_secret_is_32_bytes_at_least_and_never_printed() {
+        let secret = |value: &str| {
+            let value = value.to_owned();
+            let env = move |k: &str| (k == "LILA_CLUSTER_SECRET").then(|| value.clone());
+            Config::from_parts(ConfigFile::default(), &env).map(|c| c.cluster_secret)
+        };
+        assert_eq!(
+            secret(&"c".repeat(31)).unwrap_err().to_string(),
+            "invalid value for LILA_CLUSTER_SECRET: must be at least 32 bytes (it has 31)"
+        );
+        let good = "c".repeat(32);
+        let config = secret(&good).unwrap();
+        assert_eq!(config.as_ref().map(|s| s.0.as_str()), Some(good.as_str()));
+        assert!(!format!("{config:?}").contains(&good));
+    }
+
+    #[test]
     fn jwt_secrets_are_32_bytes_at_least_and_the_operators_its_own() {
         fn try_env(vars: &[(&str, &str)]) -> Result<JwtConfig, ConfigError> {
             let env = |k: &str| {

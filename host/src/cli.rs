@@ -281,9 +281,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         (Some((pool, url)), PhoneStore::Postgres(store)) => {
             let lease_pool =
                 database_pool(gateway.config(), "run a cluster node on", LEASE_POOL_SIZE)?;
-            let cluster = Cluster::join(lease_pool, store.clone(), node_id, node_url, LEASE_TTL)
-                .await
-                .context("joining the cluster")?;
+            let Some(secret) = &gateway.config().cluster_secret else {
+                anyhow::bail!(
+                    "set LILA_CLUSTER_SECRET (32 bytes or more, the same on every node) to run a cluster node: the nodes prove their requests and notifications to each other with it"
+                );
+            };
+            let proofs = Arc::new(crate::cluster::proof::Proofs::new(secret.0.as_bytes()));
+            let cluster = Cluster::join(
+                lease_pool,
+                store.clone(),
+                node_id,
+                node_url,
+                LEASE_TTL,
+                proofs,
+            )
+            .await
+            .context("joining the cluster")?;
             if let Some(predecessor) = predecessor {
                 cluster.retire(&predecessor).await;
             }
@@ -294,7 +307,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 cluster.node_id().to_owned(),
                 pool.clone(),
                 url.clone(),
-                gateway.events().clone(),
+                gateway.clone(),
+                cluster.proofs().clone(),
                 crate::http::events::owner_payload,
             );
             // Resets other nodes ask of this one through the database,

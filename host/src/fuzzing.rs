@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::auth::JwtAuth;
+use crate::cluster::proof::{Proofs, Signed};
 use crate::core::outbox::{MAX_TEXT_BYTES, OutboxMessage, Recipient};
 use crate::core::tenant::Caller;
 use crate::core::tenant::TenantId;
@@ -41,6 +42,8 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("compiled_cache_header", compiled_cache_header),
     ("json_bodies", json_bodies),
     ("webhook_url", webhook_url),
+    ("notify_payload", notify_payload),
+    ("forward_proof", forward_proof),
 ];
 
 /// A phone parses only as itself, and only when it is 8 to 15 ASCII digits.
@@ -386,4 +389,86 @@ fn check_allowed_url(allowed: &str, url: &str) {
                 .is_some_and(|rest| rest.starts_with('/')),
         "{url:?} is outside {allowed:?}"
     );
+const FUZZ_CLUSTER_SECRET: &[u8] = b"fuzzing-cluster-secret-32-bytes!";
+
+/// A NOTIFY payload as a node reads one off `lila_events` or `lila_reset`:
+/// what someone with database access sends is never opened (no panic, and
+/// a forgery is refused); what a node sealed opens to itself, once, on its
+/// own channel only, and with any one byte changed it is refused.
+pub fn notify_payload(data: &[u8]) {
+    let proofs = Proofs::new(FUZZ_CLUSTER_SECRET);
+    let text = String::from_utf8_lossy(data);
+    for channel in [
+        crate::cluster::events::CHANNEL,
+        crate::cluster::reset::RESET_CHANNEL,
+    ] {
+        assert!(
+            proofs.open(channel, &text).is_err(),
+            "opened a forgery {text:?}"
+        );
+    }
+    let sealed = proofs.seal(crate::cluster::events::CHANNEL, &text);
+    assert!(
+        proofs
+            .open(crate::cluster::reset::RESET_CHANNEL, &sealed)
+            .is_err()
+    );
+    let mut flipped = sealed.clone().into_bytes();
+    let at = data.first().map_or(0, |b| usize::from(*b)) % flipped.len();
+    flipped[at] = if flipped[at] == b'0' { b'1' } else { b'0' };
+    if let Ok(flipped) = String::from_utf8(flipped) {
+        assert!(
+            proofs
+                .open(crate::cluster::events::CHANNEL, &flipped)
+                .is_err(),
+            "opened a changed payload"
+        );
+    }
+    assert_eq!(
+        proofs
+            .open(crate::cluster::events::CHANNEL, &sealed)
+            .as_deref(),
+        Ok(text.as_ref())
+    );
+    assert!(
+        proofs
+            .open(crate::cluster::events::CHANNEL, &sealed)
+            .is_err()
+    );
+}
+
+/// A forwarded request's proof as a node checks it: the input's lines are
+/// the method, the path, the sender, the caller, the proof and the body.
+/// A proof from the input is never accepted; one a node made holds for
+/// exactly what it signed, once.
+pub fn forward_proof(data: &[u8]) {
+    let proofs = Proofs::new(FUZZ_CLUSTER_SECRET);
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.splitn(6, '\n');
+    let mut next = || lines.next().unwrap_or_default();
+    let (method, path_and_query, from, caller, proof, body) =
+        (next(), next(), next(), next(), next(), next());
+    let signed = Signed {
+        method,
+        path_and_query,
+        from,
+        caller,
+        body: body.as_bytes(),
+    };
+    assert!(proofs.verify(&signed, proof).is_err(), "accepted {proof:?}");
+    let made = proofs.sign(&signed);
+    let other_body = format!("{body}.");
+    let changed = Signed {
+        body: other_body.as_bytes(),
+        ..signed
+    };
+    assert!(proofs.verify(&changed, &made).is_err());
+    let other_caller = format!("{caller}x");
+    let changed = Signed {
+        caller: &other_caller,
+        ..signed
+    };
+    assert!(proofs.verify(&changed, &made).is_err());
+    assert_eq!(proofs.verify(&signed, &made), Ok(()));
+    assert!(proofs.verify(&signed, &made).is_err(), "a replay held");
 }

@@ -61,6 +61,9 @@ pub struct Metrics {
     outbox_refused: [AtomicU64; OUTBOX_LIMITS.len()],
     /// The HTTP edge: its timeouts and bounds, when they were hit.
     pub http_edge: HttpEdgeMetrics,
+    /// Cluster mode: requests marked as from another node, and NOTIFY
+    /// payloads, refused for want of a valid proof (forged or replayed).
+    pub cluster_proofs_refused: AtomicU64,
     /// Failed connection attempts, in the order of `ConnectFailureCause::ALL`.
     connection_failures: [AtomicU64; ConnectFailureCause::ALL.len()],
     /// When these counters started, i.e. when `serve` built its gateway.
@@ -217,6 +220,11 @@ impl Metrics {
             "lila_cluster_leases_lost_total",
             "Cluster mode: leases this node lost (expired during a pause, or taken over); each session was stopped here.",
             get(&self.cluster_leases_lost),
+        );
+        counter(
+            "lila_cluster_proofs_refused_total",
+            "Cluster mode: requests between nodes and NOTIFY payloads refused for want of a valid cluster-secret proof (forged or replayed).",
+            get(&self.cluster_proofs_refused),
         );
         counter(
             "lila_cluster_sessions_handed_over_total",

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use lila_pgstore::testing::TempPostgres;
 
+/// The cluster secret the tests' nodes share.
+const CLUSTER_SECRET: &str = "cluster-test-cluster-secret-of-32-bytes";
+
 /// Runs the `lila` binary with `args` in an empty directory (no lila.toml).
 fn lila(args: &[&str], database_url: Option<&str>) -> Output {
     let dir = tempfile::tempdir().unwrap();
@@ -22,7 +25,8 @@ fn lila(args: &[&str], database_url: Option<&str>) -> Output {
         // loopback only (a closed port: no session connects here).
         .env("LILA_WA_URL", "ws://127.0.0.1:9/ws/chat")
         .env_remove("LILA_CONFIG")
-        .env_remove("LILA_DATABASE_URL");
+        .env_remove("LILA_DATABASE_URL")
+        .env_remove("LILA_CLUSTER_SECRET");
     if let Some(url) = database_url {
         command.env("LILA_DATABASE_URL", url);
     }
@@ -366,8 +370,22 @@ async fn in_process_node(
         "node-a".into(),
         String::new(),
         ttl,
+        Arc::new(lila::cluster::proof::Proofs::new(CLUSTER_SECRET.as_bytes())),
     )
     .await
     .unwrap();
     (dir, store, gateway, cluster)
+}
+
+#[test]
+fn a_cluster_node_without_a_cluster_secret_refuses_to_start() {
+    let server = TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.create_database().unwrap();
+    let serve = lila(&["serve"], Some(&url));
+    assert!(!serve.status.success());
+    assert!(
+        text(&serve.stderr).contains("set LILA_CLUSTER_SECRET"),
+        "{}",
+        text(&serve.stderr)
+    );
 }

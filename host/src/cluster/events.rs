@@ -14,7 +14,11 @@
 //! The payload is the API's JSON of the event (what `GET /api/events`
 //! shows its owner), which the receiving node's stream splices in as it
 //! is: `http/` renders it, and the wiring hands that rendering in as a
-//! [`RenderPayload`].
+//! [`RenderPayload`]. On the wire it is sealed with the cluster secret
+//! (`proof.rs`): encrypted, so a QR or pairing code is never in clear in
+//! the database, and authenticated, so a payload forged by someone who
+//! can `NOTIFY` (or replayed) is dropped and counted
+//! (`lila_cluster_proofs_refused_total`).
 
 use std::sync::Arc;
 
@@ -24,9 +28,12 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, warn};
 
+use super::proof::Proofs;
 use crate::core::event::{Event, EventKind, known_event_type};
 use crate::core::tenant::TenantId;
 use crate::events::{EventBus, Received};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
 use crate::phone::Phone;
 
 /// The channel the nodes relay events on.
@@ -55,18 +62,27 @@ pub fn spawn_relay(
     node_id: String,
     pool: Pool,
     database_url: String,
-    bus: Arc<EventBus>,
+    gateway: Arc<Gateway>,
+    proofs: Arc<Proofs>,
     render: RenderPayload,
 ) -> (JoinHandle<()>, JoinHandle<()>) {
     let span = tracing::info_span!("event_relay", node_id = %node_id);
-    let outgoing =
-        tokio::spawn(send_out(node_id.clone(), pool, bus.clone(), render).instrument(span.clone()));
-    let incoming = tokio::spawn(take_in(node_id, database_url, bus).instrument(span));
+    let bus = gateway.events().clone();
+    let outgoing = tokio::spawn(
+        send_out(node_id.clone(), pool, bus, proofs.clone(), render).instrument(span.clone()),
+    );
+    let incoming = tokio::spawn(take_in(node_id, database_url, gateway, proofs).instrument(span));
     (outgoing, incoming)
 }
 
 /// Sends every event this node's sessions make to the other nodes.
-async fn send_out(node_id: String, pool: Pool, bus: Arc<EventBus>, render: RenderPayload) {
+async fn send_out(
+    node_id: String,
+    pool: Pool,
+    bus: Arc<EventBus>,
+    proofs: Arc<Proofs>,
+    render: RenderPayload,
+) {
     let mut events = bus.subscribe_live();
     while let Some(received) = events.next().await {
         let event = match received {
@@ -92,6 +108,7 @@ async fn send_out(node_id: String, pool: Pool, bus: Arc<EventBus>, render: Rende
         let Ok(text) = serde_json::to_string(&wire) else {
             continue;
         };
+        let text = proofs.seal(CHANNEL, &text);
         if text.len() > MAX_PAYLOAD {
             warn!(
                 phone = %event.phone,
@@ -108,9 +125,20 @@ async fn send_out(node_id: String, pool: Pool, bus: Arc<EventBus>, render: Rende
 }
 
 /// Publishes the other nodes' events on this node's bus.
-async fn take_in(node_id: String, database_url: String, bus: Arc<EventBus>) {
-    notify::listen_forever(&database_url, CHANNEL, |text| {
-        publish_relayed(&node_id, &text, &bus)
+async fn take_in(
+    node_id: String,
+    database_url: String,
+    gateway: Arc<Gateway>,
+    proofs: Arc<Proofs>,
+) {
+    notify::listen_forever(&database_url, CHANNEL, |sealed| {
+        match proofs.open(CHANNEL, &sealed) {
+            Ok(text) => publish_relayed(&node_id, &text, gateway.events()),
+            Err(e) => {
+                Metrics::inc(&gateway.metrics().cluster_proofs_refused);
+                warn!(error = %e, "dropped a relayed event without a valid cluster proof");
+            }
+        }
     })
     .await
 }

@@ -5,7 +5,8 @@
 //! `Cluster::forward` asks who serves the phone (`Cluster::route`): this
 //! node, when it holds the phone or claims it now ([`Served::Here`]: the
 //! caller runs its own handlers), or the holder, whose `LILA_NODE_URL` gets
-//! the request as it came, with the caller's token (`peers.rs`), and whose
+//! the request as it came, with the caller this node authenticated under a
+//! cluster-secret proof instead of the caller's token (`peers.rs`), and whose
 //! answer comes back as it is ([`Served::Elsewhere`]). A forwarded request
 //! is never forwarded again: a phone that moved in between is `Moving`.
 //! A holder that refuses connections (it died) is waited out until its
@@ -15,9 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::http::{HeaderMap, Method};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use ureq::http::{HeaderMap, Method};
 
 use super::peers::{self, FORWARDED_FROM, Hop, PeerAnswer};
 use super::{Cluster, ClusterError, Route};
@@ -43,7 +44,7 @@ pub struct Incoming<'a> {
     pub method: &'a Method,
     /// What follows the node's URL: the path and the query.
     pub path_and_query: &'a str,
-    /// Its headers, the caller's token among them.
+    /// Its headers (the caller's token among them is never passed on).
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
 }
@@ -87,19 +88,16 @@ impl Cluster {
         let deadline = Instant::now() + self.ttl + self.ttl / 3 + Duration::from_secs(1);
         loop {
             info!(phone = %phone, holder = %holder, "forwarding to the node that runs the phone");
-            let target = format!(
-                "{}{}",
-                holder_url.trim_end_matches('/'),
-                request.path_and_query
-            );
-            let hop = peers::send(
-                target,
-                request.method,
-                request.headers,
-                &self.node_id,
-                request.body,
-            )
-            .await;
+            let outgoing = peers::Outgoing {
+                node_url: &holder_url,
+                method: request.method,
+                path_and_query: request.path_and_query,
+                headers: request.headers,
+                from: &self.node_id,
+                caller,
+                body: request.body,
+            };
+            let hop = peers::send(outgoing, &self.proofs).await;
             let failure = match hop {
                 Hop::Answered(answer) => return Ok(Served::Elsewhere(answer)),
                 Hop::Unreachable(e) if Instant::now() < deadline => {

@@ -36,6 +36,7 @@
 pub mod events;
 pub mod forward;
 pub mod peers;
+pub mod proof;
 pub mod reset;
 
 use std::collections::HashSet;
@@ -97,6 +98,9 @@ pub struct Cluster {
     pool: Pool,
     store: PgPhoneStore,
     ttl: Duration,
+    /// The cluster secret's proofs: requests to and from the other nodes,
+    /// and NOTIFY payloads (`proof.rs`).
+    proofs: Arc<proof::Proofs>,
     /// Phones held without wanting a node at the last round: given back
     /// when they still want none at the next.
     idle: Mutex<HashSet<Phone>>,
@@ -138,6 +142,7 @@ impl Cluster {
         node_id: String,
         url: String,
         ttl: Duration,
+        proofs: Arc<proof::Proofs>,
     ) -> Result<Arc<Cluster>, ClusterError> {
         cluster::heartbeat(&pool, &node_id, &url).await?;
         info!(node_id = %node_id, url = %url, ttl_ms = ttl.as_millis() as u64, "joined the cluster");
@@ -147,6 +152,7 @@ impl Cluster {
             pool,
             store,
             ttl,
+            proofs,
             idle: Mutex::default(),
             claiming: tokio::sync::Mutex::new(()),
             woken: tokio::sync::Notify::new(),
@@ -181,6 +187,11 @@ impl Cluster {
 
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// The cluster secret's proofs.
+    pub fn proofs(&self) -> &Arc<proof::Proofs> {
+        &self.proofs
     }
 
     /// The lease loop, until the gateway shuts down.

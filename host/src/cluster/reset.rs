@@ -3,7 +3,11 @@
 //!
 //! The asking node writes a `reset_requests` row (the phone and the caller)
 //! and tells the holder over LISTEN/NOTIFY (channel [`RESET_CHANNEL`],
-//! payload `"{holder} {id}"`); the holder runs the reset and writes its
+//! payload `"{holder} {id} {phone} {caller}"`, sealed with the cluster
+//! secret: a notification not made by a node is dropped and counted, and
+//! the holder runs a request only when its row says what the notification
+//! did, so a row written into the database by someone else runs nothing);
+//! the holder runs the reset and writes its
 //! answer into the row, as the HTTP API would have answered `POST
 //! /api/sessions/{phone}/clear` (status and JSON body); the asking node
 //! takes that answer and returns it as it is. What the answer looks like is
@@ -13,17 +17,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::http::{HeaderValue, StatusCode};
 use lila_pgstore::{notify, reset_requests};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
-use ureq::http::{HeaderValue, StatusCode};
 
 use super::peers::PeerAnswer;
 use super::{Cluster, ClusterError};
 use crate::core::reset_report::ResetReport;
 use crate::core::tenant::{Caller, TenantId};
 use crate::gateway::Gateway;
+use crate::metrics::Metrics;
 use crate::phone::Phone;
 
 /// The channel a node asks a holder it cannot reach to run a reset on.
@@ -72,6 +77,13 @@ fn caller_from_label(label: &str) -> Option<(Caller, bool)> {
     }
 }
 
+/// A reset request, as the proven notification that announced it says.
+struct Asked {
+    id: i64,
+    target: String,
+    caller: String,
+}
+
 impl Cluster {
     /// Asks `holder`, which this node cannot reach over HTTP while it still
     /// holds `phone`'s lease, to reset the phone for `caller`: the request
@@ -89,7 +101,15 @@ impl Cluster {
         let id =
             reset_requests::request(pool, phone.as_str(), &caller_label(caller, force)).await?;
         info!(phone = %phone, holder = %holder, request = id, "the holder cannot be reached over HTTP; asking it through the database");
-        if let Err(e) = notify::notify(pool, RESET_CHANNEL, &format!("{holder} {id}")).await {
+        let asked = self.proofs.seal(
+            RESET_CHANNEL,
+            &format!(
+                "{holder} {id} {} {}",
+                phone.as_str(),
+                caller_label(caller, force)
+            ),
+        );
+        if let Err(e) = notify::notify(pool, RESET_CHANNEL, &asked).await {
             let _ = reset_requests::forget(pool, id).await;
             return Err(e.into());
         }
@@ -125,15 +145,31 @@ impl Cluster {
         let span = tracing::info_span!("reset_listener", node_id = %self.node_id);
         tokio::spawn(
             async move {
-                notify::listen_forever(&database_url, RESET_CHANNEL, |text| {
+                notify::listen_forever(&database_url, RESET_CHANNEL, |sealed| {
+                    let text = match cluster.proofs.open(RESET_CHANNEL, &sealed) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            Metrics::inc(&gateway.metrics().cluster_proofs_refused);
+                            warn!(error = %e, "dropped a reset request without a valid cluster proof");
+                            return;
+                        }
+                    };
                     let mut words = text.split(' ');
-                    if let (Some(node), Some(Ok(id))) =
-                        (words.next(), words.next().map(str::parse::<i64>))
-                        && node == cluster.node_id
+                    if let (Some(node), Some(Ok(id)), Some(target), Some(caller)) = (
+                        words.next(),
+                        words.next().map(str::parse::<i64>),
+                        words.next(),
+                        words.next(),
+                    ) && node == cluster.node_id
                     {
+                        let asked = Asked {
+                            id,
+                            target: target.to_owned(),
+                            caller: caller.to_owned(),
+                        };
                         let (cluster, gateway) = (cluster.clone(), gateway.clone());
                         tokio::spawn(
-                            async move { cluster.run_asked_reset(&gateway, id, render).await }
+                            async move { cluster.run_asked_reset(&gateway, asked, render).await }
                                 .in_current_span(),
                         );
                     }
@@ -144,12 +180,23 @@ impl Cluster {
         )
     }
 
-    /// Runs reset request `id` here and writes its answer.
-    async fn run_asked_reset(&self, gateway: &Gateway, id: i64, render: RenderReset) {
+    /// Runs reset request `asked` here and writes its answer: only when
+    /// its row says what the proven notification said (a row forged or
+    /// altered in the database is not run).
+    async fn run_asked_reset(&self, gateway: &Gateway, asked: Asked, render: RenderReset) {
         let pool = &self.pool;
+        let id = asked.id;
         let Ok(Some((target, caller))) = reset_requests::pending(pool, id).await else {
             return;
         };
+        if (target.as_str(), caller.as_str()) != (asked.target.as_str(), asked.caller.as_str()) {
+            Metrics::inc(&gateway.metrics().cluster_proofs_refused);
+            warn!(
+                request = id,
+                "a reset request whose row differs from what its node asked; not run"
+            );
+            return;
+        }
         let (Ok(phone), Some((caller, force))) =
             (Phone::parse(&target), caller_from_label(&caller))
         else {

@@ -14,6 +14,7 @@
 //! | `LILA_DATABASE_URL` | PostgreSQL, for cluster mode (`postgres://…`) | none: one node, files |
 //! | `LILA_HTTP_*`, `LILA_EVENTS_MAX_STREAMS_PER_CALLER` | the HTTP edge's timeouts and bounds (`http.rs`) | see README |
 //! | `LILA_PLUGINS_*` | the plugin runtime's limits (`config::plugins::RuntimeLimits`) | see README |
+//! | `LILA_CLUSTER_SECRET` | cluster mode: the secret every node shares to prove its requests and NOTIFY payloads (32 bytes or more) | none: required in cluster mode |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,10 @@ pub struct Config {
     /// e.g. `http://10.0.0.5:3000`); `None` means `http://` and the bind
     /// address, which suits nodes on one host.
     pub node_url: Option<String>,
+    /// Cluster mode: the secret the nodes prove their requests and NOTIFY
+    /// payloads with (`LILA_CLUSTER_SECRET`, 32 bytes or more); required
+    /// with a database. Never printed.
+    pub cluster_secret: Option<ClusterSecret>,
     /// The bearer token `GET /metrics` asks for (`LILA_METRICS_TOKEN`);
     /// `None`: it answers anyone, with tenants' names left out.
     pub metrics_token: Option<String>,
@@ -83,6 +88,16 @@ pub struct JwtConfig {
     /// (`LILA_OPERATOR_JWT_SECRET`), so that whoever can mint the Portal's
     /// tenant tokens is not an operator by that alone.
     pub operator_secret: Option<String>,
+}
+
+/// The cluster secret; prints as nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(pub String);
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
 }
 
 /// A PostgreSQL URL. It usually carries a password, so it prints as its
@@ -243,6 +258,7 @@ impl Default for Config {
             http: http::HttpConfig::default(),
             database_url: None,
             node_url: None,
+            cluster_secret: None,
             metrics_token: None,
             config_file: None,
             plugins_configured: false,
@@ -292,6 +308,8 @@ pub struct ConfigFile {
     pub jwt: JwtFile,
     pub database_url: Option<String>,
     pub node_url: Option<String>,
+    /// Prefer `LILA_CLUSTER_SECRET`.
+    pub cluster_secret: Option<String>,
     /// Prefer `LILA_METRICS_TOKEN`.
     pub metrics_token: Option<String>,
     #[serde(default)]
@@ -484,6 +502,11 @@ impl Config {
             }
             None => None,
         };
+        let cluster_secret = env("LILA_CLUSTER_SECRET")
+            .or(file.cluster_secret)
+            .filter(|s| !s.is_empty());
+        long_enough("LILA_CLUSTER_SECRET", &cluster_secret)?;
+        config.cluster_secret = cluster_secret.map(ClusterSecret);
         config.whatsapp.url = env("LILA_WA_URL")
             .or(file.whatsapp.url)
             .filter(|s| !s.is_empty());
@@ -695,6 +718,23 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_cluster_secret_is_32_bytes_at_least_and_never_printed() {
+        let secret = |value: &str| {
+            let value = value.to_owned();
+            let env = move |k: &str| (k == "LILA_CLUSTER_SECRET").then(|| value.clone());
+            Config::from_parts(ConfigFile::default(), &env).map(|c| c.cluster_secret)
+        };
+        assert_eq!(
+            secret(&"c".repeat(31)).unwrap_err().to_string(),
+            "invalid value for LILA_CLUSTER_SECRET: must be at least 32 bytes (it has 31)"
+        );
+        let good = "c".repeat(32);
+        let config = secret(&good).unwrap();
+        assert_eq!(config.as_ref().map(|s| s.0.as_str()), Some(good.as_str()));
+        assert!(!format!("{config:?}").contains(&good));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
+use crate::cluster::proof::ProvenCaller;
 use crate::core::message_status::is_message_id;
 use crate::core::tenant::Caller;
 use crate::phone::Phone;
@@ -26,6 +27,11 @@ impl FromRequestParts<AppState> for AuthCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // A request another node forwarded names its caller under a proof
+        // the forwarding middleware checked (`http/forward.rs`).
+        if let Some(ProvenCaller(caller)) = parts.extensions.get::<ProvenCaller>() {
+            return Ok(AuthCaller(caller.clone()));
+        }
         let AuthCallerUntil(caller, _) = AuthCallerUntil::from_request_parts(parts, state).await?;
         Ok(AuthCaller(caller))
     }

@@ -23,10 +23,12 @@ use super::sessions::CreateSessionRequest;
 use super::{ApiError, AppState};
 use crate::cluster::ClusterError;
 use crate::cluster::forward::{Incoming, Served};
-use crate::cluster::peers::PeerAnswer;
+use crate::cluster::peers::{FORWARDED_FROM, PeerAnswer};
+use crate::cluster::proof::ProvenCaller;
 use crate::cluster::reset::StoredAnswer;
 use crate::core::reset_report::ResetReport;
 use crate::core::tenant::Caller;
+use crate::metrics::Metrics;
 use crate::phone::Phone;
 
 /// The largest body read to find a create's phone (bodies are small JSON).
@@ -36,14 +38,24 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
     let Some(cluster) = state.cluster.clone() else {
         return next.run(request).await;
     };
-    let caller = state.auth.authenticate(
-        request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
-    let Ok(caller) = caller else {
-        return next.run(request).await;
+    // A request another node forwarded carries its caller under a proof,
+    // never a token; any other is the caller's own, with its token.
+    let (caller, request) = if request.headers().contains_key(FORWARDED_FROM) {
+        match from_a_peer(&state, &cluster, request).await {
+            Ok(proven) => proven,
+            Err(refusal) => return refusal,
+        }
+    } else {
+        let caller = state.auth.authenticate(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        );
+        match caller {
+            Ok(caller) => (caller, request),
+            Err(_) => return next.run(request).await,
+        }
     };
     if !request.uri().path().starts_with("/api/sessions") {
         return next.run(request).await;
@@ -78,6 +90,43 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
         Ok(Served::Here) => next.run(Request::from_parts(parts, Body::from(body))).await,
         Ok(Served::Elsewhere(answer)) => as_it_came(answer),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// A request another node forwarded: its caller (which the handlers see
+/// too, as a [`ProvenCaller`]) once its proof holds, or a 401 (counted)
+/// without a valid proof. Its own `Authorization`, if any, is dropped.
+async fn from_a_peer(
+    state: &AppState,
+    cluster: &crate::cluster::Cluster,
+    request: Request,
+) -> Result<(Caller, Request), Response> {
+    let (mut parts, body) = request.into_parts();
+    let Ok(body) = to_bytes(body, BODY_LIMIT).await else {
+        return Err(
+            ApiError::BadRequest(format!("the request body is over {BODY_LIMIT} bytes"))
+                .into_response(),
+        );
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or_default();
+    match cluster.proven_caller(&parts.method, path_and_query, &parts.headers, &body) {
+        Ok(caller) => {
+            parts.headers.remove(header::AUTHORIZATION);
+            parts.extensions.insert(ProvenCaller(caller.clone()));
+            Ok((caller, Request::from_parts(parts, Body::from(body))))
+        }
+        Err(e) => {
+            Metrics::inc(&state.gateway.metrics().cluster_proofs_refused);
+            tracing::warn!(error = %e, "refused a request marked as from another node");
+            Err(ApiError::Unauthorized(format!(
+                "a request marked as from another node needs a valid cluster proof: {e}"
+            ))
+            .into_response())
+        }
     }
 }
 

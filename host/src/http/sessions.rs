@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
@@ -56,9 +56,7 @@ pub async fn list_sessions(
             .into_iter()
             .map(|b| (b.phone_number.clone(), b))
             .collect();
-    let running_elsewhere: Vec<SessionBody> = cluster
-        .sessions_of_peers(headers.get(header::AUTHORIZATION))
-        .await?;
+    let running_elsewhere: Vec<SessionBody> = cluster.sessions_of_peers(&caller).await?;
     for body in running_elsewhere.into_iter().chain(here) {
         sessions.insert(body.phone_number.clone(), body);
     }

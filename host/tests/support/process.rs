@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The cluster secret the tests' cluster nodes share (`LILA_CLUSTER_SECRET`).
+pub const CLUSTER_SECRET: &str = "cluster-test-cluster-secret-of-32-bytes";
+
 pub struct Server {
     pub data: std::path::PathBuf,
     child: Child,
@@ -91,7 +94,7 @@ impl Server {
         Server::wait_until_up(data, child, port)
     }
 
-    /// Starts `lila serve` as a cluster node on the PostgreSQL at
+    /// Starts `lila serve` as a cluster node (sharing [`CLUSTER_SECRET`]) on the PostgreSQL at
     /// `database_url`, logging to `{data}.log`.
     pub fn start_node(data: &Path, secret: &str, wa_url: &str, database_url: &str) -> Server {
         Server::start_node_with_env(data, secret, wa_url, database_url, &[])
@@ -118,6 +121,7 @@ impl Server {
         let mut command = Server::serve_command(data, secret, wa_url, port, "info");
         command
             .env("LILA_DATABASE_URL", database_url)
+            .env("LILA_CLUSTER_SECRET", CLUSTER_SECRET)
             .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(log)

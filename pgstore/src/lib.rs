@@ -12,8 +12,9 @@
 //! - [`PgBackend`]: the WhatsApp store of one phone, every write fenced.
 //! - [`claim_lease`], [`renew_lease`], [`release_lease`], [`check_fence`]:
 //!   the lease of one phone and its [`Fence`].
-//! - [`phone_state`]: the host's record, outbox, message statuses and
-//!   contacts of a phone, as the bytes of their single-node formats.
+//! - [`phone_state`]: the host's record, message statuses and contacts of
+//!   a phone, as the bytes of their single-node formats; [`outbox`]: its
+//!   outbox, a row per queued message.
 //! - [`phone_rows`] and [`purge_phone`]: what a reset will remove, and its
 //!   removal one [`PurgePart`] at a time under the lease, keeping the record
 //!   (tombstone and journal) and the lease. [`delete_phone`] removes the
@@ -40,7 +41,8 @@
 //! the old holder starts afterwards fails: a node that lost a phone (pause,
 //! partition, clock jump) can no longer change that phone's state. Epochs come
 //! from one sequence, so they are never reused, even after the lease row was
-//! deleted. This holds for the WhatsApp store, [`phone_state`]'s writes and
+//! deleted. This holds for the WhatsApp store, [`phone_state`]'s and
+//! [`outbox`]'s writes, and
 //! [`purge_phone`]. Reads are not fenced, nor are rows that belong to no
 //! phone (`nodes`, `reset_requests`, `plugin_state`).
 
@@ -50,6 +52,7 @@ mod error;
 mod lease;
 mod migrations;
 pub mod notify;
+pub mod outbox;
 pub mod phone_state;
 pub mod plugin_state;
 pub mod reset_requests;

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reset_requests",
         sql: include_str!("../migrations/0005_reset_requests.sql"),
     },
+    Migration {
+        version: 6,
+        name: "outbox_messages",
+        sql: include_str!("../migrations/0006_outbox_messages.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators across the cluster (an arbitrary constant,

@@ -447,6 +447,9 @@ async fn fill_host_state(pool: &Pool, fence: &Fence) {
     phone_state::save_state(pool, fence, StateKind::Statuses, Some(b"statuses"))
         .await
         .unwrap();
+    lila_pgstore::outbox::push(pool, fence, "3EB0A1B2C3D4E5F6A7B8C9D0", b"message")
+        .await
+        .unwrap();
     assert!(
         phone_state::save_contacts_if_session(pool, fence, b"contacts")
             .await

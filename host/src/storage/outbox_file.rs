@@ -199,6 +199,20 @@ pub fn encode_bytes(outbox: &Outbox) -> Result<Option<Vec<u8>>, StorageError> {
     Ok(Some(bytes))
 }
 
+/// One message as a row of the database's outbox holds it: its JSON, as a
+/// `queued` line of the log carries it.
+pub fn encode_message(message: &OutboxMessage) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(&MessageFile::of(message))
+        .map_err(|e| StorageError::corrupt_from(Path::new(WHAT), WHAT, e))
+}
+
+/// The message `encode_message` wrote (read from `path`, named in errors).
+pub fn decode_message(path: &Path, bytes: &[u8]) -> Result<OutboxMessage, StorageError> {
+    let file: MessageFile =
+        serde_json::from_slice(bytes).map_err(|e| StorageError::corrupt_from(path, WHAT, e))?;
+    file.into_message(path)
+}
+
 /// Loads the phone's queue. A torn last line (a crash during an append
 /// that was never acknowledged) is cut off the file, durably, so that the
 /// next append does not land after it; a file of version 1 is rewritten as

@@ -307,7 +307,9 @@ impl PhoneStore {
 mod tests {
     use super::*;
     use crate::core::record::DesiredState;
+    use crate::core::reset_plan::PurgeTargetKind;
     use crate::core::tenant::TenantId;
+    use lila_pgstore::phone_state::StateKind;
 
     fn phone() -> Phone {
         Phone::parse("51987654321").unwrap()
@@ -345,6 +347,38 @@ mod tests {
             store.load_statuses(&phone).await.unwrap().len(),
             statuses.len()
         );
+        let outbox = record_some_changes(store).await;
+        assert_eq!(store.load_outbox(&phone).await.unwrap(), outbox);
+    }
+
+    /// Three messages queued one change at a time, the head tried twice and
+    /// then sent: the queue the store must give back (the second and third,
+    /// in order, untried).
+    async fn record_some_changes(store: &PhoneStore) -> Outbox {
+        let mut outbox = Outbox::default();
+        let record = |outbox: &mut Outbox, change: OutboxChange| {
+            outbox.replay(change.clone());
+            (change, outbox.clone())
+        };
+        let mut changes = Vec::new();
+        for (i, text) in ["uno", "dos", "tres"].into_iter().enumerate() {
+            let to = crate::core::outbox::Recipient::parse("51900000001").unwrap();
+            let id = format!("3EB0A1B2C3D4E5F6A7B8C9E{i}");
+            let message = crate::core::outbox::OutboxMessage::new(id, to, text.into(), 1).unwrap();
+            changes.push(record(&mut outbox, OutboxChange::Queued(message)));
+        }
+        let head = "3EB0A1B2C3D4E5F6A7B8C9E0".to_owned();
+        for attempts in [1, 2] {
+            let id = head.clone();
+            changes.push(record(&mut outbox, OutboxChange::Attempted { id, attempts }));
+        }
+        changes.push(record(&mut outbox, OutboxChange::Left { id: head }));
+        for (change, after) in &changes {
+            store.record_outbox(&phone(), change, after).await.unwrap();
+        }
+        assert_eq!(outbox.len(), 2);
+        assert!(outbox.iter().all(|m| m.attempts == 0));
+        outbox
     }
 
     #[tokio::test]
@@ -389,6 +423,70 @@ mod tests {
     }
 
     const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// In a cluster a change of the outbox is one row (O(the message)): the
+    /// table holds a row per queued message, a sent one's row is gone; an
+    /// outbox stored the old way (one `phone_state` value) is moved into
+    /// rows at load under the lease; and a reset's outbox part empties it.
+    #[tokio::test]
+    async fn the_postgres_outbox_is_a_row_per_message_and_a_reset_empties_it() {
+        let pool = fresh_database().await;
+        let db = PgPhoneStore::new(pool.clone());
+        let fence = lila_pgstore::claim_lease(&pool, phone().as_str(), "node-a", LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        db.hold(&phone(), fence.clone());
+        let store = PhoneStore::Postgres(db.clone());
+        let outbox = record_some_changes(&store).await;
+        let rows = |pool: lila_pgstore::Pool| async move {
+            let client = pool.get().await.unwrap();
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM outbox_messages WHERE phone = $1),
+                            (SELECT count(*) FROM phone_state WHERE phone = $1 AND kind = 'outbox')",
+                    &[&phone().as_str()],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0), row.get::<_, i64>(1))
+        };
+        assert_eq!(rows(pool.clone()).await, (2, 0));
+
+        // An outbox stored by an older lila: one phone_state value.
+        let old = outbox_file::encode_bytes(&outbox).unwrap().unwrap();
+        lila_pgstore::outbox::replace(&pool, &fence, &[]).await.unwrap();
+        lila_pgstore::phone_state::save_state(&pool, &fence, StateKind::Outbox, Some(&old))
+            .await
+            .unwrap();
+        assert_eq!(rows(pool.clone()).await, (0, 1));
+        assert_eq!(store.load_outbox(&phone()).await.unwrap(), outbox);
+        assert_eq!(rows(pool.clone()).await, (2, 0), "moved into rows");
+        assert_eq!(store.load_outbox(&phone()).await.unwrap(), outbox);
+
+        // A reset's outbox part removes the rows, and says it did.
+        let layout = DataLayout::new(std::path::Path::new("/nonexistent"));
+        let plan = ResetPlan::for_phone(&layout, &phone());
+        let inventory = db.reset_inventory(&phone(), &plan).await.unwrap();
+        let outbox_target = inventory
+            .iter()
+            .find(|t| t.kind == PurgeTargetKind::Outbox)
+            .unwrap();
+        assert_eq!(outbox_target.files.len(), 1, "{inventory:?}");
+        let session = db
+            .purge_target(&phone(), PurgeTargetKind::SessionDir)
+            .await
+            .unwrap();
+        assert!(!session.existed, "the session part leaves the outbox alone");
+        assert_eq!(rows(pool.clone()).await, (2, 0));
+        let removed = db
+            .purge_target(&phone(), PurgeTargetKind::Outbox)
+            .await
+            .unwrap();
+        assert!(removed.existed);
+        assert_eq!(rows(pool.clone()).await, (0, 0));
+        assert!(store.load_outbox(&phone()).await.unwrap().is_empty());
+    }
 
     #[tokio::test]
     async fn the_postgres_store_writes_a_phone_only_under_its_lease() {

@@ -1,7 +1,8 @@
 //! A phone's record, outbox, statuses and contacts in PostgreSQL (cluster
 //! mode): the `PhoneStore::Postgres` variant, with the same methods as the
 //! files and the same encodings (each value is the bytes of its versioned
-//! file format, decoded by the same functions).
+//! file format, decoded by the same functions; the outbox is a row per
+//! message, each the JSON a `queued` line of the files' log carries).
 //!
 //! Every write is fenced by the phone's lease (see `lila-pgstore`): the
 //! store writes a phone only while this node holds it (`hold`), and a write
@@ -17,7 +18,7 @@ use lila_pgstore::{Fence, PgBackend, PgStoreError, Pool, PurgePart};
 
 use super::{StorageError, contacts, message_status_file, outbox_file, phone_records};
 use crate::core::message_status::MessageStatuses;
-use crate::core::outbox::{Outbox, OutboxChange};
+use crate::core::outbox::{Outbox, OutboxChange, OutboxMessage};
 use crate::core::record::{DesiredState, PhoneRecord};
 use crate::core::reset_plan::{PlannedRemoval, PurgeTargetKind, RemovedTarget, ResetPlan};
 use crate::phone::Phone;
@@ -187,28 +188,81 @@ impl PgPhoneStore {
             .map_err(database)
     }
 
+    /// The phone's queue: its rows (`lila_pgstore::outbox`), after an
+    /// outbox stored the old way (one `phone_state` value) if one is left.
+    /// Under the phone's lease such an old value is moved into rows here,
+    /// so that every later change finds its message's row.
     pub async fn load_outbox(&self, phone: &Phone) -> Result<Outbox, StorageError> {
-        match self.load_state(phone, StateKind::Outbox).await? {
-            Some(bytes) => outbox_file::decode(Path::new(&place(phone, "outbox")), &bytes),
-            None => Ok(Outbox::default()),
+        let old = match self.load_state(phone, StateKind::Outbox).await? {
+            Some(bytes) => Some(outbox_file::decode(
+                Path::new(&place(phone, "outbox")),
+                &bytes,
+            )?),
+            None => None,
+        };
+        let rows = lila_pgstore::outbox::load(&self.pool, phone.as_str())
+            .await
+            .map_err(database)?;
+        let path = place(phone, lila_pgstore::outbox::TABLE);
+        let mut messages: Vec<OutboxMessage> =
+            old.iter().flat_map(|o| o.iter().cloned()).collect();
+        for body in &rows {
+            messages.push(outbox_file::decode_message(Path::new(&path), body)?);
         }
+        let outbox = Outbox::from_messages(messages);
+        if old.is_some() && self.holds(phone) {
+            self.save_outbox(phone, &outbox).await?;
+        }
+        Ok(outbox)
     }
 
+    /// Replaces the phone's whole queue (an import, the move of an old one).
     pub async fn save_outbox(&self, phone: &Phone, outbox: &Outbox) -> Result<(), StorageError> {
-        let bytes = outbox_file::encode_bytes(outbox)?;
-        self.save_state(phone, StateKind::Outbox, bytes).await
+        let rows = outbox
+            .iter()
+            .map(|m| Ok((m.id.clone(), outbox_file::encode_message(m)?)))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        lila_pgstore::outbox::replace(&self.pool, &self.fence(phone)?, &rows)
+            .await
+            .map_err(database)
     }
 
-    /// One change of the outbox: the queue after it, rewritten whole, so
-    /// that in a cluster an enqueue still costs O(the queue) (the limits
-    /// bound it). A row per change, like the files' log, is in docs/PLANS.md.
+    /// One change of the outbox, O(the message): a row inserted, rewritten
+    /// or deleted. A change to a message with no row (it was in an old
+    /// outbox value not moved yet) writes `after`, the queue with the change
+    /// applied, whole, once.
     pub async fn record_outbox(
         &self,
         phone: &Phone,
-        _change: &OutboxChange,
+        change: &OutboxChange,
         after: &Outbox,
     ) -> Result<(), StorageError> {
-        self.save_outbox(phone, after).await
+        let fence = self.fence(phone)?;
+        let found = match change {
+            OutboxChange::Queued(message) => {
+                let body = outbox_file::encode_message(message)?;
+                lila_pgstore::outbox::push(&self.pool, &fence, &message.id, &body)
+                    .await
+                    .map_err(database)?;
+                true
+            }
+            OutboxChange::Attempted { id, .. } => match after.iter().find(|m| &m.id == id) {
+                Some(message) => {
+                    let body = outbox_file::encode_message(message)?;
+                    lila_pgstore::outbox::update(&self.pool, &fence, id, &body)
+                        .await
+                        .map_err(database)?
+                }
+                None => false,
+            },
+            OutboxChange::Left { id } => lila_pgstore::outbox::remove(&self.pool, &fence, id)
+                .await
+                .map_err(database)?,
+        };
+        if !found {
+            self.save_outbox(phone, after).await?;
+        }
+        Ok(())
     }
 
     pub async fn load_statuses(&self, phone: &Phone) -> Result<MessageStatuses, StorageError> {

@@ -255,6 +255,9 @@ pub struct PhoneRows {
 impl PhoneRows {
     /// The purge part these rows belong to.
     pub fn part(&self) -> PurgePart {
+        if self.place == crate::outbox::TABLE {
+            return PurgePart::State(StateKind::Outbox);
+        }
         match self.place.strip_prefix("phone_state:") {
             Some("outbox") => PurgePart::State(StateKind::Outbox),
             Some("statuses") => PurgePart::State(StateKind::Statuses),
@@ -339,7 +342,10 @@ pub async fn purge_phone(
         .collect();
     match part {
         PurgePart::Session => {
-            for table in tables.iter().filter(|t| *t != "phone_state") {
+            for table in tables
+                .iter()
+                .filter(|t| *t != "phone_state" && *t != crate::outbox::TABLE)
+            {
                 let sql = format!("DELETE FROM {} WHERE phone = $1", quote_identifier(table));
                 tx.execute(sql.as_str(), &[&fence.phone]).await?;
             }
@@ -355,6 +361,13 @@ pub async fn purge_phone(
                 &[&fence.phone, &kind.as_str()],
             )
             .await?;
+            if kind == StateKind::Outbox {
+                tx.execute(
+                    "DELETE FROM outbox_messages WHERE phone = $1",
+                    &[&fence.phone],
+                )
+                .await?;
+            }
         }
     }
     tx.commit().await?;

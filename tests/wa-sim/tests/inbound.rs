@@ -36,6 +36,24 @@ async fn deliver(
     (id, message, info)
 }
 
+/// The client sends `text` to `to`; returns the message id.
+async fn device_sends(client: &TestClient, to: &str, text: &str) -> String {
+    let message = wa::Message {
+        conversation: Some(text.into()),
+        ..Default::default()
+    };
+    let sent = tokio::time::timeout(
+        WAIT,
+        client
+            .client
+            .send_message(to.parse::<Jid>().unwrap(), message),
+    )
+    .await
+    .expect("send in time")
+    .expect("send succeeds");
+    sent.message_id
+}
+
 async fn download(client: &TestClient, media: &dyn Downloadable) -> Vec<u8> {
     tokio::time::timeout(WAIT, client.client.download(media))
         .await
@@ -82,20 +100,7 @@ async fn a_contacts_text_reaches_the_client_decrypted_and_is_acknowledged() {
     assert_eq!(status.kind, "text");
 
     // The device answers; the contact's next message rides the session (msg).
-    let to: Jid = contact.parse().unwrap();
-    tokio::time::timeout(
-        WAIT,
-        client.client.send_message(
-            to,
-            wa::Message {
-                conversation: Some("hi Carol".into()),
-                ..Default::default()
-            },
-        ),
-    )
-    .await
-    .expect("send in time")
-    .expect("send succeeds");
+    device_sends(&client, &contact, "hi Carol").await;
     assert!(sim.wait_until(WAIT, |s| !s.messages().is_empty()).await);
     let second = sim
         .send_from_contact(&contact, &phone, ContactMessage::text("second"))
@@ -237,4 +242,219 @@ async fn the_admin_api_sends_and_reports_the_acknowledgement() {
     let (status, _) = http(&sim, "GET", "/admin/messages/NOPE", "", "").await;
     assert_eq!(status, 404);
     client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_mentions_reactions_and_the_other_kinds_arrive_as_sent() {
+    let sim = start_sim().await;
+    let contact = sim.add_contact("15557770013", "Frank").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut client, jid) = paired_client(&sim, dir.path()).await;
+    let phone = phone_of(&jid);
+    let phone_jid = format!("{phone}@s.whatsapp.net");
+    let c = &contact;
+    let p = phone.as_str();
+
+    let (original, _, _) = deliver(&sim, &mut client, c, p, ContactMessage::text("original")).await;
+
+    // A reply to the contact's own message, mentioning the phone's user.
+    let reply = ContactMessage::text("replying, @you")
+        .quoting(&original)
+        .mentioning([phone_jid.clone()]);
+    let (_, message, _) = deliver(&sim, &mut client, c, p, reply).await;
+    let ext = message
+        .extended_text_message
+        .as_option()
+        .expect("extended text");
+    assert_eq!(ext.text.as_deref(), Some("replying, @you"));
+    let ctx = ext.context_info.as_option().expect("context info");
+    assert_eq!(ctx.stanza_id.as_deref(), Some(original.as_str()));
+    assert_eq!(ctx.participant.as_deref(), Some(contact.as_str()));
+    assert_eq!(
+        ctx.quoted_message
+            .as_option()
+            .and_then(|q| q.conversation.as_deref()),
+        Some("original")
+    );
+    assert_eq!(ctx.mentioned_jid, std::slice::from_ref(&phone_jid));
+
+    // A reply to what the device sent: the quote names the phone's user.
+    let device_msg = device_sends(&client, &contact, "from the device").await;
+    let wanted = device_msg.clone();
+    assert!(
+        sim.wait_until(WAIT, |s| s.messages().iter().any(|m| m.id == wanted))
+            .await
+    );
+    let (_, message, _) = deliver(
+        &sim,
+        &mut client,
+        c,
+        p,
+        ContactMessage::text("got it").quoting(&device_msg),
+    )
+    .await;
+    let ctx = message
+        .extended_text_message
+        .as_option()
+        .and_then(|e| e.context_info.as_option())
+        .expect("context info");
+    assert_eq!(ctx.participant.as_deref(), Some(phone_jid.as_str()));
+    assert_eq!(
+        ctx.quoted_message
+            .as_option()
+            .and_then(|q| q.conversation.as_deref()),
+        Some("from the device")
+    );
+
+    // A reaction to the device's message.
+    let (id, message, _) = deliver(
+        &sim,
+        &mut client,
+        c,
+        p,
+        ContactMessage::reaction(&device_msg, "👍"),
+    )
+    .await;
+    let reaction = message.reaction_message.as_option().expect("a reaction");
+    assert_eq!(reaction.text.as_deref(), Some("👍"));
+    let key = reaction.key.as_option().expect("a key");
+    assert_eq!(key.id.as_deref(), Some(device_msg.as_str()));
+    assert_eq!(
+        key.from_me,
+        Some(false),
+        "the reacted message is not the contact's"
+    );
+    assert_eq!(sim.inbound_message(&id).unwrap().kind, "reaction");
+
+    let (_, message, _) = deliver(
+        &sim,
+        &mut client,
+        c,
+        p,
+        ContactMessage::location(48.8584, 2.2945, Some("Tour Eiffel".into())),
+    )
+    .await;
+    let loc = message.location_message.as_option().expect("a location");
+    assert_eq!(loc.degrees_latitude, Some(48.8584));
+    assert_eq!(loc.degrees_longitude, Some(2.2945));
+    assert_eq!(loc.name.as_deref(), Some("Tour Eiffel"));
+
+    let vcard =
+        "BEGIN:VCARD\nVERSION:3.0\nFN:Grace\nTEL;waid=15557770099:+1 555 777 0099\nEND:VCARD";
+    let (_, message, _) = deliver(
+        &sim,
+        &mut client,
+        c,
+        p,
+        ContactMessage::contact_card("Grace", vcard),
+    )
+    .await;
+    let card = message.contact_message.as_option().expect("a contact card");
+    assert_eq!(card.display_name.as_deref(), Some("Grace"));
+    assert_eq!(card.vcard.as_deref(), Some(vcard));
+
+    let webp = b"RIFF\x10\x00\x00\x00WEBPVP8 sticker".to_vec();
+    let (_, message, _) = deliver(
+        &sim,
+        &mut client,
+        c,
+        p,
+        ContactMessage::media(MediaKind::Sticker, "image/webp", webp.clone()),
+    )
+    .await;
+    let sticker = message.sticker_message.as_option().expect("a sticker");
+    assert_eq!(download(&client, sticker).await, webp);
+
+    let ogg = vec![0x4f_u8; 3000];
+    let (_, message, _) = deliver(
+        &sim,
+        &mut client,
+        c,
+        p,
+        ContactMessage::media(MediaKind::Audio, "audio/ogg; codecs=opus", ogg.clone())
+            .as_voice_note(),
+    )
+    .await;
+    let audio = message.audio_message.as_option().expect("a voice note");
+    assert_eq!(audio.ptt, Some(true));
+    assert_eq!(download(&client, audio).await, ogg);
+
+    let mp4 = vec![0x22_u8; 5000];
+    let (_, message, _) = deliver(
+        &sim,
+        &mut client,
+        c,
+        p,
+        ContactMessage::media(MediaKind::Video, "video/mp4", mp4.clone()).with_caption("clip"),
+    )
+    .await;
+    let video = message.video_message.as_option().expect("a video");
+    assert_eq!(video.caption.as_deref(), Some("clip"));
+    assert_eq!(download(&client, video).await, mp4);
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_the_device_is_offline_arrive_when_it_reconnects() {
+    let sim = start_sim().await;
+    let contact = sim.add_contact("15557770014", "Heidi").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, jid) = paired_client(&sim, dir.path()).await;
+    let phone = phone_of(&jid);
+    client.stop().await;
+    assert!(sim.wait_until(WAIT, |s| !s.is_connected(&jid)).await);
+
+    let mut ids = Vec::new();
+    for text in ["while", "you", "were", "away"] {
+        ids.push(
+            sim.send_from_contact(&contact, &phone, ContactMessage::text(text))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        let status = sim.inbound_message(id).unwrap();
+        assert!(!status.devices[0].sent, "nothing reaches an offline device");
+        assert!(!status.acknowledged);
+    }
+
+    let mut again = TestClient::start(&sim, dir.path()).await;
+    let mut texts = Vec::new();
+    for (message, info) in again.wait_messages(&ids).await {
+        assert!(info.is_offline, "{} is marked as offline delivery", info.id);
+        texts.push(message.conversation.unwrap_or_default());
+    }
+    assert_eq!(texts, ["while", "you", "were", "away"]);
+    let all_acknowledged = |s: &wa_sim::SimControl| {
+        ids.iter()
+            .all(|id| s.inbound_message(id).is_some_and(|m| m.acknowledged))
+    };
+    assert!(
+        sim.wait_until(WAIT, all_acknowledged).await,
+        "{:?}",
+        ids.iter()
+            .map(|id| sim.inbound_message(id))
+            .collect::<Vec<_>>()
+    );
+
+    // Acknowledged messages are not delivered again at the next login.
+    again.stop().await;
+    assert!(sim.wait_until(WAIT, |s| !s.is_connected(&jid)).await);
+    let mut third = TestClient::start(&sim, dir.path()).await;
+    third.wait_connected().await;
+    let late = sim
+        .send_from_contact(&contact, &phone, ContactMessage::text("live again"))
+        .await
+        .unwrap();
+    let replayed = third
+        .wait_for("the live message", |e| match e {
+            Event::Messages(batch) => batch
+                .iter()
+                .find(|m| ids.contains(&m.info.id) || m.info.id == late)
+                .map(|m| m.info.id.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(replayed, late, "an acknowledged message came back");
+    third.stop().await;
 }

@@ -100,6 +100,30 @@ impl TestClient {
         .await
     }
 
+    /// Waits until every message in `ids` was decrypted (an offline drain
+    /// delivers several in one batch); returns them in arrival order.
+    pub async fn wait_messages(&mut self, ids: &[String]) -> Vec<(wa::Message, MessageInfo)> {
+        let mut got: Vec<(wa::Message, MessageInfo)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !ids.iter().all(|id| got.iter().any(|(_, i)| &i.id == id)) {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    if let Event::Messages(batch) = &*event {
+                        got.extend(
+                            batch
+                                .iter()
+                                .filter(|m| ids.contains(&m.info.id))
+                                .map(|m| ((*m.message).clone(), (*m.info).clone())),
+                        );
+                    }
+                }
+                Ok(None) => panic!("event stream ended while waiting for {ids:?}"),
+                Err(_) => panic!("timed out waiting for {ids:?}; got {got:?}"),
+            }
+        }
+        got
+    }
+
     pub async fn wait_qr(&mut self) -> String {
         self.wait_for("a QR code", |e| match e {
             Event::PairingQrCode(q) => Some(q.code.clone()),

@@ -162,8 +162,9 @@ impl ContactMessage {
 pub struct DeviceDelivery {
     /// The linked device, `user:device@s.whatsapp.net`.
     pub jid: String,
-    /// The `<enc type>` it was encrypted as: `pkmsg` until the device has
-    /// answered the contact (then `msg`).
+    /// The `<enc type>`s it carried, comma-separated: `pkmsg` until the device
+    /// has answered the contact (then `msg`); in a group `skmsg`, after a
+    /// `pkmsg`/`msg` with the sender key the first time.
     pub enc: String,
     /// The stanza reached the device's socket (at least once).
     pub sent: bool,
@@ -360,9 +361,6 @@ fn build_message(
             context.stanza_id = Some(id.clone());
             context.participant = Some(q.sender);
             context.quoted_message = MessageField::some(q.message);
-            if message.group.is_some() {
-                context.remote_jid = Some(chat_for_sender.to_string());
-            }
         }
         MessageField::some(context)
     } else {
@@ -464,6 +462,16 @@ fn build_message(
     Ok(out)
 }
 
+/// A linked device a message is encrypted to.
+struct Target {
+    jid: DeviceJid,
+    /// The device's bundle, when the contact has no session with it yet.
+    bundle: Option<signal::PublicBundle>,
+    /// In a group: whether the device still needs the contact's sender key.
+    needs_skdm: bool,
+    skdm_key: String,
+}
+
 /// A fresh stanza id, shaped like a phone's.
 fn new_message_id() -> String {
     format!("3A{}", stanza::random_token(18))
@@ -482,13 +490,17 @@ pub async fn send(
     let phone_user = user_of(to).to_string();
     let from_jid = pn_jid(&contact_user);
     let to_jid = pn_jid(&phone_user);
-    if message.group.is_some() {
-        return Err(SimError::BadRequest(
-            "group messages from contacts are not simulated yet".into(),
-        ));
-    }
-    let chat_for_sender = to_jid.clone();
-    let chat_for_device = from_jid.clone();
+    let group_jid = match &message.group {
+        Some(g) if g.strip_suffix("@g.us").is_some_and(|id| !id.is_empty()) => Some(g.clone()),
+        Some(g) => {
+            return Err(SimError::BadRequest(format!(
+                "group {g:?} is not a group JID (id@g.us)"
+            )));
+        }
+        None => None,
+    };
+    let chat_for_sender = group_jid.clone().unwrap_or_else(|| to_jid.clone());
+    let chat_for_device = group_jid.clone().unwrap_or_else(|| from_jid.clone());
     for m in &message.mentions {
         if !m.ends_with("@s.whatsapp.net") && !m.ends_with("@lid") {
             return Err(SimError::BadRequest(format!(
@@ -515,6 +527,19 @@ pub async fn send(
             return Err(SimError::Conflict(format!(
                 "phone {to} has no linked device"
             )));
+        }
+        if let Some(g) = &group_jid {
+            let id = g.trim_end_matches("@g.us");
+            let group = w
+                .groups
+                .iter()
+                .find(|gr| gr.id == id)
+                .ok_or_else(|| SimError::NotFound(format!("no group {g}")))?;
+            if !group.participants.iter().any(|p| p.jid == from_jid) {
+                return Err(SimError::Conflict(format!(
+                    "{from_jid} is not a participant of {g}"
+                )));
+            }
         }
         let quoted = match &message.quoted_id {
             Some(id) => Some(
@@ -544,53 +569,104 @@ pub async fn send(
     let t = stanza::now_secs().to_string();
 
     // Encrypt to each linked device, starting sessions from their bundles.
-    let mut stanzas: Vec<(DeviceJid, &'static str, Node)> = Vec::new();
+    let mut stanzas: Vec<(DeviceJid, String, Node)> = Vec::new();
     {
         let mut party = party.lock().await;
-        let targets: Vec<(DeviceJid, Option<signal::PublicBundle>)> = shared.with_world(|w| {
+        // In a group: the sender key's distribution message (for devices that
+        // do not have it yet) and the message under the sender key, once.
+        let group_cipher = match &group_jid {
+            Some(g) => Some((
+                party.sender_key_distribution(g).await?,
+                party.group_encrypt(g, &plaintext).await?,
+            )),
+            None => None,
+        };
+        let targets: Vec<Target> = shared.with_world(|w| {
+            let mut targets = Vec::new();
             let Some(phone) = w.phones.get_mut(&phone_user) else {
-                return Vec::new();
+                return targets;
             };
-            phone
-                .devices
-                .values_mut()
-                .map(|dev| {
-                    let jid = DeviceJid {
-                        user: phone_user.clone(),
-                        device: dev.device_id,
-                    };
-                    let peer = signal::address(&jid.user, "s.whatsapp.net", jid.device);
-                    let bundle = (!party.has_session(&peer)).then(|| dev.bundle_for_sender());
-                    (jid, bundle)
-                })
-                .collect()
+            for dev in phone.devices.values_mut() {
+                let jid = DeviceJid {
+                    user: phone_user.clone(),
+                    device: dev.device_id,
+                };
+                let skdm_key = format!("{chat_for_device}|{from_jid}|{}", jid.jid());
+                let needs_skdm = group_jid.is_some() && !w.skdm_shared.contains(&skdm_key);
+                let peer = signal::address(&jid.user, "s.whatsapp.net", jid.device);
+                let pairwise = group_jid.is_none() || needs_skdm;
+                let bundle =
+                    (pairwise && !party.has_session(&peer)).then(|| dev.bundle_for_sender());
+                targets.push(Target {
+                    jid,
+                    bundle,
+                    needs_skdm,
+                    skdm_key,
+                });
+            }
+            targets
         });
-        for (jid, bundle) in targets {
+        for target in targets {
+            let jid = target.jid;
             let peer = signal::address(&jid.user, "s.whatsapp.net", jid.device);
-            if let Some(bundle) = bundle {
+            if let Some(bundle) = target.bundle {
                 party
                     .start_session(&peer, &bundle, u32::from(jid.device))
                     .await?;
             }
-            let (enc_type, ciphertext) = party.encrypt(&peer, &plaintext).await?;
-            let mut enc_attrs = vec![("v", "2".to_string()), ("type", enc_type.to_string())];
-            if let Some(mt) = media_type {
-                enc_attrs.push(("mediatype", mt.to_string()));
+            let mut encs: Vec<(String, Vec<u8>, Option<&str>)> = Vec::new();
+            match (&group_cipher, &group_jid) {
+                (Some((skdm, skmsg)), Some(group)) => {
+                    if target.needs_skdm {
+                        let distribution = wa::Message {
+                            sender_key_distribution_message: MessageField::some(
+                                wa::message::SenderKeyDistributionMessage {
+                                    group_id: Some(group.clone()),
+                                    axolotl_sender_key_distribution_message: Some(skdm.clone()),
+                                },
+                            ),
+                            ..Default::default()
+                        };
+                        let (enc_type, bytes) = party
+                            .encrypt(&peer, &signal::pad(distribution.encode_to_vec()))
+                            .await?;
+                        encs.push((enc_type.to_string(), bytes, None));
+                        shared.with_world(|w| w.skdm_shared.insert(target.skdm_key.clone()));
+                    }
+                    encs.push(("skmsg".to_string(), skmsg.clone(), media_type));
+                }
+                _ => {
+                    let (enc_type, bytes) = party.encrypt(&peer, &plaintext).await?;
+                    encs.push((enc_type.to_string(), bytes, media_type));
+                }
+            }
+            let types: Vec<&str> = encs.iter().map(|(t, _, _)| t.as_str()).collect();
+            let types = types.join(",");
+            let mut attrs = vec![
+                ("from", chat_for_device.clone()),
+                ("id", id.clone()),
+                ("t", t.clone()),
+                ("type", kind.to_string()),
+                ("notify", push_name.clone()),
+            ];
+            if group_jid.is_some() {
+                attrs.push(("participant", from_jid.clone()));
+                attrs.push(("addressing_mode", "pn".to_string()));
             }
             let node = NodeBuilder::new("message")
-                .attrs([
-                    ("from", chat_for_device.clone()),
-                    ("id", id.clone()),
-                    ("t", t.clone()),
-                    ("type", kind.to_string()),
-                    ("notify", push_name.clone()),
-                ])
-                .children([NodeBuilder::new("enc")
-                    .attrs(enc_attrs)
-                    .bytes(ciphertext)
-                    .build()])
+                .attrs(attrs)
+                .children(encs.into_iter().map(|(enc_type, bytes, media_type)| {
+                    let mut enc_attrs = vec![("v", "2".to_string()), ("type", enc_type)];
+                    if let Some(mt) = media_type {
+                        enc_attrs.push(("mediatype", mt.to_string()));
+                    }
+                    NodeBuilder::new("enc")
+                        .attrs(enc_attrs)
+                        .bytes(bytes)
+                        .build()
+                }))
                 .build();
-            stanzas.push((jid, enc_type, node));
+            stanzas.push((jid, types, node));
         }
     }
 
@@ -603,7 +679,7 @@ pub async fn send(
                 jid.jid(),
                 DeviceDelivery {
                     jid: jid.jid(),
-                    enc: enc.to_string(),
+                    enc: enc.clone(),
                     ..Default::default()
                 },
             );

@@ -258,6 +258,8 @@ pub struct World {
     pub inbound: BTreeMap<String, InboundRecord>,
     /// Encrypted media files served at their direct path.
     pub media: HashMap<String, Vec<u8>>,
+    /// `group|contact|device` for each device a contact's sender key reached.
+    pub skdm_shared: HashSet<String>,
     /// The `auth` token handed out in `media_conn`.
     pub media_auth: String,
     pub removed: Vec<RemovedDevice>,

@@ -20,6 +20,34 @@ fn sha256(data: &[u8]) -> Vec<u8> {
     h.finalize()
 }
 
+/// A simulator with one contact and a paired, connected client.
+struct Linked {
+    sim: SimHandle,
+    dir: tempfile::TempDir,
+    client: TestClient,
+    /// The client's device JID.
+    jid: String,
+    contact: String,
+    /// The client's phone number.
+    phone: String,
+}
+
+async fn linked(contact_phone: &str, contact_name: &str) -> Linked {
+    let sim = start_sim().await;
+    let contact = sim.add_contact(contact_phone, contact_name).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, jid) = paired_client(&sim, dir.path()).await;
+    let phone = phone_of(&jid);
+    Linked {
+        sim,
+        dir,
+        client,
+        jid,
+        contact,
+        phone,
+    }
+}
+
 /// The contact sends `message` to `phone`; waits until the client decrypted it.
 async fn deliver(
     sim: &SimHandle,
@@ -63,11 +91,14 @@ async fn download(client: &TestClient, media: &dyn Downloadable) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contacts_text_reaches_the_client_decrypted_and_is_acknowledged() {
-    let sim = start_sim().await;
-    let contact = sim.add_contact("15557770010", "Carol").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut client, jid) = paired_client(&sim, dir.path()).await;
-    let phone = phone_of(&jid);
+    let Linked {
+        sim,
+        dir: _dir,
+        mut client,
+        jid,
+        contact,
+        phone,
+    } = linked("15557770010", "Carol").await;
 
     let id = sim
         .send_from_contact(&contact, &phone, ContactMessage::text("hello there"))
@@ -114,11 +145,14 @@ async fn a_contacts_text_reaches_the_client_decrypted_and_is_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_and_a_document_download_to_the_same_bytes() {
-    let sim = start_sim().await;
-    let contact = sim.add_contact("15557770011", "Dave").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut client, jid) = paired_client(&sim, dir.path()).await;
-    let phone = phone_of(&jid);
+    let Linked {
+        sim,
+        dir: _dir,
+        mut client,
+        jid: _,
+        contact,
+        phone,
+    } = linked("15557770011", "Dave").await;
 
     let image: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let (id, message, _) = deliver(
@@ -246,11 +280,14 @@ async fn the_admin_api_sends_and_reports_the_acknowledgement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_mentions_reactions_and_the_other_kinds_arrive_as_sent() {
-    let sim = start_sim().await;
-    let contact = sim.add_contact("15557770013", "Frank").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut client, jid) = paired_client(&sim, dir.path()).await;
-    let phone = phone_of(&jid);
+    let Linked {
+        sim,
+        dir: _dir,
+        mut client,
+        jid: _,
+        contact,
+        phone,
+    } = linked("15557770013", "Frank").await;
     let phone_jid = format!("{phone}@s.whatsapp.net");
     let c = &contact;
     let p = phone.as_str();
@@ -396,11 +433,14 @@ async fn replies_mentions_reactions_and_the_other_kinds_arrive_as_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sent_while_the_device_is_offline_arrive_when_it_reconnects() {
-    let sim = start_sim().await;
-    let contact = sim.add_contact("15557770014", "Heidi").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (client, jid) = paired_client(&sim, dir.path()).await;
-    let phone = phone_of(&jid);
+    let Linked {
+        sim,
+        dir,
+        client,
+        jid,
+        contact,
+        phone,
+    } = linked("15557770014", "Heidi").await;
     client.stop().await;
     assert!(sim.wait_until(WAIT, |s| !s.is_connected(&jid)).await);
 
@@ -457,4 +497,95 @@ async fn messages_sent_while_the_device_is_offline_arrive_when_it_reconnects() {
         .await;
     assert_eq!(replayed, late, "an acknowledged message came back");
     third.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_messages_are_sender_key_encrypted_after_a_distribution_message() {
+    let Linked {
+        sim,
+        dir: _dir,
+        mut client,
+        jid: _,
+        contact,
+        phone,
+    } = linked("15557770015", "Ivan").await;
+    let group = sim
+        .add_group(wa_sim::GroupSpec {
+            id: Some("120363000000000042".into()),
+            subject: "Friends".into(),
+            participants: vec![contact.clone(), format!("{phone}@s.whatsapp.net")],
+        })
+        .unwrap();
+
+    let (first, message, info) = deliver(
+        &sim,
+        &mut client,
+        &contact,
+        &phone,
+        ContactMessage::text("hello group").in_group(&group),
+    )
+    .await;
+    assert_eq!(message.conversation.as_deref(), Some("hello group"));
+    assert_eq!(info.source.chat.to_string(), group);
+    assert_eq!(info.source.sender.to_string(), contact);
+    assert!(info.source.is_group);
+    assert_eq!(info.push_name, "Ivan");
+    assert_eq!(
+        sim.inbound_message(&first).unwrap().devices[0].enc,
+        "pkmsg,skmsg"
+    );
+
+    let (second, message, _) = deliver(
+        &sim,
+        &mut client,
+        &contact,
+        &phone,
+        ContactMessage::text("still here")
+            .in_group(&group)
+            .quoting(&first),
+    )
+    .await;
+    let ctx = message
+        .extended_text_message
+        .as_option()
+        .and_then(|e| e.context_info.as_option())
+        .expect("context info");
+    assert_eq!(ctx.stanza_id.as_deref(), Some(first.as_str()));
+    assert_eq!(ctx.participant.as_deref(), Some(contact.as_str()));
+    assert_eq!(
+        sim.inbound_message(&second).unwrap().devices[0].enc,
+        "skmsg",
+        "the sender key is distributed once"
+    );
+    assert!(
+        sim.wait_until(WAIT, |s| [&first, &second]
+            .iter()
+            .all(|id| s.inbound_message(id).is_some_and(|m| m.delivered)))
+            .await,
+        "{:?}",
+        sim.inbound_message(&second)
+    );
+
+    let (status, _) = http(
+        &sim,
+        "POST",
+        &format!("/admin/contacts/15557770015/send?to={phone}"),
+        "application/json",
+        r#"{"type": "text", "text": "x", "group": "999@g.us"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "an unknown group");
+    sim.add_contact("15557770016", "Judy").unwrap();
+    let outsider = sim
+        .send_from_contact(
+            "15557770016",
+            &phone,
+            ContactMessage::text("x").in_group(&group),
+        )
+        .await;
+    assert!(
+        matches!(outsider, Err(wa_sim::SimError::Conflict(_))),
+        "{outsider:?}"
+    );
+    client.stop().await;
 }

@@ -140,6 +140,7 @@ async fn attempts(
 struct NewContact {
     phone: String,
     name: String,
+    lid: Option<String>,
 }
 
 async fn contacts(State(control): State<SimControl>) -> Json<serde_json::Value> {
@@ -155,7 +156,8 @@ async fn add_contact(
     State(control): State<SimControl>,
     Json(contact): Json<NewContact>,
 ) -> Result<Json<serde_json::Value>, SimError> {
-    let jid = control.add_contact(&contact.phone, &contact.name)?;
+    let jid =
+        control.add_contact_with_lid(&contact.phone, &contact.name, contact.lid.as_deref())?;
     Ok(Json(json!({ "success": true, "jid": jid })))
 }
 

@@ -499,8 +499,17 @@ pub async fn send(
         }
         None => None,
     };
+    let contact_lid =
+        shared.with_world(|w| w.contacts.get(&contact_user).and_then(|c| c.lid.clone()));
+    // How the device sees the sender: its LID when it has one.
+    let sender_for_device = contact_lid
+        .as_ref()
+        .map(|lid| format!("{lid}@lid"))
+        .unwrap_or_else(|| from_jid.clone());
     let chat_for_sender = group_jid.clone().unwrap_or_else(|| to_jid.clone());
-    let chat_for_device = group_jid.clone().unwrap_or_else(|| from_jid.clone());
+    let chat_for_device = group_jid
+        .clone()
+        .unwrap_or_else(|| sender_for_device.clone());
     for m in &message.mentions {
         if !m.ends_with("@s.whatsapp.net") && !m.ends_with("@lid") {
             return Err(SimError::BadRequest(format!(
@@ -649,9 +658,18 @@ pub async fn send(
                 ("type", kind.to_string()),
                 ("notify", push_name.clone()),
             ];
-            if group_jid.is_some() {
-                attrs.push(("participant", from_jid.clone()));
-                attrs.push(("addressing_mode", "pn".to_string()));
+            match (&group_jid, &contact_lid) {
+                (Some(_), Some(_)) => {
+                    attrs.push(("participant", sender_for_device.clone()));
+                    attrs.push(("participant_pn", from_jid.clone()));
+                    attrs.push(("addressing_mode", "lid".to_string()));
+                }
+                (Some(_), None) => {
+                    attrs.push(("participant", from_jid.clone()));
+                    attrs.push(("addressing_mode", "pn".to_string()));
+                }
+                (None, Some(_)) => attrs.push(("sender_pn", from_jid.clone())),
+                (None, None) => {}
             }
             let node = NodeBuilder::new("message")
                 .attrs(attrs)

@@ -327,7 +327,22 @@ impl SimControl {
     /// Adds a simulated contact (one device with fresh Signal keys) the client can
     /// message. Returns its JID.
     pub fn add_contact(&self, phone: &str, name: &str) -> Result<String, SimError> {
+        self.add_contact_with_lid(phone, name, None)
+    }
+
+    /// Like [`add_contact`](Self::add_contact), for a LID-addressed contact
+    /// when `lid` (digits) is given: its messages come from `lid@lid` with
+    /// `sender_pn` (1:1) or `participant_pn` (groups) naming its phone number.
+    pub fn add_contact_with_lid(
+        &self,
+        phone: &str,
+        name: &str,
+        lid: Option<&str>,
+    ) -> Result<String, SimError> {
         validate_phone(phone)?;
+        if let Some(lid) = lid {
+            validate_phone(lid)?;
+        }
         let party = signal::SignalParty::generate()?;
         self.shared.with_world(|w| {
             w.contacts.insert(
@@ -335,6 +350,7 @@ impl SimControl {
                 Contact {
                     user: phone.to_string(),
                     name: name.to_string(),
+                    lid: lid.map(str::to_string),
                     devices: BTreeMap::from([(0u16, Arc::new(AsyncMutex::new(party)))]),
                 },
             );

@@ -191,6 +191,9 @@ impl Phone {
 pub struct Contact {
     pub user: String,
     pub name: String,
+    /// The contact's LID (digits), when it is LID-addressed: its messages
+    /// come from `lid@lid` with `sender_pn`/`participant_pn`.
+    pub lid: Option<String>,
     pub devices: BTreeMap<u16, Arc<AsyncMutex<SignalParty>>>,
 }
 

@@ -589,3 +589,79 @@ async fn group_messages_are_sender_key_encrypted_after_a_distribution_message() 
     );
     client.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lid_addressed_contact_writes_from_its_lid_with_its_phone_number_alongside() {
+    let Linked {
+        sim,
+        dir: _dir,
+        mut client,
+        jid: _,
+        contact: _,
+        phone,
+    } = linked("15557770018", "Unused").await;
+    let pn = sim
+        .add_contact_with_lid("15557770017", "Kim", Some("200000000000017"))
+        .unwrap();
+    let lid = "200000000000017@lid";
+
+    let (id, message, info) = deliver(
+        &sim,
+        &mut client,
+        &pn,
+        &phone,
+        ContactMessage::text("from my lid"),
+    )
+    .await;
+    assert_eq!(message.conversation.as_deref(), Some("from my lid"));
+    assert_eq!(info.source.sender.to_string(), lid);
+    assert_eq!(info.source.chat.to_string(), lid);
+    assert_eq!(
+        info.source.sender_alt.as_ref().map(|j| j.to_string()),
+        Some(pn.clone()),
+        "sender_pn names the phone number"
+    );
+    assert!(
+        sim.wait_until(WAIT, |s| s
+            .inbound_message(&id)
+            .is_some_and(|m| m.delivered))
+            .await
+    );
+
+    // The device answers in the LID chat; the contact decrypts it.
+    device_sends(&client, lid, "hello Kim").await;
+    assert!(
+        sim.wait_until(WAIT, |s| s
+            .messages()
+            .iter()
+            .any(|m| m.text.as_deref() == Some("hello Kim")))
+            .await,
+        "{:?}",
+        sim.messages()
+    );
+
+    let group = sim
+        .add_group(wa_sim::GroupSpec {
+            id: Some("120363000000000043".into()),
+            subject: "LID group".into(),
+            participants: vec![pn.clone(), format!("{phone}@s.whatsapp.net")],
+        })
+        .unwrap();
+    let (_, message, info) = deliver(
+        &sim,
+        &mut client,
+        &pn,
+        &phone,
+        ContactMessage::text("in the group").in_group(&group),
+    )
+    .await;
+    assert_eq!(message.conversation.as_deref(), Some("in the group"));
+    assert_eq!(info.source.chat.to_string(), group);
+    assert_eq!(info.source.sender.to_string(), lid);
+    assert_eq!(
+        info.source.sender_alt.as_ref().map(|j| j.to_string()),
+        Some(pn.clone()),
+        "participant_pn names the phone number"
+    );
+    client.stop().await;
+}

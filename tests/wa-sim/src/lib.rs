@@ -5,7 +5,8 @@
 //! `whatsapp-rust` client connects to it unmodified, with only its WebSocket URL
 //! changed and `danger-skip-cert-chain-verify` enabled. A simulated phone links
 //! devices when told to scan a QR code; simulated contacts receive and decrypt
-//! what the client sends. Everything is driven and observed through
+//! what the client sends, and send it text, media, replies, reactions and group
+//! messages (Signal- and sender-key-encrypted, queued while it is offline). Everything is driven and observed through
 //! [`SimHandle`] in-process, or the same operations over HTTP under `/admin`.
 //!
 //! ```no_run

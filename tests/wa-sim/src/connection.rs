@@ -8,16 +8,16 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use tokio::sync::mpsc;
-use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 use whatsapp_rust::wacore_binary::marshal::{marshal, unmarshal_ref};
 use whatsapp_rust::wacore_binary::util::unpack;
+use whatsapp_rust::wacore_binary::{Node, NodeRef};
 use whatsapp_rust::waproto::whatsapp as wa;
 
 use crate::error::SimError;
 use crate::noise::{self, Established, FrameIo, FrameReader, TransportCiphers};
-use crate::stanza;
 use crate::world::{ConnCommand, ConnId, Connection, DeviceJid, Registration, Shared};
+use crate::{inbound, stanza};
 
 /// The WebSocket seen as a stream of Noise frames.
 struct WsFrames {
@@ -78,6 +78,7 @@ pub async fn serve_socket(shared: Arc<Shared>, socket: WebSocket) {
                 device: None,
                 registration: None,
                 pending_link: None,
+                active: false,
             },
         );
         id
@@ -140,6 +141,7 @@ impl Session {
                 }
                 command = self.commands.recv() => match command {
                     Some(ConnCommand::Send(node)) => self.send(&node).await?,
+                    Some(ConnCommand::Deliver { id, node }) => self.deliver(&id, &node).await?,
                     Some(ConnCommand::SendAndClose(node)) => {
                         self.send(&node).await?;
                         self.close().await;
@@ -345,6 +347,7 @@ impl Session {
                 Ok(Flow::Continue)
             }
             "receipt" => {
+                self.record_receipt(&node.as_node_ref());
                 if let Some(ack) = stanza::ack_for(&node.as_node_ref(), "receipt") {
                     self.send(&ack).await?;
                 }
@@ -356,8 +359,47 @@ impl Session {
                 }
                 Ok(Flow::Continue)
             }
+            "ack" => {
+                let node = node.as_node_ref();
+                if stanza::attr(&node, "class").as_deref() == Some("message")
+                    && let (Some(device), Some(id)) = (&self.device, stanza::attr(&node, "id"))
+                {
+                    self.shared
+                        .with_world(|w| inbound::record_answer(w, device, &[id], None));
+                    self.shared.changed();
+                }
+                Ok(Flow::Continue)
+            }
             _ => Ok(Flow::Continue),
         }
+    }
+
+    /// Sends a contact's message and notes that it reached the socket.
+    pub(crate) async fn deliver(&mut self, id: &str, node: &Node) -> Result<(), SimError> {
+        self.send(node).await?;
+        if let Some(device) = &self.device {
+            self.shared
+                .with_world(|w| inbound::record_sent(w, device, id));
+            self.shared.changed();
+        }
+        Ok(())
+    }
+
+    /// A device's receipt for contacts' messages (one id, or a `<list>` of
+    /// `<item id>` after it, as aggregate offline receipts carry).
+    fn record_receipt(&self, node: &NodeRef<'_>) {
+        let Some(device) = &self.device else { return };
+        let mut ids: Vec<String> = stanza::attr(node, "id").into_iter().collect();
+        if let Some(list) = node.get_optional_child("list") {
+            ids.extend(
+                list.get_children_by_tag("item")
+                    .filter_map(|i| stanza::attr(i, "id")),
+            );
+        }
+        let kind = stanza::attr(node, "type").unwrap_or_else(|| "delivery".to_string());
+        self.shared
+            .with_world(|w| inbound::record_answer(w, device, &ids, Some(&kind)));
+        self.shared.changed();
     }
 }
 

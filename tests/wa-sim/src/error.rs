@@ -22,6 +22,10 @@ pub enum SimError {
     /// An admin request named something the simulator does not know.
     #[error("not found: {0}")]
     NotFound(String),
+    /// An admin request cannot be honoured in the simulator's current state
+    /// (e.g. a message to a phone with no linked device).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// An admin request was malformed.
     #[error("bad request: {0}")]
     BadRequest(String),

@@ -74,6 +74,11 @@ impl Session {
                 );
                 self.reply(answer).await
             }
+            ("w:m", "media_conn") => {
+                let auth = self.shared.with_world(|w| w.media_auth.clone());
+                let conn = crate::media::media_conn(self.shared.addr, &auth);
+                self.reply(iq_result(node, vec![conn])).await
+            }
             ("w:sync:app:state", _) => {
                 let answer = self.app_state_sync(node);
                 self.reply(answer).await
@@ -137,8 +142,10 @@ impl Session {
         }
     }
 
-    /// What a real server holds back until the client goes active: here, the
-    /// phone's app-state key share for a fresh companion, then the end marker.
+    /// What a real server holds back until the client goes active: the
+    /// phone's app-state key share for a fresh companion, then contacts'
+    /// messages the device has not acknowledged (marked `offline`), then the
+    /// end marker. From here on contacts' messages go out as they are sent.
     async fn deliver_offline_queue(&mut self) -> Result<(), SimError> {
         let mut count = 0;
         if let Some(jid) = self.device.clone() {
@@ -149,6 +156,21 @@ impl Session {
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("could not share the app-state key: {e}"),
+            }
+            let conn_id = self.conn_id;
+            let pending = self.shared.with_world(|w| {
+                if let Some(conn) = w.connections.get_mut(&conn_id) {
+                    conn.active = true;
+                }
+                w.device(&jid)
+                    .map(|d| d.pending.clone())
+                    .unwrap_or_default()
+            });
+            for p in pending {
+                let mut node = p.node;
+                node.attrs.insert("offline", "1");
+                self.deliver(&p.id, &node).await?;
+                count += 1;
             }
         }
         let end = NodeBuilder::new("ib")

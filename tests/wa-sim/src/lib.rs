@@ -5,7 +5,8 @@
 //! `whatsapp-rust` client connects to it unmodified, with only its WebSocket URL
 //! changed and `danger-skip-cert-chain-verify` enabled. A simulated phone links
 //! devices when told to scan a QR code; simulated contacts receive and decrypt
-//! what the client sends. Everything is driven and observed through
+//! what the client sends, and send it text, media, replies, reactions and group
+//! messages (Signal- and sender-key-encrypted, queued while it is offline). Everything is driven and observed through
 //! [`SimHandle`] in-process, or the same operations over HTTP under `/admin`.
 //!
 //! ```no_run
@@ -19,7 +20,9 @@ mod admin;
 mod app_state;
 mod connection;
 mod error;
+mod inbound;
 mod iq;
+mod media;
 mod messages;
 mod noise;
 mod phone;
@@ -35,6 +38,8 @@ use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use error::SimError;
+pub use inbound::{ContactMessage, Content, DeviceDelivery, InboundStatus, Media};
+pub use media::{LoopbackMediaHttpClient, MediaKind};
 pub use world::{DeviceStatus, Group, GroupParticipant, ReceivedMessage, RemovedDevice};
 
 use world::{ConnCommand, Contact, DeviceJid, Shared};
@@ -48,7 +53,7 @@ impl Simulator {
     pub async fn start(addr: SocketAddr) -> Result<SimHandle, SimError> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(addr));
         let control = SimControl { shared };
         let router = admin::router(control.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -103,6 +108,17 @@ impl SimHandle {
     /// The base URL of the admin API.
     pub fn admin_url(&self) -> String {
         format!("http://{}/admin", self.addr)
+    }
+
+    /// An HTTP client for a whatsapp-rust client under test
+    /// (`Bot::builder().with_http_client(..)`): media downloads from the
+    /// simulator's address go over plain HTTP, everything else through
+    /// whatsapp-rust's default (ureq) client unchanged.
+    pub fn media_http_client(&self) -> LoopbackMediaHttpClient {
+        LoopbackMediaHttpClient::new(
+            Arc::new(whatsapp_rust::http::UreqHttpClient::new()),
+            self.addr,
+        )
     }
 
     /// A cheap, cloneable handle to the simulator's state and admin operations.
@@ -242,6 +258,26 @@ impl SimControl {
             .map_err(|_| SimError::NotFound(format!("{jid} is not connected")))
     }
 
+    /// The contact `from` (digits or `user@s.whatsapp.net`) sends `message`
+    /// to every linked device of phone `to`, Signal-encrypted to each; a
+    /// device that is offline gets it when it next logs in. Returns the
+    /// message id (see [`inbound_message`](Self::inbound_message)).
+    pub async fn send_from_contact(
+        &self,
+        from: &str,
+        to: &str,
+        message: ContactMessage,
+    ) -> Result<String, SimError> {
+        inbound::send(self, from, to, message).await
+    }
+
+    /// A contact's message by id, with whether each linked device got it,
+    /// acknowledged it and sent its delivery receipt.
+    pub fn inbound_message(&self, id: &str) -> Option<InboundStatus> {
+        self.shared
+            .with_world(|w| w.inbound.get(id).map(inbound::InboundRecord::status))
+    }
+
     /// Every message the simulated contacts received, in arrival order
     /// (duplicates included: a test checks exactly-once itself).
     pub fn messages(&self) -> Vec<ReceivedMessage> {
@@ -292,7 +328,22 @@ impl SimControl {
     /// Adds a simulated contact (one device with fresh Signal keys) the client can
     /// message. Returns its JID.
     pub fn add_contact(&self, phone: &str, name: &str) -> Result<String, SimError> {
+        self.add_contact_with_lid(phone, name, None)
+    }
+
+    /// Like [`add_contact`](Self::add_contact), for a LID-addressed contact
+    /// when `lid` (digits) is given: its messages come from `lid@lid` with
+    /// `sender_pn` (1:1) or `participant_pn` (groups) naming its phone number.
+    pub fn add_contact_with_lid(
+        &self,
+        phone: &str,
+        name: &str,
+        lid: Option<&str>,
+    ) -> Result<String, SimError> {
         validate_phone(phone)?;
+        if let Some(lid) = lid {
+            validate_phone(lid)?;
+        }
         let party = signal::SignalParty::generate()?;
         self.shared.with_world(|w| {
             w.contacts.insert(
@@ -300,6 +351,7 @@ impl SimControl {
                 Contact {
                     user: phone.to_string(),
                     name: name.to_string(),
+                    lid: lid.map(str::to_string),
                     devices: BTreeMap::from([(0u16, Arc::new(AsyncMutex::new(party)))]),
                 },
             );

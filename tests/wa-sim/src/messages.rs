@@ -44,10 +44,17 @@ enum Target {
 
 /// Resolves a phone number (or a phone's LID) to its PN user.
 fn pn_user(w: &World, addr: &Addr) -> String {
-    if addr.server == "lid"
-        && let Some(p) = w.phones.values().find(|p| p.lid == addr.user)
-    {
-        return p.user.clone();
+    if addr.server == "lid" {
+        if let Some(p) = w.phones.values().find(|p| p.lid == addr.user) {
+            return p.user.clone();
+        }
+        if let Some(c) = w
+            .contacts
+            .values()
+            .find(|c| c.lid.as_deref() == Some(addr.user.as_str()))
+        {
+            return c.user.clone();
+        }
     }
     addr.user.clone()
 }
@@ -153,7 +160,7 @@ impl Session {
                     let (devices, lid, known, key_index_list) =
                         if let Some(c) = w.contacts.get(&user) {
                             let d = c.devices.keys().map(|d| (*d, None)).collect::<Vec<_>>();
-                            (d, None, true, None)
+                            (d, c.lid.clone(), true, None)
                         } else if let Some(p) = w.phones.get(&user) {
                             let mut d = vec![(0u16, None)];
                             d.extend(

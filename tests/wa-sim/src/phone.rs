@@ -11,7 +11,7 @@ use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 use whatsapp_rust::waproto::whatsapp as wa;
 
 use crate::error::SimError;
-use crate::signal::{self, PublicBundle};
+use crate::signal;
 use crate::stanza;
 use crate::world::{ConnCommand, DeviceJid, LinkedDevice, PendingLink, Shared};
 
@@ -220,6 +220,8 @@ pub fn finish_link(
                 uploaded_pre_keys: Vec::new(),
                 pre_key_uploads: 0,
                 app_state_key_shared: false,
+                handed_out_pre_keys: Default::default(),
+                pending: Vec::new(),
             },
         );
         Ok(stanza::stream_error_code(515))
@@ -233,20 +235,12 @@ pub async fn app_state_key_share(
     jid: &DeviceJid,
 ) -> Result<Option<Node>, SimError> {
     let prepared = shared.with_world(|w| {
-        let phone = w.phones.get(&jid.user)?;
-        let device = phone.devices.get(&jid.device)?;
+        let phone = w.phones.get_mut(&jid.user)?;
+        let device = phone.devices.get_mut(&jid.device)?;
         if device.app_state_key_shared {
             return None;
         }
-        let reg = &device.registration;
-        let bundle = PublicBundle {
-            registration_id: reg.registration_id,
-            identity: reg.identity,
-            signed_pre_key_id: reg.signed_pre_key_id,
-            signed_pre_key: reg.signed_pre_key,
-            signed_pre_key_signature: reg.signed_pre_key_signature.clone(),
-            pre_key: device.uploaded_pre_keys.first().copied(),
-        };
+        let bundle = device.bundle_for_sender();
         Some((
             phone.primary.clone(),
             bundle,

@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use whatsapp_rust::wacore::libsignal::protocol::{
     CiphertextMessage, CiphertextMessageType, Direction, GenericSignedPreKey, IdentityChange,
     IdentityKey, IdentityKeyPair, IdentityKeyStore, KeyPair, PreKeyBundle, PreKeyId, PreKeyRecord,
-    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SessionRecord, SessionStore,
-    SignalMessage, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
-    Timestamp, UsePQRatchet, message_decrypt, message_encrypt, process_prekey_bundle,
+    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SenderKeyName, SenderKeyRecord,
+    SenderKeyStore, SessionRecord, SessionStore, SignalMessage, SignalProtocolError,
+    SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore, Timestamp, UsePQRatchet,
+    create_sender_key_distribution_message, group_encrypt, message_decrypt, message_encrypt,
+    process_prekey_bundle,
 };
 use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
@@ -204,8 +206,27 @@ impl SessionStore for Sessions {
     }
 }
 
+#[derive(Default)]
+struct SenderKeys(HashMap<SenderKeyName, SenderKeyRecord>);
+
+#[async_trait]
+impl SenderKeyStore for SenderKeys {
+    async fn store_sender_key(
+        &mut self,
+        name: &SenderKeyName,
+        record: SenderKeyRecord,
+    ) -> SignalResult<()> {
+        self.0.insert(name.clone(), record);
+        Ok(())
+    }
+    async fn load_sender_key(&self, name: &SenderKeyName) -> SignalResult<Option<SenderKeyRecord>> {
+        Ok(self.0.get(name).cloned())
+    }
+}
+
 /// One simulated Signal device.
 pub struct SignalParty {
+    sender_keys: SenderKeys,
     identities: Identities,
     pre_keys: PreKeys,
     signed_pre_keys: SignedPreKeys,
@@ -244,6 +265,7 @@ impl SignalParty {
             pre_keys: PreKeys::default(),
             signed_pre_keys: SignedPreKeys(HashMap::from([(SIGNED_PRE_KEY_ID, record)])),
             sessions: Sessions::default(),
+            sender_keys: SenderKeys::default(),
             signed_pre_key_public,
             signed_pre_key_signature: signature,
             next_pre_key_id: 1,
@@ -318,6 +340,32 @@ impl SignalParty {
             _ => "msg",
         };
         Ok((kind, message.serialize().to_vec()))
+    }
+
+    /// This device's sender key for `group` (created on first use), as the
+    /// serialized `SenderKeyDistributionMessage` its members need.
+    pub async fn sender_key_distribution(&mut self, group: &str) -> Result<Vec<u8>, SimError> {
+        let name = SenderKeyName::from_parts(group, "self");
+        let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+        let message =
+            create_sender_key_distribution_message(&name, &mut self.sender_keys, &mut rng)
+                .await
+                .map_err(signal_err)?;
+        Ok(message.serialized().to_vec())
+    }
+
+    /// Encrypts to `group` with this device's sender key (an `skmsg`).
+    pub async fn group_encrypt(
+        &mut self,
+        group: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SimError> {
+        let name = SenderKeyName::from_parts(group, "self");
+        let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+        let message = group_encrypt(&mut self.sender_keys, &name, plaintext, &mut rng)
+            .await
+            .map_err(signal_err)?;
+        Ok(message.serialized().to_vec())
     }
 
     /// Decrypts an `<enc>` of type `pkmsg` or `msg` sent by `peer`.

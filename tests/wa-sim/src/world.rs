@@ -4,7 +4,8 @@
 //! Everything here is plain data guarded by one mutex in `Shared`; nothing holds
 //! that lock across an `.await`. Signal parties have their own async mutexes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -13,8 +14,9 @@ use whatsapp_rust::wacore::libsignal::protocol::KeyPair;
 use whatsapp_rust::wacore_binary::Node;
 
 use crate::error::SimError;
+use crate::inbound::InboundRecord;
 use crate::noise::ServerIdentity;
-use crate::signal::SignalParty;
+use crate::signal::{PublicBundle, SignalParty};
 
 pub type ConnId = u64;
 
@@ -27,6 +29,9 @@ pub enum ConnCommand {
     SendAndClose(Node),
     /// Close the socket without a word, as a network failure would.
     Drop,
+    /// Send a contact's message (queued for the device until it acknowledges
+    /// it) and note that it went out.
+    Deliver { id: String, node: Node },
 }
 
 /// A live socket, and what we know about who is on the other end.
@@ -38,6 +43,9 @@ pub struct Connection {
     pub registration: Option<Registration>,
     /// Set after the phone sent `pair-success`, until the client signs it.
     pub pending_link: Option<PendingLink>,
+    /// Set once the device went active and got its offline queue: from then on
+    /// contacts' messages go to the socket as they are sent.
+    pub active: bool,
 }
 
 /// The keys an unpaired client sends in its registration payload.
@@ -102,6 +110,46 @@ pub struct LinkedDevice {
     pub pre_key_uploads: u32,
     /// Whether the phone already shared its app-state key with this device.
     pub app_state_key_shared: bool,
+    /// One-time pre-keys already handed to a sender (each is used once).
+    pub handed_out_pre_keys: HashSet<u32>,
+    /// Contacts' messages the device has not acknowledged yet, oldest first:
+    /// what the server redelivers when the device comes back.
+    pub pending: Vec<PendingDelivery>,
+}
+
+impl LinkedDevice {
+    /// A one-time pre-key no sender has used yet, marked as used.
+    pub fn take_pre_key(&mut self) -> Option<(u32, [u8; 32])> {
+        let key = self
+            .uploaded_pre_keys
+            .iter()
+            .find(|(id, _)| !self.handed_out_pre_keys.contains(id))
+            .copied()?;
+        self.handed_out_pre_keys.insert(key.0);
+        Some(key)
+    }
+
+    /// The public keys a sender starts a session from, with a fresh one-time
+    /// pre-key when one is left.
+    pub fn bundle_for_sender(&mut self) -> PublicBundle {
+        let pre_key = self.take_pre_key();
+        let reg = &self.registration;
+        PublicBundle {
+            registration_id: reg.registration_id,
+            identity: reg.identity,
+            signed_pre_key_id: reg.signed_pre_key_id,
+            signed_pre_key: reg.signed_pre_key,
+            signed_pre_key_signature: reg.signed_pre_key_signature.clone(),
+            pre_key,
+        }
+    }
+}
+
+/// A message stanza waiting for a device's acknowledgement.
+#[derive(Clone, Debug)]
+pub struct PendingDelivery {
+    pub id: String,
+    pub node: Node,
 }
 
 /// A simulated primary phone.
@@ -143,6 +191,9 @@ impl Phone {
 pub struct Contact {
     pub user: String,
     pub name: String,
+    /// The contact's LID (digits), when it is LID-addressed: its messages
+    /// come from `lid@lid` with `sender_pn`/`participant_pn`.
+    pub lid: Option<String>,
     pub devices: BTreeMap<u16, Arc<AsyncMutex<SignalParty>>>,
 }
 
@@ -206,6 +257,14 @@ pub struct World {
     pub contacts: BTreeMap<String, Contact>,
     pub groups: Vec<Group>,
     pub messages: Vec<ReceivedMessage>,
+    /// Messages contacts sent to linked devices, by stanza id.
+    pub inbound: BTreeMap<String, InboundRecord>,
+    /// Encrypted media files served at their direct path.
+    pub media: HashMap<String, Vec<u8>>,
+    /// `group|contact|device` for each device a contact's sender key reached.
+    pub skdm_shared: HashSet<String>,
+    /// The `auth` token handed out in `media_conn`.
+    pub media_auth: String,
     pub removed: Vec<RemovedDevice>,
     /// Login attempts (handshakes carrying a login payload), per phone number.
     pub login_attempts: BTreeMap<String, u32>,
@@ -268,16 +327,22 @@ impl World {
 /// Everything a connection task or the admin API shares.
 pub struct Shared {
     pub identity: ServerIdentity,
+    /// Where the simulator listens (its media host, too).
+    pub addr: SocketAddr,
     pub world: std::sync::Mutex<World>,
     /// Bumped on every observable change so tests can wait instead of sleeping.
     pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
-    pub fn new() -> Self {
+    pub fn new(addr: SocketAddr) -> Self {
         Self {
             identity: ServerIdentity::generate(),
-            world: std::sync::Mutex::new(World::default()),
+            addr,
+            world: std::sync::Mutex::new(World {
+                media_auth: crate::stanza::random_token(32),
+                ..World::default()
+            }),
             changes: tokio::sync::watch::channel(0).0,
         }
     }
@@ -295,12 +360,6 @@ impl Shared {
 
     pub fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
-    }
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

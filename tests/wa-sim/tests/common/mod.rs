@@ -10,6 +10,8 @@ use wa_sim::{SimHandle, Simulator};
 use whatsapp_rust::TokioRuntime;
 use whatsapp_rust::prelude::*;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
+use whatsapp_rust::types::message::MessageInfo;
+use whatsapp_rust::waproto::whatsapp as wa;
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -48,6 +50,7 @@ impl TestClient {
         let bot = Bot::builder()
             .with_backend(store)
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(sim.ws_url()))
+            .with_http_client(sim.media_http_client())
             .with_runtime(TokioRuntime)
             .with_version((2, 3000, 1_023_456_789))
             .skip_history_sync()
@@ -83,6 +86,42 @@ impl TestClient {
                 Err(_) => panic!("timed out waiting for {what}"),
             }
         }
+    }
+
+    /// Waits for the decrypted message with stanza id `id`.
+    pub async fn wait_message(&mut self, id: &str) -> (wa::Message, MessageInfo) {
+        self.wait_for(&format!("message {id}"), |e| match e {
+            Event::Messages(batch) => batch
+                .iter()
+                .find(|m| m.info.id == id)
+                .map(|m| ((*m.message).clone(), (*m.info).clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits until every message in `ids` was decrypted (an offline drain
+    /// delivers several in one batch); returns them in arrival order.
+    pub async fn wait_messages(&mut self, ids: &[String]) -> Vec<(wa::Message, MessageInfo)> {
+        let mut got: Vec<(wa::Message, MessageInfo)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !ids.iter().all(|id| got.iter().any(|(_, i)| &i.id == id)) {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    if let Event::Messages(batch) = &*event {
+                        got.extend(
+                            batch
+                                .iter()
+                                .filter(|m| ids.contains(&m.info.id))
+                                .map(|m| ((*m.message).clone(), (*m.info).clone())),
+                        );
+                    }
+                }
+                Ok(None) => panic!("event stream ended while waiting for {ids:?}"),
+                Err(_) => panic!("timed out waiting for {ids:?}; got {got:?}"),
+            }
+        }
+        got
     }
 
     pub async fn wait_qr(&mut self) -> String {

@@ -370,7 +370,10 @@ mod tests {
         let head = "3EB0A1B2C3D4E5F6A7B8C9E0".to_owned();
         for attempts in [1, 2] {
             let id = head.clone();
-            changes.push(record(&mut outbox, OutboxChange::Attempted { id, attempts }));
+            changes.push(record(
+                &mut outbox,
+                OutboxChange::Attempted { id, attempts },
+            ));
         }
         changes.push(record(&mut outbox, OutboxChange::Left { id: head }));
         for (change, after) in &changes {
@@ -455,7 +458,9 @@ mod tests {
 
         // An outbox stored by an older lila: one phone_state value.
         let old = outbox_file::encode_bytes(&outbox).unwrap().unwrap();
-        lila_pgstore::outbox::replace(&pool, &fence, &[]).await.unwrap();
+        lila_pgstore::outbox::replace(&pool, &fence, &[])
+            .await
+            .unwrap();
         lila_pgstore::phone_state::save_state(&pool, &fence, StateKind::Outbox, Some(&old))
             .await
             .unwrap();

@@ -204,8 +204,7 @@ impl PgPhoneStore {
             .await
             .map_err(database)?;
         let path = place(phone, lila_pgstore::outbox::TABLE);
-        let mut messages: Vec<OutboxMessage> =
-            old.iter().flat_map(|o| o.iter().cloned()).collect();
+        let mut messages: Vec<OutboxMessage> = old.iter().flat_map(|o| o.iter().cloned()).collect();
         for body in &rows {
             messages.push(outbox_file::decode_message(Path::new(&path), body)?);
         }

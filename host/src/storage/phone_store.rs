@@ -405,9 +405,8 @@ mod tests {
         pool
     }
 
-    #[tokio::test]
-    async fn the_postgres_store_keeps_what_it_is_given() {
-        use wacore::store::traits::DeviceStore;
+    /// A fresh database and a store of this node holding `phone()`'s lease.
+    async fn holding_the_phone() -> (lila_pgstore::Pool, PgPhoneStore, lila_pgstore::Fence) {
         let pool = fresh_database().await;
         let db = PgPhoneStore::new(pool.clone());
         let fence = lila_pgstore::claim_lease(&pool, phone().as_str(), "node-a", LEASE)
@@ -415,6 +414,13 @@ mod tests {
             .unwrap()
             .unwrap();
         db.hold(&phone(), fence.clone());
+        (pool, db, fence)
+    }
+
+    #[tokio::test]
+    async fn the_postgres_store_keeps_what_it_is_given() {
+        use wacore::store::traits::DeviceStore;
+        let (pool, db, fence) = holding_the_phone().await;
         let store = PhoneStore::Postgres(db);
         keeps_what_it_is_given(&store, async {
             lila_pgstore::PgBackend::new(pool.clone(), fence)
@@ -433,13 +439,7 @@ mod tests {
     /// rows at load under the lease; and a reset's outbox part empties it.
     #[tokio::test]
     async fn the_postgres_outbox_is_a_row_per_message_and_a_reset_empties_it() {
-        let pool = fresh_database().await;
-        let db = PgPhoneStore::new(pool.clone());
-        let fence = lila_pgstore::claim_lease(&pool, phone().as_str(), "node-a", LEASE)
-            .await
-            .unwrap()
-            .unwrap();
-        db.hold(&phone(), fence.clone());
+        let (pool, db, fence) = holding_the_phone().await;
         let store = PhoneStore::Postgres(db.clone());
         let outbox = record_some_changes(&store).await;
         let rows = |pool: lila_pgstore::Pool| async move {

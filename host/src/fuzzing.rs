@@ -389,6 +389,8 @@ fn check_allowed_url(allowed: &str, url: &str) {
                 .is_some_and(|rest| rest.starts_with('/')),
         "{url:?} is outside {allowed:?}"
     );
+}
+
 const FUZZ_CLUSTER_SECRET: &[u8] = b"fuzzing-cluster-secret-32-bytes!";
 
 /// A NOTIFY payload as a node reads one off `lila_events` or `lila_reset`:

@@ -1,6 +1,10 @@
 //! The errors of the PostgreSQL store, and how they cross into whatsapp-rust's `StoreError`.
 
+use std::path::PathBuf;
+
 use wacore::store::error::StoreError;
+
+use crate::tls::SslMode;
 
 /// What can go wrong in the PostgreSQL store.
 #[derive(Debug, thiserror::Error)]
@@ -39,14 +43,66 @@ pub enum PgStoreError {
     #[error("no database connection could be had from the pool")]
     Pool(#[from] deadpool_postgres::PoolError),
 
-    #[error("the database URL is invalid")]
-    Config(#[source] tokio_postgres::Error),
+    /// The database URL (its TLS settings included) cannot be used.
+    #[error(transparent)]
+    Url(#[from] DatabaseUrlError),
 
     #[error("the connection pool could not be built")]
     BuildPool(#[from] deadpool_postgres::BuildError),
 
     #[error("a database statement failed")]
     Database(#[from] tokio_postgres::Error),
+}
+
+/// Why a database URL cannot be used, in one sentence that never holds
+/// the URL (it usually carries a password): only the parameter at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseUrlError {
+    /// tokio-postgres refused the URL (its message names the option at
+    /// fault, never a value of the credentials).
+    #[error("the database URL is invalid")]
+    Invalid(#[source] tokio_postgres::Error),
+
+    #[error(
+        "sslmode={0:?} is not one lila knows: use disable, prefer, require, verify-ca or verify-full"
+    )]
+    UnknownSslMode(String),
+
+    #[error(
+        "sslmode={0} verifies the server's certificate, so the URL needs sslrootcert=/path/to/ca.pem (the CA that signed it)"
+    )]
+    NoRootCertificate(SslMode),
+
+    #[error(
+        "sslrootcert=system trusts every public CA, so it needs sslmode=verify-full (the host name check), not {0}"
+    )]
+    SystemRootsNeedVerifyFull(SslMode),
+
+    #[error("the CA file {path} (sslrootcert) cannot be read")]
+    UnreadableRootCertificate {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the CA file {0} (sslrootcert) holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NotPem(PathBuf),
+
+    #[error("the CA file {path} (sslrootcert) holds a certificate that cannot be a trust anchor")]
+    BadRootCertificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+
+    #[error("{0} is set, but lila presents no client certificate: remove it from the database URL")]
+    ClientCertificate(String),
+
+    #[error("{0} in the database URL is not valid percent-encoded UTF-8")]
+    NotUtf8(&'static str),
+
+    #[error("the TLS configuration could not be built")]
+    Tls(#[source] rustls::Error),
 }
 
 impl PgStoreError {
@@ -67,7 +123,7 @@ impl PgStoreError {
 impl From<PgStoreError> for StoreError {
     fn from(error: PgStoreError) -> Self {
         match error {
-            PgStoreError::Pool(_) | PgStoreError::Config(_) | PgStoreError::BuildPool(_) => {
+            PgStoreError::Pool(_) | PgStoreError::Url(_) | PgStoreError::BuildPool(_) => {
                 StoreError::Connection(Box::new(error))
             }
             PgStoreError::SchemaTooNew { .. } => StoreError::Migration(Box::new(error)),

@@ -24,6 +24,10 @@
 //! - [`notify`]: LISTEN/NOTIFY between nodes. [`reset_requests`]: resets
 //!   asked of a holder that cannot be reached over HTTP. [`plugin_state`]:
 //!   the plugins' key-value stores.
+//! - [`connect_pool`] and [`notify::listen`] take libpq's `sslmode`
+//!   ([`SslMode`]) and `sslrootcert` ([`RootCertificates`]) in the URL: TLS
+//!   with rustls, the same for the pool and the listeners; a URL they cannot
+//!   use is a [`DatabaseUrlError`].
 //! - `testing::TempPostgres` (feature `testing`) and
 //!   `import::import_sqlite_store` (feature `sqlite-import`).
 //!
@@ -56,6 +60,7 @@ pub mod outbox;
 pub mod phone_state;
 pub mod plugin_state;
 pub mod reset_requests;
+mod tls;
 
 #[cfg(feature = "sqlite-import")]
 pub mod import;
@@ -67,11 +72,12 @@ pub use backend::{
     TABLES_KEPT_BY_DELETE_PHONE, connect_pool, delete_phone, phone_rows, purge_phone,
     tables_with_phone_column,
 };
-pub use error::PgStoreError;
+pub use error::{DatabaseUrlError, PgStoreError};
 pub use lease::{Fence, check_fence, claim_lease, release_lease, renew_lease};
 pub use migrations::{
     MIGRATIONS, Migration, MigrationReport, latest_version, migrate, migrate_with,
 };
+pub use tls::{RootCertificates, SslMode};
 
 /// The pool type [`connect_pool`] builds, for callers that hold one.
 pub use deadpool_postgres::Pool;

@@ -6,15 +6,14 @@
 //! none for a listener that was not connected: a node that reconnects
 //! hears what comes next, not what it missed.
 
-use std::str::FromStr;
-
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
-use crate::backend::{CONNECTION_TIMEOUT, quote_identifier};
+use crate::backend::quote_identifier;
 use crate::error::PgStoreError;
+use crate::tls::{ConnectSettings, connect_settings};
 
 /// The longest payload PostgreSQL takes (its limit is 8000 bytes).
 pub const MAX_PAYLOAD: usize = 7999;
@@ -49,14 +48,12 @@ impl Listener {
     }
 }
 
-/// Listens on `channel` over a new connection to `database_url`.
+/// Listens on `channel` over a new connection to `database_url`, with the
+/// same TLS settings as the pool's ([`crate::connect_pool`]; the CA file is
+/// read again at each connection).
 pub async fn listen(database_url: &str, channel: &str) -> Result<Listener, PgStoreError> {
-    let mut config =
-        tokio_postgres::Config::from_str(database_url).map_err(PgStoreError::Config)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECTION_TIMEOUT);
-    }
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let ConnectSettings { config, tls, .. } = connect_settings(database_url)?;
+    let (client, mut connection) = config.connect(tls).await?;
     let (tx, payloads) = mpsc::unbounded_channel();
     // The connection is driven here; its notifications go to the channel.
     tokio::spawn(async move {

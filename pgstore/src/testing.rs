@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -43,12 +44,26 @@ pub enum TempPostgresError {
     Io(#[from] io::Error),
 }
 
+/// What a server started by [`TempPostgres::start_with`] has beyond the
+/// defaults ([`TempPostgres::start`]: no TLS, initdb's pg_hba.conf, which
+/// trusts everyone).
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// `ssl=on`, with a certificate for the DNS name `localhost` only (no IP
+    /// address) signed by a throwaway CA: [`TempPostgres::ca_file`].
+    pub tls: bool,
+    /// The whole of pg_hba.conf, instead of initdb's.
+    pub hba: Option<String>,
+}
+
 /// A running throwaway server. Dropping it stops the server and deletes its
 /// files.
 pub struct TempPostgres {
     dir: Option<tempfile::TempDir>,
     bin_dir: PathBuf,
     port: u16,
+    /// The CA that signed the server's certificate, when it has TLS.
+    ca_file: Option<PathBuf>,
     /// Run the binaries as the `postgres` user (the tests run as root).
     as_postgres: bool,
     watcher: Option<Child>,
@@ -70,6 +85,12 @@ const PORT_ATTEMPTS: usize = 3;
 impl TempPostgres {
     /// Starts a fresh server (initdb + pg_ctl start; about a second).
     pub fn start() -> Result<Self, TempPostgresError> {
+        Self::start_with(&ServerOptions::default())
+    }
+
+    /// Starts a fresh server with `options` (TLS adds the certificates'
+    /// making, a few tens of milliseconds).
+    pub fn start_with(options: &ServerOptions) -> Result<Self, TempPostgresError> {
         let bin_dir = std::env::var_os(BIN_DIR_VARIABLE)
             .map_or_else(|| PathBuf::from(DEFAULT_BIN_DIR), PathBuf::from);
         for binary in ["initdb", "pg_ctl", "createdb"] {
@@ -88,6 +109,7 @@ impl TempPostgres {
             dir: Some(dir),
             bin_dir,
             port: 0,
+            ca_file: None,
             as_postgres,
             watcher: None,
             databases: AtomicU32::new(0),
@@ -108,6 +130,13 @@ impl TempPostgres {
             ],
         )?;
         server.watcher = Some(server.spawn_watcher()?);
+        if let Some(hba) = &options.hba {
+            // initdb's file, rewritten in place: it stays the server user's.
+            std::fs::write(server.dir().join("data").join("pg_hba.conf"), hba)?;
+        }
+        if options.tls {
+            server.ca_file = Some(server.make_certificates()?);
+        }
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port()?;
@@ -135,6 +164,12 @@ impl TempPostgres {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (for
+    /// `sslrootcert`), when the server was started with TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 
     /// The URL of the `postgres` database, as `LILA_DATABASE_URL` takes it.
@@ -171,13 +206,73 @@ impl TempPostgres {
         self.dir().join("data").display().to_string()
     }
 
+    /// A CA, and a certificate for `localhost` it signs, in `tls/` (the
+    /// server's key the server user's own, mode 0600, as PostgreSQL demands).
+    /// Returns the CA's certificate.
+    fn make_certificates(&self) -> Result<PathBuf, TempPostgresError> {
+        let tls = self.dir().join("tls");
+        std::fs::create_dir(&tls)?;
+        let ca = throwaway_ca(&tls, "ca")?;
+        let (certificate, key) = (tls.join("server.crt"), tls.join("server.key"));
+        let text = |path: &Path| path.display().to_string();
+        openssl_req(
+            &[],
+            "/CN=localhost",
+            &tls.join("ca.cnf"),
+            &key,
+            &tls.join("server.csr"),
+        )?;
+        let extensions = tls.join("server.ext");
+        std::fs::write(
+            &extensions,
+            "basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature, keyEncipherment\n\
+             extendedKeyUsage = serverAuth\n\
+             subjectAltName = DNS:localhost\n",
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &text(&tls.join("server.csr")),
+            "-CA",
+            &text(&ca),
+            "-CAkey",
+            &text(&tls.join("ca.key")),
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-extfile",
+            &text(&extensions),
+            "-out",
+            &text(&certificate),
+        ])?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        if self.as_postgres {
+            let (uid, gid) = postgres_user_ids()?;
+            for file in [&tls, &certificate, &key] {
+                std::os::unix::fs::chown(file, Some(uid), Some(gid))?;
+            }
+        }
+        Ok(ca)
+    }
+
     fn start_server(&self) -> Result<(), TempPostgresError> {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories='{}' \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             self.port,
             self.dir().display()
         );
+        if self.ca_file.is_some() {
+            let tls = self.dir().join("tls");
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+                tls.join("server.crt").display(),
+                tls.join("server.key").display()
+            ));
+        }
         let log = self.dir().join("server.log").display().to_string();
         self.run(
             "pg_ctl",
@@ -300,7 +395,75 @@ impl Drop for TempPostgres {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// A self-signed CA (an EC P-256 key, valid two days) made with the
+/// `openssl` command (Debian's postgresql packages depend on it, through
+/// ssl-cert): `{name}.pem` and `{name}.key` in `dir`. Returns the
+/// certificate's path. Also for a test's "some other CA".
+pub fn throwaway_ca(dir: &Path, name: &str) -> Result<PathBuf, TempPostgresError> {
+    let (certificate, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let extensions = dir.join(format!("{name}.cnf"));
+    std::fs::write(
+        &extensions,
+        "[req]\ndistinguished_name = name\n[name]\n[ca]\n\
+         basicConstraints = critical, CA:TRUE\n\
+         keyUsage = critical, keyCertSign, cRLSign\n\
+         subjectKeyIdentifier = hash\n",
+    )?;
+    openssl_req(
+        &["-x509", "-days", "2", "-extensions", "ca"],
+        &format!("/CN=lila test {name}"),
+        &extensions,
+        &key,
+        &certificate,
+    )?;
+    Ok(certificate)
+}
+
+/// `openssl req` with a new P-256 key, unencrypted, at `key`: a certificate
+/// request for `subject` at `out`, or with `extra` (`-x509 …`) a
+/// self-signed certificate.
+fn openssl_req(
+    extra: &[&str],
+    subject: &str,
+    config: &Path,
+    key: &Path,
+    out: &Path,
+) -> Result<(), TempPostgresError> {
+    let (config, key, out) = (
+        config.display().to_string(),
+        key.display().to_string(),
+        out.display().to_string(),
+    );
+    let mut args = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        subject,
+        "-config",
+        &config,
+        "-keyout",
+        &key,
+        "-out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    openssl(&args)
+}
+
+fn openssl(args: &[&str]) -> Result<(), TempPostgresError> {
+    command_output("openssl", args).map(drop)
+}
+
+/// A whole error, its sources included, as one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

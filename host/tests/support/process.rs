@@ -133,8 +133,19 @@ impl Server {
     /// Runs `lila serve` over `data`, which must refuse to start (within
     /// 20 s): what it printed, stdout and stderr together.
     pub fn refused_to_start(data: &Path, secret: &str, wa_url: &str) -> String {
+        Server::refused_to_start_with_env(data, secret, wa_url, &[])
+    }
+
+    /// `refused_to_start`, with more environment (`LILA_DATABASE_URL`).
+    pub fn refused_to_start_with_env(
+        data: &Path,
+        secret: &str,
+        wa_url: &str,
+        env: &[(&str, &str)],
+    ) -> String {
         let mut command = Server::serve_command(data, secret, wa_url, free_port(), "warn");
         command
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -11,20 +11,20 @@ mod protocol;
 mod signal;
 
 use std::future::Future;
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
 };
 use futures_util::future::try_join_all;
+use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::{NoTls, Row};
 use wacore::store::error::StoreError;
 
 use crate::error::PgStoreError;
 use crate::lease::{Fence, check_fence};
 use crate::phone_state::StateKind;
+use crate::tls::{ConnectSettings, connect_settings};
 
 /// Statement parameters, as tokio-postgres takes them.
 type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -173,12 +173,16 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// A pool of connections to `database_url` (`postgres://…`), at most
 /// `max_size` at once. Connections are opened lazily; none waits longer than
 /// [`CONNECTION_TIMEOUT`] to be had.
+///
+/// The URL may carry libpq's `sslmode` and `sslrootcert` (see
+/// [`crate::SslMode`]); the CA file is read here, once for the pool.
 pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, PgStoreError> {
-    let mut config =
-        tokio_postgres::Config::from_str(database_url).map_err(PgStoreError::Config)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECTION_TIMEOUT);
-    }
+    let ConnectSettings {
+        mut config,
+        tls,
+        ssl_mode,
+    } = connect_settings(database_url)?;
+    tracing::debug!(sslmode = %ssl_mode, max_size, "database pool");
     // A node paused (SIGSTOP, a long GC, a partition) in the middle of a
     // write holds the lease row share-locked, which would stall a takeover
     // for as long as the pause. The server ends such a session instead.
@@ -190,7 +194,7 @@ pub fn connect_pool(database_url: &str, max_size: usize) -> Result<Pool, PgStore
     config.options(options.trim());
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

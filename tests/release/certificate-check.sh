@@ -2,7 +2,7 @@
 # A lila built the way a user builds it (`cargo build --release` at the root,
 # no features asked for) verifies WhatsApp's certificate chain: it says so at
 # start and in /health, and it refuses the simulator's chain, whose
-# signatures are not WhatsApp's. As a control, the tests' build of lila
+# signatures are not WhatsApp's, and its session's lastError says so. As a control, the tests' build of lila
 # (target/debug/lila, with the `simulator` feature) gets a QR code from the
 # same simulator within seconds, so the window watched here is long enough.
 #
@@ -103,6 +103,12 @@ done
 qr_code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" \
     "http://127.0.0.1:$port/api/sessions/$phone/qr")
 [ "$qr_code" = 404 ] || { echo "certificate-check: FAIL: GET /qr answered $qr_code" >&2; exit 1; }
+# And it says why: the session's lastError names the refused handshake.
+case "$(echo "$status" | field lastError)" in
+    *"certificate chain was refused"*) ;;
+    *) echo "certificate-check: FAIL: the refused chain is not in the session's lastError: $status" >&2
+       exit 1 ;;
+esac
 echo "certificate-check: the release build refused the simulator's chain for ${watched} s: $status"
 
 # The control: the tests' build, same simulator, shows a QR code.

@@ -8,6 +8,7 @@
 //!   event, so the host's logic is tested without a network.
 
 pub mod certificate;
+mod handshake;
 pub mod real;
 pub mod scripted;
 mod tasks;

@@ -17,6 +17,7 @@ use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::net::WHATSAPP_WEB_WS_URL;
 
+use super::handshake::WatchedTransport;
 use super::tasks::OwnedTasks;
 use super::version::{Version, WebVersion};
 use super::{
@@ -394,7 +395,8 @@ impl WhatsAppClient for RealClient {
 // two network steps, the version fetch and the WebSocket dial, go through
 // the HTTP client and the transport factory we hand it, so those are wrapped:
 // a failure is reported as `ConnectFailed`, and the actor stops the client
-// and owns the retry, with its own back-off.
+// and owns the retry, with its own back-off. The handshake that follows
+// the dial is watched the same way (`handshake.rs`).
 
 /// The longest a WebSocket dial or a version fetch may take. Shorter than
 /// whatsapp-rust's own 20 s, which would otherwise cancel ours unreported.
@@ -428,14 +430,21 @@ struct ObservedTransportFactory {
 #[async_trait]
 impl whatsapp_rust::transport::TransportFactory for ObservedTransportFactory {
     async fn create_transport(&self) -> Result<TransportPair, whatsapp_rust::anyhow::Error> {
-        let result = within_connect_timeout(self.inner.create_transport()).await;
-        if let Err(e) = &result {
-            let raw = format!("{e:#}");
-            report_connect_failure(&self.events, &raw, |what| {
-                format!("{what} at {} ({raw})", self.url)
-            });
+        match within_connect_timeout(self.inner.create_transport()).await {
+            Ok((transport, events)) => Ok(WatchedTransport::watch(
+                transport,
+                events,
+                self.events.clone(),
+                self.url.clone(),
+            )),
+            Err(e) => {
+                let raw = format!("{e:#}");
+                report_connect_failure(&self.events, &raw, |what| {
+                    format!("{what} at {} ({raw})", self.url)
+                });
+                Err(e)
+            }
         }
-        result
     }
 }
 

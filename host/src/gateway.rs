@@ -40,6 +40,10 @@ const BOOT_PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// How long boot keeps reporting progress at most.
 const BOOT_PROGRESS_FOR: Duration = Duration::from_secs(600);
 
+/// How often a create or a reset is sent again to a new actor after the one
+/// it reached retired without seeing it (see `Gateway::with_session`).
+const RETIRED_ACTOR_RETRIES: u32 = 256;
+
 pub struct Gateway {
     ctx: Arc<SessionContext>,
     sessions: Arc<Mutex<ActorMap>>,
@@ -181,6 +185,13 @@ impl Gateway {
     /// requests that may be about a phone the host does not have (create,
     /// clear). Such an actor retires as soon as it has nothing to keep; a
     /// request it dropped unseen, as it retired, goes to a new actor.
+    ///
+    /// An actor retires only after carrying out a command, so every retry
+    /// follows another request's progress, and requests reach each new actor
+    /// in the order they come: a request waits at most as many rounds as
+    /// there are requests racing it for the phone (a campaign of 9 racing
+    /// creates and resets ran out of the 3 retries this once allowed).
+    /// [`RETIRED_ACTOR_RETRIES`] is only a guard against a loop.
     async fn with_session<T, F, Fut>(&self, phone: &Phone, request: F) -> Result<T, SessionError>
     where
         F: Fn(SessionHandle) -> Fut,
@@ -190,7 +201,9 @@ impl Gateway {
         loop {
             let handle = self.session(phone);
             match request(handle.clone()).await {
-                Err(SessionError::Unavailable) if handle.is_retired() && attempts < 3 => {
+                Err(SessionError::Unavailable)
+                    if handle.is_retired() && attempts < RETIRED_ACTOR_RETRIES =>
+                {
                     attempts += 1;
                 }
                 answer => return answer,

@@ -91,14 +91,13 @@ async fn round(h: &Arc<Harness>, token: &str, phone: &Phone, seed: u64) -> Resul
         let (h, token, p, phone) = (h.clone(), token.to_owned(), p.clone(), phone.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let status = match op {
-                Op::Create => h.create(&p, &token).await.0,
-                Op::Clear => h.clear(&p, &token).await.0,
+            let (status, body) = match op {
+                Op::Create => h.create(&p, &token).await,
+                Op::Clear => h.clear(&p, &token).await,
                 Op::Send => {
                     let path = format!("/api/sessions/{p}/messages");
                     h.post(&path, &token, json!({"to": "51900000001", "text": "x"}))
                         .await
-                        .0
                 }
                 Op::Reconnect | Op::ServerLogout | Op::Scan => {
                     if let Some(client) = h.wa.latest(&phone) {
@@ -108,18 +107,18 @@ async fn round(h: &Arc<Harness>, token: &str, phone: &Phone, seed: u64) -> Resul
                             _ => client.scan(),
                         }
                     }
-                    StatusCode::OK
+                    (StatusCode::OK, serde_json::Value::Null)
                 }
             };
-            (op, status)
+            (op, status, body)
         }));
     }
     for task in tasks {
-        let (op, status) = task
+        let (op, status, body) = task
             .await
             .map_err(|e| format!("an operation panicked: {e}"))?;
         if status.is_server_error() {
-            return Err(format!("{op:?} answered {status}"));
+            return Err(format!("{op:?} answered {status}: {body}"));
         }
     }
 

@@ -205,3 +205,34 @@ async fn requests_racing_a_retiring_actor_never_answer_a_server_error() {
         }
     }
 }
+
+/// Regression (the reset race campaign, seeds 1796314912235877244 and
+/// 1796314912235877279: "Clear answered 503"): many resets and creates of a
+/// number with no record at once. Each actor carries out one of them and
+/// retires, dropping the others unseen; they go to the next actor, however
+/// many rounds that takes, and none answers a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_resets_racing_for_a_new_number_all_get_through() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    let acme = h.token("acme");
+    for i in 0..20 {
+        let phone = format!("5194{i:07}");
+        let mut tasks = Vec::new();
+        for op in 0..24 {
+            let (h, token, phone) = (h.clone(), acme.clone(), phone.clone());
+            tasks.push(tokio::spawn(async move {
+                // One create among many resets: the record it makes is the
+                // last reset's to remove.
+                if op == 12 {
+                    h.create(&phone, &token).await
+                } else {
+                    h.clear(&phone, &token).await
+                }
+            }));
+        }
+        for task in tasks {
+            let (status, body) = task.await.expect("a request task");
+            assert!(!status.is_server_error(), "{phone}: {status} {body}");
+        }
+    }
+}

@@ -18,7 +18,12 @@
 //! outbox log may be cut half-way: what got its 202 must still arrive);
 //! even runs kill while the queued burst is sent.
 //!
-//! CI runs a smoke run (3 kills). The long campaign, with its results in
+//! It runs twice: on one node's files (the outbox log
+//! `whatsapp/outbox/{phone}.json`), and as a cluster node on a throwaway
+//! PostgreSQL (a row of `outbox_messages` per message; the restarted node
+//! takes its leases back at once, as it holds its data directory's lock).
+//!
+//! CI runs a smoke run (3 kills each). The long campaign, with its results in
 //! `docs/RELIABILITY.md`:
 //!
 //! ```sh
@@ -32,6 +37,7 @@ mod process;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use lila_pgstore::testing::TempPostgres;
 use process::{Server, tenant_token};
 use wa_sim::Simulator;
 
@@ -57,8 +63,55 @@ impl Schedule {
     }
 }
 
+/// Where the node under test keeps its outbox.
+enum Store {
+    Files,
+    /// A cluster node on this database (`LILA_DATABASE_URL`).
+    Postgres(String),
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
+    campaign(Store::Files).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
+    let postgres = TempPostgres::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = postgres.create_database().expect("a database");
+    campaign(Store::Postgres(url)).await;
+}
+
+/// The ids still queued for [`PHONE`] after a kill: the outbox log's lines,
+/// or the phone's `outbox_messages` rows.
+async fn still_queued(store: &Store, root: &std::path::Path) -> BTreeSet<String> {
+    match store {
+        Store::Files => {
+            let layout = lila::layout::DataLayout::new(root);
+            let phone = lila::phone::Phone::parse(PHONE).expect("phone");
+            let path = layout.outbox_file(&phone);
+            match std::fs::read(&path) {
+                Ok(bytes) => lila::storage::outbox_file::decode(&path, &bytes)
+                    .expect("the outbox log is whole, but for a torn last line")
+                    .iter()
+                    .map(|m| m.id.clone())
+                    .collect(),
+                Err(_) => BTreeSet::new(),
+            }
+        }
+        Store::Postgres(url) => {
+            let pool = lila_pgstore::connect_pool(url, 1).expect("a pool");
+            let client = pool.get().await.expect("a connection");
+            let rows = client
+                .query("SELECT id FROM outbox_messages WHERE phone = $1", &[&PHONE])
+                .await
+                .expect("the outbox rows");
+            rows.iter().map(|row| row.get::<_, String>(0)).collect()
+        }
+    }
+}
+
+async fn campaign(store: Store) {
     let runs = env_u64("LILA_CAMPAIGN_RUNS").unwrap_or(3);
     let seed = env_u64("LILA_CAMPAIGN_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -66,7 +119,11 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
             .map(|d| d.as_nanos() as u64 | 1)
             .unwrap_or(0x5eed)
     });
-    println!("outbox kill campaign: {runs} runs, LILA_CAMPAIGN_SEED={seed}");
+    let on = match &store {
+        Store::Files => "files",
+        Store::Postgres(_) => "PostgreSQL",
+    };
+    println!("outbox kill campaign on {on}: {runs} runs, LILA_CAMPAIGN_SEED={seed}");
     let mut schedule = Schedule(seed);
     let sim = Simulator::start("127.0.0.1:0".parse().expect("addr"))
         .await
@@ -75,7 +132,10 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("data");
     let token = tenant_token(SECRET, "acme");
-    let start = || Server::start(&root, SECRET, &sim.ws_url(), None);
+    let start = || match &store {
+        Store::Files => Server::start(&root, SECRET, &sim.ws_url(), None),
+        Store::Postgres(url) => Server::start_node(&root, SECRET, &sim.ws_url(), url),
+    };
 
     // Pair once; every later start resumes the session.
     let server = tokio::task::block_in_place(|| {
@@ -98,6 +158,8 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
     let mut kills_while_queueing = 0;
     let mut accepted_before_kill: Vec<usize> = Vec::new();
     let mut failed_runs: BTreeSet<usize> = BTreeSet::new();
+    // What the store still held after each kill (the next start sends it).
+    let mut queued_after_kills: Vec<usize> = Vec::new();
     for run in 0..runs {
         let delay_ms = schedule.below(250);
         let live = server.take().expect("a server");
@@ -153,19 +215,10 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
         if arrived > 0 && arrived < queued_this_run {
             kills_with_sends_in_flight += 1;
         }
-        // Every id the outbox log no longer holds was confirmed sent: from
-        // now on, it must never arrive again.
-        let layout = lila::layout::DataLayout::new(&root);
-        let phone = lila::phone::Phone::parse(PHONE).expect("phone");
-        let path = layout.outbox_file(&phone);
-        let still_queued: BTreeSet<String> = match std::fs::read(&path) {
-            Ok(bytes) => lila::storage::outbox_file::decode(&path, &bytes)
-                .expect("the outbox log is whole, but for a torn last line")
-                .iter()
-                .map(|m| m.id.clone())
-                .collect(),
-            Err(_) => BTreeSet::new(),
-        };
+        // Every id the outbox no longer holds was confirmed sent: from now
+        // on, it must never arrive again.
+        let still_queued = still_queued(&store, &root).await;
+        queued_after_kills.push(still_queued.len());
         let counts = arrivals_by_id(&sim);
         for (id, _) in &accepted {
             if !still_queued.contains(id) && !confirmed_sent.contains_key(id) {
@@ -243,6 +296,7 @@ async fn the_outbox_loses_nothing_and_sends_nothing_twice_under_sigkill() {
             failed_runs.insert(run_of[index]);
         }
     }
+    println!("messages still queued in the store after each kill: {queued_after_kills:?}");
     println!(
         "{kills_while_queueing} kills fell while a burst was being queued (messages accepted before each: {accepted_before_kill:?})"
     );

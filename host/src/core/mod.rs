@@ -6,6 +6,7 @@
 //! host's rules are tested here without touching a disk.
 
 pub mod event;
+pub mod inbound;
 pub mod message_status;
 pub mod outbox;
 pub mod record;

@@ -9,6 +9,7 @@
 
 pub mod certificate;
 mod handshake;
+pub mod inbound;
 pub mod real;
 pub mod scripted;
 mod tasks;

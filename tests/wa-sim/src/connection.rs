@@ -57,6 +57,17 @@ pub async fn serve_socket(shared: Arc<Shared>, socket: WebSocket) {
     };
     let established = match noise::accept(&mut frames, &shared.identity).await {
         Ok(e) => e,
+        Err(e @ SimError::UnsupportedDictionary { .. }) => {
+            // Refused cleanly: a close frame (1002, protocol error) that
+            // says why, before any handshake message.
+            tracing::info!("refused a client: {e}");
+            let close = axum::extract::ws::CloseFrame {
+                code: 1002,
+                reason: e.to_string().into(),
+            };
+            let _ = frames.socket.send(WsMessage::Close(Some(close))).await;
+            return;
+        }
         Err(e) => {
             tracing::debug!("handshake failed: {e}");
             return;

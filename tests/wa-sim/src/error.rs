@@ -7,6 +7,13 @@ pub enum SimError {
     /// The peer sent something that is not the WhatsApp Web protocol as we speak it.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The client speaks another version of the binary dictionary than the
+    /// simulator (its connection header's fourth byte): it is refused
+    /// before the handshake, with a WebSocket close that says so.
+    #[error(
+        "the client speaks binary dictionary version {client}; this server speaks version {ours}"
+    )]
+    UnsupportedDictionary { client: u8, ours: u8 },
     /// The connection closed (or its owner went away) before we were done.
     #[error("connection closed")]
     Closed,

@@ -371,6 +371,15 @@ impl FrameReader {
                 "connection does not start with the WA header".into(),
             ));
         }
+        // The header's last byte is the binary dictionary's version: a
+        // client with another one could not read a single stanza.
+        let dictionary = self.pending[start + 3];
+        if dictionary != WA_CONN_HEADER[3] {
+            return Err(SimError::UnsupportedDictionary {
+                client: dictionary,
+                ours: WA_CONN_HEADER[3],
+            });
+        }
         self.prologue_seen = true;
         let rest = self.pending.split_off(start + WA_CONN_HEADER.len());
         self.pending.clear();
@@ -391,6 +400,20 @@ pub fn frame(payload: &[u8]) -> Result<Vec<u8>, SimError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_with_another_dictionary_version_is_refused_by_its_header() {
+        let mut header = WA_CONN_HEADER;
+        header[3] = header[3].wrapping_add(1);
+        let mut reader = FrameReader::new();
+        match reader.feed(&header) {
+            Err(SimError::UnsupportedDictionary { client, ours }) => {
+                assert_eq!((client, ours), (header[3], WA_CONN_HEADER[3]))
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(FrameReader::new().feed(&WA_CONN_HEADER).is_ok());
+    }
 
     #[test]
     fn the_prologue_is_stripped_before_frames_even_when_split() {

@@ -26,8 +26,14 @@ struct QrCode {
     adv_secret: Vec<u8>,
 }
 
+/// How a phone's camera app may show a QR code's text: as a link to the
+/// linked-devices screen, with the code after the `#`.
+const LINKED_DEVICES_LINK: &str = "https://wa.me/settings/linked_devices#";
+
 fn parse_qr(qr: &str) -> Result<QrCode, SimError> {
-    let parts: Vec<&str> = qr.trim().split(',').collect();
+    let qr = qr.trim();
+    let qr = qr.strip_prefix(LINKED_DEVICES_LINK).unwrap_or(qr);
+    let parts: Vec<&str> = qr.split(',').collect();
     if parts.len() < 4 {
         return Err(SimError::BadRequest(
             "a QR code has at least 4 comma-separated parts".into(),
